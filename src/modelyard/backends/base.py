@@ -1,0 +1,44 @@
+"""The one small interface every backend implements (``local`` now, ``ray`` later)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from modelyard.domain.registry import Endpoint
+from modelyard.serving.deployment import Deployment
+
+
+@dataclass(frozen=True)
+class EndpointState:
+    """What the data plane knows about one endpoint right now."""
+
+    endpoint: Endpoint
+    status: str  # "loading" | "ready" | "failed"
+    deployment: Deployment | None = None
+    error: str | None = None
+    target: str | None = None  # "model:version" the reference resolved to at last reconcile
+
+    def to_dict(self) -> dict[str, Any]:
+        serving = self.deployment.version.ref if self.deployment else None
+        return {
+            "endpoint": self.endpoint.name,
+            "status": self.status,
+            "ready": self.deployment is not None,
+            "serving": serving,
+            "target": self.target,
+            "error": self.error,
+            "warmup_ms": round(self.deployment.warmup_ms, 3) if self.deployment else None,
+        }
+
+
+class Backend(Protocol):
+    def state(self, name: str) -> EndpointState | None: ...
+
+    def states(self) -> list[EndpointState]: ...
+
+    def ready(self) -> bool: ...
+
+    def reconcile(self) -> None: ...
+
+    def trigger(self) -> None: ...

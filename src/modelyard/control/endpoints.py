@@ -1,0 +1,78 @@
+"""The endpoint service: desired state for what the data plane serves."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy.orm import Session
+
+from modelyard.domain.errors import ValidationFailed, VersionArchived
+from modelyard.domain.names import ModelRef, check_name
+from modelyard.domain.registry import Endpoint
+from modelyard.governance.policy import Principal, authorize
+from modelyard.store import endpoints as repo
+from modelyard.store import registry as registry_repo
+from modelyard.store.db import Database
+
+MAX_TIMEOUT_MS = 600_000
+
+
+def check_timeout(timeout_ms: int | None) -> int | None:
+    if timeout_ms is not None and not (1 <= timeout_ms <= MAX_TIMEOUT_MS):
+        raise ValidationFailed(f"timeout_ms must be between 1 and {MAX_TIMEOUT_MS}",
+                               field="timeout_ms")
+    return timeout_ms
+
+
+class EndpointService:
+    def __init__(self, db: Database, default_timeout_ms: int) -> None:
+        self.db = db
+        self.default_timeout_ms = default_timeout_ms
+        # Called after every committed change so an in-process data plane converges at once.
+        self.on_change: Callable[[], None] = lambda: None
+
+    def _check_target(self, session: Session, ref: ModelRef) -> None:
+        _, row = registry_repo.resolve(session, ref)
+        if ref.version is not None and row.status != "active":
+            raise VersionArchived(f"{ref} is archived and cannot be served", field="model")
+
+    def create(self, principal: Principal, name: str, model: str, *,
+               timeout_ms: int | None = None, description: str = "") -> Endpoint:
+        authorize(principal, "endpoints:write")
+        check_name(name, "endpoint name", "name")
+        ref = ModelRef.parse(model)
+        timeout = check_timeout(timeout_ms) or self.default_timeout_ms
+        with self.db.transaction() as session:
+            self._check_target(session, ref)
+            endpoint = repo.create(session, name, ref, timeout, description)
+        self.on_change()
+        return endpoint
+
+    def update(self, principal: Principal, name: str, *, model: str | None = None,
+               timeout_ms: int | None = None, description: str | None = None) -> Endpoint:
+        authorize(principal, "endpoints:write")
+        ref = ModelRef.parse(model) if model is not None else None
+        check_timeout(timeout_ms)
+        with self.db.transaction() as session:
+            if ref is not None:
+                self._check_target(session, ref)
+            endpoint = repo.update(session, name, ref=ref, timeout_ms=timeout_ms,
+                                   description=description)
+        self.on_change()
+        return endpoint
+
+    def delete(self, principal: Principal, name: str) -> None:
+        authorize(principal, "endpoints:delete")
+        with self.db.transaction() as session:
+            repo.remove(session, name)
+        self.on_change()
+
+    def get(self, principal: Principal, name: str) -> Endpoint:
+        authorize(principal, "endpoints:read")
+        with self.db.transaction() as session:
+            return repo.to_endpoint(repo.row(session, name))
+
+    def list(self, principal: Principal) -> list[Endpoint]:
+        authorize(principal, "endpoints:read")
+        with self.db.transaction() as session:
+            return repo.all_endpoints(session)

@@ -1,0 +1,287 @@
+"""The registry service: turns a model (object, file, folder or uploaded archive) into an
+immutable, content-addressed, signed version, and moves aliases.
+
+Order of a registration: stage files in a private temp folder -> let the flavor inspect them
+(refusing pickles and code without trust) -> settle the signature (explicit, declared by the
+format, or inferred by running the model on a sample) -> store the canonical archive under
+its sha256 (temp then move) -> one metadata transaction. A failure at any step leaves no
+visible version; an archive stored before a failed commit is an unreferenced blob.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelyard import flavors
+from modelyard.domain.errors import InvalidInput, ValidationFailed
+from modelyard.domain.names import ModelRef, check_alias, check_name
+from modelyard.domain.registry import Alias, Lineage, Model, ModelVersion
+from modelyard.domain.signature import Signature, as_input_dict
+from modelyard.domain.tensors import to_jsonable
+from modelyard.flavors.base import Flavor, Predictor
+from modelyard.governance.policy import Principal, authorize
+from modelyard.store import registry as repo
+from modelyard.store.archive import extract, pack_to_file, stage
+from modelyard.store.artifacts import ArtifactStore
+from modelyard.store.db import Database
+
+EXAMPLE_ROWS = 5
+
+
+@dataclass
+class Registration:
+    """What a caller says about a new version, apart from the model itself."""
+
+    flavor: str | None = None
+    signature: Signature | None = None
+    sample: Mapping[str, np.ndarray] | None = None
+    lineage: Lineage = field(default_factory=Lineage)
+    description: str = ""
+    trusted: bool = False
+    trusted_types: Sequence[str] = ()
+    to_onnx: bool = False
+
+
+class RegistryService:
+    def __init__(self, db: Database, artifacts: ArtifactStore, scratch: Path) -> None:
+        self.db = db
+        self.artifacts = artifacts
+        self.scratch = scratch
+        # Test seam: called after the artifact is stored and before the metadata commit.
+        self.before_commit: Callable[[], None] = lambda: None
+
+    # -- registration -------------------------------------------------------------------
+    def register_object(self, principal: Principal, name: str, model: Any,
+                        spec: Registration) -> ModelVersion:
+        """Register an in-memory model (an estimator, a module, an ONNX proto, a class)."""
+        authorize(principal, "models:write")
+        check_name(name, "model name", "name")
+        sample = _sample(spec.sample, spec.signature)
+        with self._workdir() as folder:
+            if spec.to_onnx:
+                if sample is None:
+                    raise ValidationFailed("to_onnx needs a sample input", field="sample")
+                from modelyard.flavors.onnx import sklearn_to_onnx
+
+                model, flavor = sklearn_to_onnx(model, sample), flavors.get("onnx")
+            else:
+                flavor = flavors.get(spec.flavor) if spec.flavor else \
+                    flavors.detect_for_object(model)
+            saved = flavor.save(model, folder, sample=sample)
+            types = list(spec.trusted_types) + list(saved.get("trusted_types", []))
+            return self._finish(principal, name, folder, flavor, spec, sample, types)
+
+    def register_path(self, principal: Principal, name: str, path: Path,
+                      spec: Registration) -> ModelVersion:
+        """Register a model file or folder from the local disk."""
+        authorize(principal, "models:write")
+        check_name(name, "model name", "name")
+        sample = _sample(spec.sample, spec.signature)
+        with self._workdir() as folder:
+            stage(Path(path), folder)
+            if spec.to_onnx:
+                return self._convert_folder(principal, name, folder, spec, sample)
+            flavor = flavors.get(spec.flavor) if spec.flavor else flavors.detect_for_files(folder)
+            return self._finish(principal, name, folder, flavor, spec, sample,
+                                list(spec.trusted_types))
+
+    def register_archive(self, principal: Principal, name: str, archive: Path,
+                         spec: Registration, *, max_bytes: int) -> ModelVersion:
+        """Register an uploaded tar/zip archive (already checked against its digest)."""
+        authorize(principal, "models:write")
+        check_name(name, "model name", "name")
+        sample = _sample(spec.sample, spec.signature)
+        with self._workdir() as folder:
+            extract(archive, folder, max_bytes=max_bytes)
+            flavor = flavors.get(spec.flavor) if spec.flavor else flavors.detect_for_files(folder)
+            return self._finish(principal, name, folder, flavor, spec, sample,
+                                list(spec.trusted_types))
+
+    def register_stored(self, principal: Principal, name: str, digest: str,
+                        spec: Registration) -> ModelVersion:
+        """Register an artifact already in the store (uploaded earlier by digest)."""
+        authorize(principal, "models:write")
+        check_name(name, "model name", "name")
+        sample = _sample(spec.sample, spec.signature)
+        source = self.artifacts.materialize(digest)
+        with self._workdir() as folder:
+            stage(source, folder)
+            flavor = flavors.get(spec.flavor) if spec.flavor else flavors.detect_for_files(folder)
+            return self._finish(principal, name, folder, flavor, spec, sample,
+                                list(spec.trusted_types))
+
+    def _convert_folder(self, principal: Principal, name: str, folder: Path,
+                        spec: Registration, sample: dict[str, np.ndarray] | None
+                        ) -> ModelVersion:
+        if sample is None:
+            raise ValidationFailed("to_onnx needs a sample input", field="sample")
+        flavor = flavors.get(spec.flavor) if spec.flavor else flavors.detect_for_files(folder)
+        if flavor.name != "sklearn":
+            raise ValidationFailed("to_onnx converts scikit-learn models only", field="to_onnx")
+        options = flavor.inspect(folder, trusted=spec.trusted, trusted_types=spec.trusted_types)
+        predictor = flavor.load(folder, options, trusted=spec.trusted)
+        estimator = getattr(predictor, "estimator", None)
+        from modelyard.flavors.onnx import sklearn_to_onnx
+
+        proto = sklearn_to_onnx(estimator, sample)
+        with self._workdir() as onnx_folder:
+            onnx_flavor = flavors.get("onnx")
+            onnx_flavor.save(proto, onnx_folder, sample=sample)
+            return self._finish(principal, name, onnx_folder, onnx_flavor, spec, sample, [])
+
+    def _finish(self, principal: Principal, name: str, folder: Path, flavor: Flavor,
+                spec: Registration, sample: dict[str, np.ndarray] | None,
+                trusted_types: list[str]) -> ModelVersion:
+        options = flavor.inspect(folder, trusted=spec.trusted, trusted_types=trusted_types)
+        signature = _settle_signature(flavor, folder, options, spec, sample)
+        options["input_names"] = [s.name for s in signature.inputs]
+        example = None
+        if sample is not None:
+            example = {"tensors": to_jsonable({k: v[:EXAMPLE_ROWS] for k, v in sample.items()})}
+        lineage = replace(spec.lineage, trusted=spec.trusted)
+        archive, digest, size = pack_to_file(folder, self.scratch)
+        try:
+            self.artifacts.put_file(archive, digest)
+        finally:
+            archive.unlink(missing_ok=True)
+        with self.db.transaction() as session:
+            model = repo.ensure_model(session, name, principal.name)
+            row = repo.add_version(session, model, flavor=flavor.name, digest=digest, size=size,
+                                   signature=signature, lineage=lineage, options=options,
+                                   description=spec.description, actor=principal.name)
+            row.input_example = example
+            self.before_commit()
+            return repo.describe_version(session, model, row)
+
+    def _workdir(self) -> Any:
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        return _TempDir(self.scratch)
+
+    # -- reads -------------------------------------------------------------------------
+    def list_models(self, principal: Principal, tags: dict[str, str] | None = None
+                    ) -> list[Model]:
+        authorize(principal, "models:read")
+        with self.db.transaction() as session:
+            return repo.list_models(session, tags)
+
+    def get_model(self, principal: Principal, name: str) -> Model:
+        authorize(principal, "models:read")
+        with self.db.transaction() as session:
+            return repo.describe_model(session, repo.model_row(session, name))
+
+    def list_versions(self, principal: Principal, name: str) -> list[ModelVersion]:
+        authorize(principal, "models:read")
+        with self.db.transaction() as session:
+            return repo.list_versions(session, name)
+
+    def get_version(self, principal: Principal, ref: ModelRef | str) -> ModelVersion:
+        authorize(principal, "models:read")
+        ref = ModelRef.parse(ref) if isinstance(ref, str) else ref
+        with self.db.transaction() as session:
+            model, row = repo.resolve(session, ref)
+            return repo.describe_version(session, model, row)
+
+    def search(self, principal: Principal, tags: dict[str, str]) -> list[ModelVersion]:
+        authorize(principal, "models:read")
+        with self.db.transaction() as session:
+            return repo.search_versions(session, tags)
+
+    def alias_history(self, principal: Principal, name: str) -> list[dict[str, Any]]:
+        authorize(principal, "models:read")
+        with self.db.transaction() as session:
+            return repo.alias_history(session, name)
+
+    # -- changes -----------------------------------------------------------------------
+    def set_alias(self, principal: Principal, name: str, alias: str, version: int) -> Alias:
+        authorize(principal, "aliases:write")
+        check_alias(alias)
+        with self.db.transaction() as session:
+            return repo.set_alias(session, name, alias, version, principal.name)
+
+    def remove_alias(self, principal: Principal, name: str, alias: str) -> None:
+        authorize(principal, "aliases:write")
+        with self.db.transaction() as session:
+            repo.remove_alias(session, name, alias, principal.name)
+
+    def archive(self, principal: Principal, name: str, version: int) -> ModelVersion:
+        authorize(principal, "models:write")
+        with self.db.transaction() as session:
+            row = repo.archive_version(session, name, version)
+            return repo.describe_version(session, repo.model_row(session, name), row)
+
+    def delete_model(self, principal: Principal, name: str) -> None:
+        authorize(principal, "models:delete")
+        with self.db.transaction() as session:
+            repo.delete_model(session, name)
+
+    def unreferenced_artifacts(self) -> list[str]:
+        """Stored archives no version points at (left by failed or deleted registrations)."""
+        with self.db.transaction() as session:
+            used = repo.referenced_digests(session)
+        return [d for d in self.artifacts.digests() if d not in used]
+
+    def load_predictor(self, version: ModelVersion) -> Predictor:
+        folder = self.artifacts.materialize(version.artifact_digest)
+        flavor = flavors.get(version.flavor)
+        return flavor.load(folder, version.flavor_options, trusted=version.lineage.trusted)
+
+
+class _TempDir:
+    def __init__(self, parent: Path) -> None:
+        self.path = Path(tempfile.mkdtemp(prefix="stage-", dir=parent))
+
+    def __enter__(self) -> Path:
+        return self.path
+
+    def __exit__(self, *exc: object) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _sample(sample: Any, signature: Signature | None) -> dict[str, np.ndarray] | None:
+    if sample is None:
+        return None
+    names = [s.name for s in signature.inputs] if signature else ["input"]
+    arrays = {k: np.asarray(v) for k, v in as_input_dict(sample, names).items()}
+    for key, array in arrays.items():
+        if array.ndim == 0 or array.shape[0] == 0:
+            raise ValidationFailed(f"sample {key!r} needs at least one row", field="sample")
+    return arrays
+
+
+def _settle_signature(flavor: Flavor, folder: Path, options: dict[str, Any],
+                      spec: Registration, sample: dict[str, np.ndarray] | None) -> Signature:
+    signature = spec.signature or flavor.native_signature(folder, options)
+    if sample is None:
+        if signature is None:
+            raise ValidationFailed(
+                f"cannot infer a signature for a {flavor.name} model without a sample input; "
+                "pass sample= (--sample) or signature= (--signature)",
+                field="sample",
+            )
+        return signature
+    if signature is not None:
+        try:
+            sample = signature.validate(sample)
+        except InvalidInput as exc:
+            raise ValidationFailed(f"the sample does not fit the signature: {exc.detail}",
+                                   field="sample") from exc
+    predictor = flavor.load(folder, {**options, "input_names": list(sample)},
+                            trusted=spec.trusted)
+    try:
+        outputs = predictor.predict(sample)
+    except Exception as exc:  # the model's own failure, reported with its message
+        raise ValidationFailed(f"the model failed on the sample input: {exc}",
+                               field="sample") from exc
+    inferred = Signature.infer(sample, outputs)
+    if signature is None:
+        return inferred
+    if not signature.outputs:
+        return Signature(signature.inputs, inferred.outputs)
+    return signature

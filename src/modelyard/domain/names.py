@@ -1,0 +1,60 @@
+"""Names and references: value objects parsed once at the edge."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from modelyard.domain.errors import ValidationFailed
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def check_name(value: str, what: str = "name", field: str | None = None) -> str:
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise ValidationFailed(
+            f"invalid {what} {value!r}: use 1-128 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit",
+            field=field or what,
+        )
+    return value
+
+
+def check_alias(value: str, field: str = "alias") -> str:
+    check_name(value, "alias", field)
+    if value.isdigit():
+        raise ValidationFailed(f"alias {value!r} must not be a number", field=field)
+    return value
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """``name`` (the latest active version), ``name:3`` (a version) or ``name@alias``."""
+
+    model: str
+    version: int | None = None
+    alias: str | None = None
+
+    @classmethod
+    def parse(cls, text: str, field: str = "model") -> ModelRef:
+        if not isinstance(text, str):
+            raise ValidationFailed("model reference must be a string", field=field)
+        if "@" in text:
+            model, alias = text.split("@", 1)
+            return cls(check_name(model, "model name", field), alias=check_alias(alias, field))
+        if ":" in text:
+            model, version = text.split(":", 1)
+            if not version.isdigit() or int(version) < 1:
+                raise ValidationFailed(
+                    f"invalid version {version!r} in {text!r}: versions are numbers from 1",
+                    field=field,
+                )
+            return cls(check_name(model, "model name", field), version=int(version))
+        return cls(check_name(text, "model name", field))
+
+    def __str__(self) -> str:
+        if self.alias:
+            return f"{self.model}@{self.alias}"
+        if self.version:
+            return f"{self.model}:{self.version}"
+        return self.model

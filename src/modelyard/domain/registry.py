@@ -1,0 +1,169 @@
+"""Registry entities: models, immutable versions with lineage, aliases, endpoints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from modelyard.domain.signature import Signature
+
+FLAVORS = ("onnx", "sklearn", "torch", "python")
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Where a version came from. Everything optional; recorded as given."""
+
+    data_fingerprint: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    code_revision: str | None = None
+    parent: str | None = None  # "model:version" of the version this one derives from
+    tags: dict[str, str] = field(default_factory=dict)
+    trusted: bool = False  # the registrant explicitly trusted code or pickles in the artifact
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "data_fingerprint": self.data_fingerprint,
+            "params": dict(self.params),
+            "metrics": dict(self.metrics),
+            "code_revision": self.code_revision,
+            "parent": self.parent,
+            "tags": dict(self.tags),
+            "trusted": self.trusted,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Lineage:
+        data = data or {}
+        return cls(
+            data_fingerprint=data.get("data_fingerprint"),
+            params=dict(data.get("params") or {}),
+            metrics={k: float(v) for k, v in (data.get("metrics") or {}).items()},
+            code_revision=data.get("code_revision"),
+            parent=data.get("parent"),
+            tags={str(k): str(v) for k, v in (data.get("tags") or {}).items()},
+            trusted=bool(data.get("trusted", False)),
+        )
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    model: str
+    version: int
+    flavor: str
+    artifact_digest: str
+    artifact_size: int
+    signature: Signature
+    lineage: Lineage
+    flavor_options: dict[str, Any]
+    description: str
+    status: str  # "active" or "archived"
+    created_at: datetime
+    created_by: str
+    aliases: tuple[str, ...] = ()
+    input_example: list[dict[str, Any]] | None = None  # a few sample rows as OIP tensors
+
+    @property
+    def ref(self) -> str:
+        return f"{self.model}:{self.version}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "version": self.version,
+            "flavor": self.flavor,
+            "artifact": {"sha256": self.artifact_digest, "size": self.artifact_size},
+            "signature": self.signature.to_dict(),
+            "lineage": self.lineage.to_dict(),
+            "flavor_options": self.flavor_options,
+            "description": self.description,
+            "status": self.status,
+            "created_at": self.created_at.isoformat(),
+            "created_by": self.created_by,
+            "aliases": list(self.aliases),
+            "input_example": self.input_example,
+        }
+
+
+@dataclass(frozen=True)
+class Alias:
+    model: str
+    name: str
+    version: int
+    updated_by: str
+    updated_at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "alias": self.name,
+            "version": self.version,
+            "updated_by": self.updated_by,
+            "updated_at": self.updated_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    description: str
+    created_at: datetime
+    latest_version: int | None
+    aliases: dict[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "created_at": self.created_at.isoformat(),
+            "latest_version": self.latest_version,
+            "aliases": dict(self.aliases),
+        }
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    model_ref: str  # as parsed by ModelRef: "name", "name:3" or "name@alias"
+    timeout_ms: int
+    description: str
+    created_at: datetime
+    updated_at: datetime
+    generation: int  # bumped on every change; lets the data plane see what is new
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "model": self.model_ref,
+            "timeout_ms": self.timeout_ms,
+            "description": self.description,
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+            "generation": self.generation,
+        }
+
+
+def fingerprint(data: Any) -> str:
+    """A sha256 of training data: numpy arrays, pandas frames, lists, bytes or text."""
+    import hashlib
+
+    import numpy as np
+
+    digest = hashlib.sha256()
+    if hasattr(data, "to_numpy") and hasattr(data, "columns"):  # a DataFrame
+        digest.update(repr(list(data.columns)).encode())
+        data = data.to_numpy()
+    if isinstance(data, bytes | bytearray):
+        digest.update(bytes(data))
+    elif isinstance(data, str):
+        digest.update(data.encode())
+    else:
+        array = np.ascontiguousarray(np.asarray(data))
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        if array.dtype.kind == "O":
+            digest.update(repr(array.tolist()).encode())
+        else:
+            digest.update(array.tobytes())
+    return "sha256:" + digest.hexdigest()

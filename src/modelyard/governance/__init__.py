@@ -1,0 +1,1 @@
+"""Who may do what: identities, the policy function, and (later) audit and approvals."""

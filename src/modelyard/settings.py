@@ -1,0 +1,84 @@
+"""One typed settings object, read once at start-up.
+
+Precedence: environment (``MODELYARD_*``) over the yard's ``modelyard.toml`` over defaults.
+The yard is found from an explicit path, else ``MODELYARD_HOME``, else ``./.yard``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from modelyard.domain.errors import ValidationFailed
+
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    database_url: str
+    artifacts_url: str
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_body_bytes: int = 32 * MiB
+    max_artifact_bytes: int = 4096 * MiB
+    default_timeout_ms: int = 10_000
+    inference_threads: int = 4
+    reconcile_interval_s: float = 2.0
+    log_level: str = "info"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "cache"
+
+    @property
+    def admin_key_file(self) -> Path:
+        return self.home / "admin.key"
+
+    @classmethod
+    def load(cls, yard: str | Path | None = None,
+             env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if env is None else env
+        home = Path(yard or env.get("MODELYARD_HOME") or ".yard").expanduser().absolute()
+        values: dict[str, Any] = {
+            "home": home,
+            "database_url": f"sqlite:///{home / 'yard.db'}",
+            "artifacts_url": str(home / "artifacts"),
+        }
+        project = home / "modelyard.toml"
+        if project.is_file():
+            try:
+                values.update(tomllib.loads(project.read_text()).get("modelyard", {}))
+            except tomllib.TOMLDecodeError as exc:
+                raise ValidationFailed(f"{project} is not valid TOML: {exc}") from exc
+        types = {f.name: f.type for f in fields(cls)}
+        for name in types:
+            key = f"MODELYARD_{name.upper()}"
+            if key in env and name != "home":
+                values[name] = env[key]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        unknown = set(values) - set(types)
+        if unknown:
+            raise ValidationFailed(f"unknown settings {sorted(unknown)}")
+        return cls(**{k: _convert(k, types[k], v) for k, v in values.items()})
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+
+def _convert(name: str, kind: Any, value: Any) -> Any:
+    try:
+        if kind in ("int", int):
+            return int(value)
+        if kind in ("float", float):
+            return float(value)
+        if kind in ("Path", Path):
+            return Path(value)
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise ValidationFailed(f"setting {name} must be {kind}, got {value!r}") from exc

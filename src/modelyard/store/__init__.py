@@ -1,0 +1,1 @@
+"""Metadata (SQLAlchemy) and artifacts (fsspec): the yard's desired state."""

@@ -1,0 +1,58 @@
+"""Endpoint persistence: the desired state the data plane converges to."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from modelyard.domain.errors import AlreadyExists, EndpointNotFound
+from modelyard.domain.names import ModelRef
+from modelyard.domain.registry import Endpoint
+from modelyard.store.tables import EndpointRow, utcnow
+
+
+def to_endpoint(row: EndpointRow) -> Endpoint:
+    return Endpoint(row.name, row.model_ref, row.timeout_ms, row.description, row.created_at,
+                    row.updated_at, row.generation)
+
+
+def row(session: Session, name: str) -> EndpointRow:
+    found = session.scalars(select(EndpointRow).where(EndpointRow.name == name)).one_or_none()
+    if found is None:
+        raise EndpointNotFound(f"endpoint {name!r} does not exist", field="endpoint")
+    return found
+
+
+def create(session: Session, name: str, ref: ModelRef, timeout_ms: int,
+           description: str) -> Endpoint:
+    if session.scalars(select(EndpointRow.id).where(EndpointRow.name == name)).first():
+        raise AlreadyExists(f"endpoint {name!r} already exists", field="name")
+    now = utcnow()
+    new = EndpointRow(name=name, model_name=ref.model, model_ref=str(ref),
+                      timeout_ms=timeout_ms, description=description, created_at=now,
+                      updated_at=now, generation=1)
+    session.add(new)
+    session.flush()
+    return to_endpoint(new)
+
+
+def update(session: Session, name: str, *, ref: ModelRef | None, timeout_ms: int | None,
+           description: str | None) -> Endpoint:
+    found = row(session, name)
+    if ref is not None:
+        found.model_name, found.model_ref = ref.model, str(ref)
+    if timeout_ms is not None:
+        found.timeout_ms = timeout_ms
+    if description is not None:
+        found.description = description
+    found.updated_at = utcnow()
+    found.generation += 1
+    return to_endpoint(found)
+
+
+def remove(session: Session, name: str) -> None:
+    session.delete(row(session, name))
+
+
+def all_endpoints(session: Session) -> list[Endpoint]:
+    return [to_endpoint(r) for r in session.scalars(select(EndpointRow).order_by(EndpointRow.name))]

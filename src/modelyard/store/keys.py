@@ -1,0 +1,57 @@
+"""API keys, stored only as a SHA-256 hash (keys are 256-bit random, so a fast hash suffices:
+there is nothing to brute-force). The prefix is kept in clear to find the row and to show."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from modelyard.store.tables import ApiKeyRow, utcnow
+
+KEY_PREFIX = "my_"
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    prefix: str
+    owner: str
+    roles: tuple[str, ...]
+    created_at: datetime
+    last_used_at: datetime | None
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create(session: Session, owner: str, roles: list[str]) -> str:
+    """Create a key; the full secret is returned once and never stored."""
+    prefix = KEY_PREFIX + secrets.token_hex(6)
+    secret = f"{prefix}.{secrets.token_urlsafe(32)}"
+    session.add(ApiKeyRow(prefix=prefix, key_hash=_hash(secret), owner=owner, roles=roles,
+                          created_at=utcnow()))
+    return secret
+
+
+def verify(session: Session, secret: str) -> KeyRecord | None:
+    prefix, dot, _ = secret.partition(".")
+    if not dot or not prefix.startswith(KEY_PREFIX) or len(secret) > 256:
+        return None
+    row = session.scalars(select(ApiKeyRow).where(ApiKeyRow.prefix == prefix)).one_or_none()
+    if row is None or row.revoked_at is not None:
+        return None
+    if not hmac.compare_digest(row.key_hash, _hash(secret)):
+        return None
+    return KeyRecord(row.prefix, row.owner, tuple(row.roles), row.created_at, row.last_used_at)
+
+
+def touch(session: Session, prefix: str) -> None:
+    row = session.scalars(select(ApiKeyRow).where(ApiKeyRow.prefix == prefix)).one_or_none()
+    if row is not None:
+        row.last_used_at = utcnow()

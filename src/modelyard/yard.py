@@ -1,0 +1,231 @@
+"""``Yard``: one installation opened in-process (notebooks, the CLI, the server).
+
+It wires the metadata store, the artifact store and the services, and offers the same verbs
+as the HTTP ``Client``: ``register``, ``models``, ``version``, ``set_alias``, ``archive``,
+``create_endpoint``, ``predict``... Whoever can open a yard's files acts as its admin.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelyard.control.endpoints import EndpointService
+from modelyard.control.registry import Registration, RegistryService
+from modelyard.domain.errors import ModelyardError
+from modelyard.domain.names import ModelRef
+from modelyard.domain.registry import Alias, Endpoint, Lineage, Model, ModelVersion, fingerprint
+from modelyard.domain.signature import Signature, as_input_dict
+from modelyard.governance.policy import Principal, authorize
+from modelyard.serving.deployment import Deployment
+from modelyard.settings import Settings
+from modelyard.store import keys
+from modelyard.store.artifacts import ArtifactStore
+from modelyard.store.db import Database
+
+
+class YardNotInitialised(ModelyardError):
+    code, status, title = "yard_not_initialised", 404, "No yard here"
+
+
+class SchemaOutdated(ModelyardError):
+    code, status, title = "schema_outdated", 503, "Database schema is behind"
+
+
+class Yard:
+    def __init__(self, path: str | Path | None = None, *, settings: Settings | None = None,
+                 principal: Principal | None = None) -> None:
+        self.settings = settings or Settings.load(path)
+        self.db = Database(self.settings.database_url)
+        current = self.db.current_revision()
+        if current is None:
+            self.db.dispose()
+            raise YardNotInitialised(
+                f"no yard at {self.settings.home} ({self.db!r}); run 'modelyard init'"
+            )
+        if current != self.db.head_revision():
+            self.db.dispose()
+            raise SchemaOutdated(
+                f"the yard's schema is at {current}, this Modelyard needs "
+                f"{self.db.head_revision()}; run 'modelyard db upgrade'"
+            )
+        self.artifacts = ArtifactStore(self.settings.artifacts_url, self.settings.cache_dir)
+        self.registry = RegistryService(self.db, self.artifacts, self.settings.home / "tmp")
+        self.endpoints = EndpointService(self.db, self.settings.default_timeout_ms)
+        self.principal = principal or Principal.local_admin()
+        self._deployments: dict[tuple[str, str], Deployment] = {}
+
+    def __repr__(self) -> str:
+        return f"Yard({str(self.settings.home)!r})"
+
+    def __enter__(self) -> Yard:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.db.dispose()
+
+    @classmethod
+    def init(cls, path: str | Path | None = None, *,
+             settings: Settings | None = None) -> tuple[Yard, str | None]:
+        """Create (or upgrade) a yard. Returns it and a new admin key, shown only this once
+        (``None`` when the yard already had keys)."""
+        settings = settings or Settings.load(path)
+        settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        db = Database(settings.database_url)
+        try:
+            db.upgrade()
+            with db.transaction() as session:
+                from sqlalchemy import func, select
+
+                from modelyard.store.tables import ApiKeyRow
+
+                has_keys = session.scalar(select(func.count()).select_from(ApiKeyRow))
+                secret = None if has_keys else keys.create(session, "admin", ["admin"])
+            if secret:
+                write_secret(settings.admin_key_file, secret)
+        finally:
+            db.dispose()
+        return cls(settings=settings), secret
+
+    # -- registry ----------------------------------------------------------------------
+    def register(self, name: str, model: Any = None, *, path: str | Path | None = None,
+                 flavor: str | None = None, sample: Any = None,
+                 signature: Signature | Mapping[str, Any] | None = None,
+                 params: Mapping[str, Any] | None = None,
+                 metrics: Mapping[str, float] | None = None,
+                 tags: Mapping[str, str] | None = None, data: Any = None,
+                 data_fingerprint: str | None = None, code_revision: str | None = None,
+                 parent: str | None = None, description: str = "", trusted: bool = False,
+                 trusted_types: Sequence[str] = (), to_onnx: bool = False) -> ModelVersion:
+        """Register a new version of ``name`` from an object or from ``path``."""
+        if (model is None) == (path is None):
+            from modelyard.domain.errors import ValidationFailed
+
+            raise ValidationFailed("pass either a model object or path=", field="model")
+        spec = registration(flavor=flavor, sample=sample, signature=signature, params=params,
+                            metrics=metrics, tags=tags, data=data,
+                            data_fingerprint=data_fingerprint, code_revision=code_revision,
+                            parent=parent, description=description, trusted=trusted,
+                            trusted_types=trusted_types, to_onnx=to_onnx)
+        if path is not None:
+            return self.registry.register_path(self.principal, name, Path(path), spec)
+        return self.registry.register_object(self.principal, name, model, spec)
+
+    def models(self, tags: Mapping[str, str] | None = None) -> list[Model]:
+        return self.registry.list_models(self.principal, dict(tags or {}))
+
+    def model(self, name: str) -> Model:
+        return self.registry.get_model(self.principal, name)
+
+    def versions(self, name: str) -> list[ModelVersion]:
+        return self.registry.list_versions(self.principal, name)
+
+    def version(self, ref: str) -> ModelVersion:
+        return self.registry.get_version(self.principal, ref)
+
+    def search(self, tags: Mapping[str, str]) -> list[ModelVersion]:
+        return self.registry.search(self.principal, dict(tags))
+
+    def set_alias(self, name: str, alias: str, version: int) -> Alias:
+        return self.registry.set_alias(self.principal, name, alias, version)
+
+    def remove_alias(self, name: str, alias: str) -> None:
+        self.registry.remove_alias(self.principal, name, alias)
+
+    def archive(self, name: str, version: int) -> ModelVersion:
+        return self.registry.archive(self.principal, name, version)
+
+    def delete_model(self, name: str) -> None:
+        self.registry.delete_model(self.principal, name)
+
+    # -- endpoints ---------------------------------------------------------------------
+    def create_endpoint(self, name: str, model: str, *, timeout_ms: int | None = None,
+                        description: str = "") -> Endpoint:
+        return self.endpoints.create(self.principal, name, model, timeout_ms=timeout_ms,
+                                     description=description)
+
+    def update_endpoint(self, name: str, *, model: str | None = None,
+                        timeout_ms: int | None = None,
+                        description: str | None = None) -> Endpoint:
+        return self.endpoints.update(self.principal, name, model=model, timeout_ms=timeout_ms,
+                                     description=description)
+
+    def endpoint(self, name: str) -> Endpoint:
+        return self.endpoints.get(self.principal, name)
+
+    def list_endpoints(self) -> list[Endpoint]:
+        return self.endpoints.list(self.principal)
+
+    def delete_endpoint(self, name: str) -> None:
+        self.endpoints.delete(self.principal, name)
+
+    # -- inference ---------------------------------------------------------------------
+    def deployment(self, version: ModelVersion) -> Deployment:
+        """Load and warm a version (the server's loader, reused in-process)."""
+        from modelyard.backends.local import example_inputs
+
+        deployment = Deployment(version, self.registry.load_predictor(version))
+        deployment.warm_up(example_inputs(version))
+        return deployment
+
+    def predict(self, target: str, inputs: Any) -> dict[str, np.ndarray]:
+        """Predict in-process with an endpoint's model, or a model reference
+        (``name``, ``name:3``, ``name@champion``)."""
+        authorize(self.principal, "predict")
+        try:
+            ref = ModelRef.parse(self.endpoint(target).model_ref)
+        except ModelyardError as exc:
+            if exc.status != 404:
+                raise
+            ref = ModelRef.parse(target)
+        version = self.version(str(ref))
+        key = (version.ref, version.artifact_digest)
+        if key not in self._deployments:
+            self._deployments[key] = self.deployment(version)
+        deployment = self._deployments[key]
+        names = [s.name for s in version.signature.inputs]
+        return deployment.predict_sync(version.signature.validate(as_input_dict(inputs, names)))
+
+
+def registration(*, flavor: str | None = None, sample: Any = None,
+                 signature: Signature | Mapping[str, Any] | None = None,
+                 params: Mapping[str, Any] | None = None,
+                 metrics: Mapping[str, float] | None = None,
+                 tags: Mapping[str, str] | None = None, data: Any = None,
+                 data_fingerprint: str | None = None, code_revision: str | None = None,
+                 parent: str | None = None, description: str = "", trusted: bool = False,
+                 trusted_types: Sequence[str] = (), to_onnx: bool = False) -> Registration:
+    if signature is not None and not isinstance(signature, Signature):
+        signature = Signature.from_dict(signature)
+    lineage = Lineage(
+        data_fingerprint=data_fingerprint or (fingerprint(data) if data is not None else None),
+        params=dict(params or {}),
+        metrics={k: float(v) for k, v in (metrics or {}).items()},
+        code_revision=code_revision,
+        parent=str(ModelRef.parse(parent, "parent")) if parent else None,
+        tags={str(k): str(v) for k, v in (tags or {}).items()},
+    )
+    return Registration(flavor=flavor, signature=signature, sample=sample, lineage=lineage,
+                        description=description, trusted=trusted,
+                        trusted_types=tuple(trusted_types), to_onnx=to_onnx)
+
+
+def write_secret(path: Path, secret: str) -> None:
+    """Write a secret readable by the owner only, atomically."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".key-")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secret + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
