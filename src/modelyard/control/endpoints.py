@@ -36,9 +36,9 @@ class EndpointService:
         if ref.version is not None and row.status != "active":
             raise VersionArchived(f"{ref} is archived and cannot be served", field="model")
 
-    def create(self, principal: Principal, name: str, model: str, *,
+    def create(self, principal: Principal | None, name: str, model: str, *,
                timeout_ms: int | None = None, description: str = "") -> Endpoint:
-        authorize(principal, "endpoints:write")
+        principal = authorize(principal, "endpoints:write")
         check_name(name, "endpoint name", "name")
         ref = ModelRef.parse(model)
         timeout = check_timeout(timeout_ms) or self.default_timeout_ms
@@ -48,9 +48,9 @@ class EndpointService:
         self.on_change()
         return endpoint
 
-    def update(self, principal: Principal, name: str, *, model: str | None = None,
+    def update(self, principal: Principal | None, name: str, *, model: str | None = None,
                timeout_ms: int | None = None, description: str | None = None) -> Endpoint:
-        authorize(principal, "endpoints:write")
+        principal = authorize(principal, "endpoints:write")
         ref = ModelRef.parse(model) if model is not None else None
         check_timeout(timeout_ms)
         with self.db.transaction() as session:
@@ -61,18 +61,18 @@ class EndpointService:
         self.on_change()
         return endpoint
 
-    def delete(self, principal: Principal, name: str) -> None:
-        authorize(principal, "endpoints:delete")
+    def delete(self, principal: Principal | None, name: str) -> None:
+        principal = authorize(principal, "endpoints:delete")
         with self.db.transaction() as session:
             repo.remove(session, name)
         self.on_change()
 
-    def get(self, principal: Principal, name: str) -> Endpoint:
-        authorize(principal, "endpoints:read")
+    def get(self, principal: Principal | None, name: str) -> Endpoint:
+        principal = authorize(principal, "endpoints:read")
         with self.db.transaction() as session:
             return repo.to_endpoint(repo.row(session, name))
 
-    def list(self, principal: Principal) -> list[Endpoint]:
-        authorize(principal, "endpoints:read")
+    def list(self, principal: Principal | None) -> list[Endpoint]:
+        principal = authorize(principal, "endpoints:read")
         with self.db.transaction() as session:
             return repo.all_endpoints(session)

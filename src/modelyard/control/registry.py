@@ -28,7 +28,7 @@ from modelyard.domain.tensors import to_jsonable
 from modelyard.flavors.base import Flavor, Predictor
 from modelyard.governance.policy import Principal, authorize
 from modelyard.store import registry as repo
-from modelyard.store.archive import extract, pack_to_file, stage
+from modelyard.store.archive import pack_to_file, stage
 from modelyard.store.artifacts import ArtifactStore
 from modelyard.store.db import Database
 
@@ -58,83 +58,44 @@ class RegistryService:
         self.before_commit: Callable[[], None] = lambda: None
 
     # -- registration -------------------------------------------------------------------
-    def register_object(self, principal: Principal, name: str, model: Any,
+    def register_object(self, principal: Principal | None, name: str, model: Any,
                         spec: Registration) -> ModelVersion:
         """Register an in-memory model (an estimator, a module, an ONNX proto, a class)."""
-        authorize(principal, "models:write")
+        principal = authorize(principal, "models:write")
         check_name(name, "model name", "name")
-        sample = _sample(spec.sample, spec.signature)
+        sample = prepare_sample(spec.sample, spec.signature)
         with self._workdir() as folder:
-            if spec.to_onnx:
-                if sample is None:
-                    raise ValidationFailed("to_onnx needs a sample input", field="sample")
-                from modelyard.flavors.onnx import sklearn_to_onnx
+            flavor, trusted_types = save_object(model, folder, spec, sample)
+            return self._finish(principal, name, folder, flavor, spec, sample, trusted_types)
 
-                model, flavor = sklearn_to_onnx(model, sample), flavors.get("onnx")
-            else:
-                flavor = flavors.get(spec.flavor) if spec.flavor else \
-                    flavors.detect_for_object(model)
-            saved = flavor.save(model, folder, sample=sample)
-            types = list(spec.trusted_types) + list(saved.get("trusted_types", []))
-            return self._finish(principal, name, folder, flavor, spec, sample, types)
-
-    def register_path(self, principal: Principal, name: str, path: Path,
+    def register_path(self, principal: Principal | None, name: str, path: Path,
                       spec: Registration) -> ModelVersion:
         """Register a model file or folder from the local disk."""
-        authorize(principal, "models:write")
+        principal = authorize(principal, "models:write")
         check_name(name, "model name", "name")
-        sample = _sample(spec.sample, spec.signature)
+        sample = prepare_sample(spec.sample, spec.signature)
         with self._workdir() as folder:
             stage(Path(path), folder)
             if spec.to_onnx:
-                return self._convert_folder(principal, name, folder, spec, sample)
+                with self._workdir() as converted:
+                    flavor = convert_folder_to_onnx(folder, converted, spec, sample)
+                    return self._finish(principal, name, converted, flavor, spec, sample, [])
             flavor = flavors.get(spec.flavor) if spec.flavor else flavors.detect_for_files(folder)
             return self._finish(principal, name, folder, flavor, spec, sample,
                                 list(spec.trusted_types))
 
-    def register_archive(self, principal: Principal, name: str, archive: Path,
-                         spec: Registration, *, max_bytes: int) -> ModelVersion:
-        """Register an uploaded tar/zip archive (already checked against its digest)."""
-        authorize(principal, "models:write")
-        check_name(name, "model name", "name")
-        sample = _sample(spec.sample, spec.signature)
-        with self._workdir() as folder:
-            extract(archive, folder, max_bytes=max_bytes)
-            flavor = flavors.get(spec.flavor) if spec.flavor else flavors.detect_for_files(folder)
-            return self._finish(principal, name, folder, flavor, spec, sample,
-                                list(spec.trusted_types))
-
-    def register_stored(self, principal: Principal, name: str, digest: str,
+    def register_stored(self, principal: Principal | None, name: str, digest: str,
                         spec: Registration) -> ModelVersion:
         """Register an artifact already in the store (uploaded earlier by digest)."""
-        authorize(principal, "models:write")
+        principal = authorize(principal, "models:write")
         check_name(name, "model name", "name")
-        sample = _sample(spec.sample, spec.signature)
+        sample = prepare_sample(spec.sample, spec.signature)
         source = self.artifacts.materialize(digest)
         with self._workdir() as folder:
             stage(source, folder)
             flavor = flavors.get(spec.flavor) if spec.flavor else flavors.detect_for_files(folder)
             return self._finish(principal, name, folder, flavor, spec, sample,
                                 list(spec.trusted_types))
-
-    def _convert_folder(self, principal: Principal, name: str, folder: Path,
-                        spec: Registration, sample: dict[str, np.ndarray] | None
-                        ) -> ModelVersion:
-        if sample is None:
-            raise ValidationFailed("to_onnx needs a sample input", field="sample")
-        flavor = flavors.get(spec.flavor) if spec.flavor else flavors.detect_for_files(folder)
-        if flavor.name != "sklearn":
-            raise ValidationFailed("to_onnx converts scikit-learn models only", field="to_onnx")
-        options = flavor.inspect(folder, trusted=spec.trusted, trusted_types=spec.trusted_types)
-        predictor = flavor.load(folder, options, trusted=spec.trusted)
-        estimator = getattr(predictor, "estimator", None)
-        from modelyard.flavors.onnx import sklearn_to_onnx
-
-        proto = sklearn_to_onnx(estimator, sample)
-        with self._workdir() as onnx_folder:
-            onnx_flavor = flavors.get("onnx")
-            onnx_flavor.save(proto, onnx_folder, sample=sample)
-            return self._finish(principal, name, onnx_folder, onnx_flavor, spec, sample, [])
 
     def _finish(self, principal: Principal, name: str, folder: Path, flavor: Flavor,
                 spec: Registration, sample: dict[str, np.ndarray] | None,
@@ -165,59 +126,59 @@ class RegistryService:
         return _TempDir(self.scratch)
 
     # -- reads -------------------------------------------------------------------------
-    def list_models(self, principal: Principal, tags: dict[str, str] | None = None
+    def list_models(self, principal: Principal | None, tags: dict[str, str] | None = None
                     ) -> list[Model]:
-        authorize(principal, "models:read")
+        principal = authorize(principal, "models:read")
         with self.db.transaction() as session:
             return repo.list_models(session, tags)
 
-    def get_model(self, principal: Principal, name: str) -> Model:
-        authorize(principal, "models:read")
+    def get_model(self, principal: Principal | None, name: str) -> Model:
+        principal = authorize(principal, "models:read")
         with self.db.transaction() as session:
             return repo.describe_model(session, repo.model_row(session, name))
 
-    def list_versions(self, principal: Principal, name: str) -> list[ModelVersion]:
-        authorize(principal, "models:read")
+    def list_versions(self, principal: Principal | None, name: str) -> list[ModelVersion]:
+        principal = authorize(principal, "models:read")
         with self.db.transaction() as session:
             return repo.list_versions(session, name)
 
-    def get_version(self, principal: Principal, ref: ModelRef | str) -> ModelVersion:
-        authorize(principal, "models:read")
+    def get_version(self, principal: Principal | None, ref: ModelRef | str) -> ModelVersion:
+        principal = authorize(principal, "models:read")
         ref = ModelRef.parse(ref) if isinstance(ref, str) else ref
         with self.db.transaction() as session:
             model, row = repo.resolve(session, ref)
             return repo.describe_version(session, model, row)
 
-    def search(self, principal: Principal, tags: dict[str, str]) -> list[ModelVersion]:
-        authorize(principal, "models:read")
+    def search(self, principal: Principal | None, tags: dict[str, str]) -> list[ModelVersion]:
+        principal = authorize(principal, "models:read")
         with self.db.transaction() as session:
             return repo.search_versions(session, tags)
 
-    def alias_history(self, principal: Principal, name: str) -> list[dict[str, Any]]:
-        authorize(principal, "models:read")
+    def alias_history(self, principal: Principal | None, name: str) -> list[dict[str, Any]]:
+        principal = authorize(principal, "models:read")
         with self.db.transaction() as session:
             return repo.alias_history(session, name)
 
     # -- changes -----------------------------------------------------------------------
-    def set_alias(self, principal: Principal, name: str, alias: str, version: int) -> Alias:
-        authorize(principal, "aliases:write")
+    def set_alias(self, principal: Principal | None, name: str, alias: str, version: int) -> Alias:
+        principal = authorize(principal, "aliases:write")
         check_alias(alias)
         with self.db.transaction() as session:
             return repo.set_alias(session, name, alias, version, principal.name)
 
-    def remove_alias(self, principal: Principal, name: str, alias: str) -> None:
-        authorize(principal, "aliases:write")
+    def remove_alias(self, principal: Principal | None, name: str, alias: str) -> None:
+        principal = authorize(principal, "aliases:write")
         with self.db.transaction() as session:
             repo.remove_alias(session, name, alias, principal.name)
 
-    def archive(self, principal: Principal, name: str, version: int) -> ModelVersion:
-        authorize(principal, "models:write")
+    def archive(self, principal: Principal | None, name: str, version: int) -> ModelVersion:
+        principal = authorize(principal, "models:write")
         with self.db.transaction() as session:
             row = repo.archive_version(session, name, version)
             return repo.describe_version(session, repo.model_row(session, name), row)
 
-    def delete_model(self, principal: Principal, name: str) -> None:
-        authorize(principal, "models:delete")
+    def delete_model(self, principal: Principal | None, name: str) -> None:
+        principal = authorize(principal, "models:delete")
         with self.db.transaction() as session:
             repo.delete_model(session, name)
 
@@ -233,6 +194,39 @@ class RegistryService:
         return flavor.load(folder, version.flavor_options, trusted=version.lineage.trusted)
 
 
+def save_object(model: Any, folder: Path, spec: Registration,
+                sample: dict[str, np.ndarray] | None) -> tuple[Flavor, list[str]]:
+    """Write an in-memory model into ``folder``; return its flavor and the types the caller
+    implicitly trusts by handing over the object (skops types it serialised)."""
+    if spec.to_onnx:
+        if sample is None:
+            raise ValidationFailed("to_onnx needs a sample input", field="sample")
+        from modelyard.flavors.onnx import sklearn_to_onnx
+
+        model, flavor = sklearn_to_onnx(model, sample), flavors.get("onnx")
+    else:
+        flavor = flavors.get(spec.flavor) if spec.flavor else flavors.detect_for_object(model)
+    saved = flavor.save(model, folder, sample=sample)
+    return flavor, list(spec.trusted_types) + list(saved.get("trusted_types", []))
+
+
+def convert_folder_to_onnx(folder: Path, dest: Path, spec: Registration,
+                           sample: dict[str, np.ndarray] | None) -> Flavor:
+    """Load a staged scikit-learn model and write its ONNX conversion into ``dest``."""
+    if sample is None:
+        raise ValidationFailed("to_onnx needs a sample input", field="sample")
+    flavor = flavors.get(spec.flavor) if spec.flavor else flavors.detect_for_files(folder)
+    if flavor.name != "sklearn":
+        raise ValidationFailed("to_onnx converts scikit-learn models only", field="to_onnx")
+    options = flavor.inspect(folder, trusted=spec.trusted, trusted_types=spec.trusted_types)
+    estimator = getattr(flavor.load(folder, options, trusted=spec.trusted), "estimator", None)
+    from modelyard.flavors.onnx import sklearn_to_onnx
+
+    onnx_flavor = flavors.get("onnx")
+    onnx_flavor.save(sklearn_to_onnx(estimator, sample), dest, sample=sample)
+    return onnx_flavor
+
+
 class _TempDir:
     def __init__(self, parent: Path) -> None:
         self.path = Path(tempfile.mkdtemp(prefix="stage-", dir=parent))
@@ -244,7 +238,7 @@ class _TempDir:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def _sample(sample: Any, signature: Signature | None) -> dict[str, np.ndarray] | None:
+def prepare_sample(sample: Any, signature: Signature | None) -> dict[str, np.ndarray] | None:
     if sample is None:
         return None
     names = [s.name for s in signature.inputs] if signature else ["input"]

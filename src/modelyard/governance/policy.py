@@ -52,5 +52,6 @@ def authorize(principal: Principal | None, action: str) -> Principal:
     if principal is None:
         raise Unauthenticated("this request needs an API key: Authorization: Bearer <key>")
     if not principal.roles & ACTIONS[action]:
+        # (issue 4 records this refusal in the audit chain)
         raise Forbidden(f"{principal.name} may not {action}")
     return principal

@@ -1,0 +1,264 @@
+"""``Client``: the Python SDK over the REST API, with the same verbs as ``Yard``.
+
+Models are saved and packed on the caller's side (so the server never receives a pickle it
+was not told to trust), uploaded by sha256, then registered.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from modelyard.domain import errors
+from modelyard.domain.signature import Signature, as_input_dict
+from modelyard.domain.tensors import decode_many, to_jsonable
+
+API = "/api/v1"
+
+
+def _error_classes() -> dict[str, type[errors.ModelyardError]]:
+    found: dict[str, type[errors.ModelyardError]] = {}
+    pending: list[type[errors.ModelyardError]] = [errors.ModelyardError]
+    while pending:
+        cls = pending.pop()
+        found.setdefault(cls.code, cls)
+        pending.extend(cls.__subclasses__())
+    return found
+
+
+class ApiError(errors.ModelyardError):
+    """An error answered by the server, carrying its problem+json document."""
+
+    def __init__(self, problem: dict[str, Any]) -> None:
+        super().__init__(str(problem.get("detail") or problem.get("title")),
+                         field=problem.get("field"))
+        self.code = str(problem.get("code", "error"))
+        self.status = int(problem.get("status", 500))
+        self.title = str(problem.get("title", ""))
+        self.problem = problem
+
+
+def raise_for_problem(response: httpx.Response) -> None:
+    if response.is_success:
+        return
+    try:
+        problem = response.json()
+        if not isinstance(problem, dict):
+            raise ValueError
+    except ValueError:
+        problem = {"status": response.status_code, "code": "http_error",
+                   "detail": response.text[:500] or response.reason_phrase}
+    problem.setdefault("status", response.status_code)
+    cls = _error_classes().get(str(problem.get("code")))
+    error = ApiError(problem)
+    if cls is not None and cls is not errors.ModelyardError:
+        # Raise an instance that is both the specific class and an ApiError.
+        error.__class__ = type(cls.__name__, (ApiError, cls), {})
+    raise error
+
+
+class Client:
+    def __init__(self, url: str | None = None, key: str | None = None, *,
+                 timeout: float = 60.0, transport: httpx.BaseTransport | None = None) -> None:
+        self.url = (url or os.environ.get("MODELYARD_URL") or "http://127.0.0.1:8000").rstrip("/")
+        key = key or os.environ.get("MODELYARD_API_KEY")
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout,
+                                  transport=transport)
+
+    def __repr__(self) -> str:
+        return f"Client({self.url!r})"
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._http.request(method, path, **kwargs)
+        raise_for_problem(response)
+        if response.status_code == 204 or not response.content:
+            return None
+        return response.json()
+
+    # -- registry ----------------------------------------------------------------------
+    def register(self, name: str, model: Any = None, *, path: str | Path | None = None,
+                 flavor: str | None = None, sample: Any = None,
+                 signature: Signature | Mapping[str, Any] | None = None,
+                 params: Mapping[str, Any] | None = None,
+                 metrics: Mapping[str, float] | None = None,
+                 tags: Mapping[str, str] | None = None, data: Any = None,
+                 data_fingerprint: str | None = None, code_revision: str | None = None,
+                 parent: str | None = None, description: str = "", trusted: bool = False,
+                 trusted_types: Sequence[str] = (), to_onnx: bool = False) -> dict[str, Any]:
+        from modelyard.control.registry import (
+            convert_folder_to_onnx,
+            prepare_sample,
+            save_object,
+        )
+        from modelyard.store.archive import pack_to_file, stage
+        from modelyard.yard import registration
+
+        if (model is None) == (path is None):
+            raise errors.ValidationFailed("pass either a model object or path=", field="model")
+        spec = registration(flavor=flavor, sample=sample, signature=signature, params=params,
+                            metrics=metrics, tags=tags, data=data,
+                            data_fingerprint=data_fingerprint, code_revision=code_revision,
+                            parent=parent, description=description, trusted=trusted,
+                            trusted_types=trusted_types, to_onnx=to_onnx)
+        arrays = prepare_sample(spec.sample, spec.signature)
+        work = Path(tempfile.mkdtemp(prefix="modelyard-"))
+        try:
+            folder = work / "model"
+            folder.mkdir()
+            types = list(spec.trusted_types)
+            flavor_name = spec.flavor
+            if model is not None:
+                chosen, types = save_object(model, folder, spec, arrays)
+                flavor_name = chosen.name
+            else:
+                stage(Path(path), folder)  # type: ignore[arg-type]
+                if spec.to_onnx:
+                    converted = work / "onnx"
+                    converted.mkdir()
+                    flavor_name = convert_folder_to_onnx(folder, converted, spec, arrays).name
+                    folder = converted
+            archive, digest, _ = pack_to_file(folder, work)
+            with open(archive, "rb") as fh:
+                uploaded = self._call("POST", f"{API}/artifacts", params={"sha256": digest},
+                                      content=fh,
+                                      headers={"Content-Type": "application/x-tar"})
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        lineage = spec.lineage
+        body = {
+            "artifact": uploaded["sha256"],
+            "flavor": flavor_name,
+            "signature": spec.signature.to_dict() if spec.signature else None,
+            "sample": to_jsonable(arrays) if arrays is not None else None,
+            "params": lineage.params, "metrics": lineage.metrics, "tags": lineage.tags,
+            "data_fingerprint": lineage.data_fingerprint,
+            "code_revision": lineage.code_revision, "parent": lineage.parent,
+            "description": spec.description, "trusted": spec.trusted,
+            "trusted_types": types,
+        }
+        return dict(self._call("POST", f"{API}/models/{name}/versions", json=body))
+
+    def models(self, tags: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+        params = [("tag", f"{k}={v}") for k, v in (tags or {}).items()]
+        return list(self._call("GET", f"{API}/models", params=params))
+
+    def model(self, name: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"{API}/models/{name}"))
+
+    def versions(self, name: str) -> list[dict[str, Any]]:
+        return list(self._call("GET", f"{API}/models/{name}/versions"))
+
+    def version(self, ref: str) -> dict[str, Any]:
+        from modelyard.domain.names import ModelRef
+
+        parsed = ModelRef.parse(ref)
+        if parsed.alias:
+            return dict(self._call("GET", f"{API}/models/{parsed.model}/aliases/{parsed.alias}"))
+        if parsed.version:
+            return dict(self._call("GET",
+                                   f"{API}/models/{parsed.model}/versions/{parsed.version}"))
+        versions = [v for v in self.versions(parsed.model) if v["status"] == "active"]
+        if not versions:
+            raise errors.VersionNotFound(f"model {ref!r} has no active version")
+        return versions[-1]
+
+    def search(self, tags: Mapping[str, str]) -> list[dict[str, Any]]:
+        return list(self._call("GET", f"{API}/versions",
+                               params=[("tag", f"{k}={v}") for k, v in tags.items()]))
+
+    def set_alias(self, name: str, alias: str, version: int) -> dict[str, Any]:
+        return dict(self._call("PUT", f"{API}/models/{name}/aliases/{alias}",
+                               json={"version": version}))
+
+    def remove_alias(self, name: str, alias: str) -> None:
+        self._call("DELETE", f"{API}/models/{name}/aliases/{alias}")
+
+    def archive(self, name: str, version: int) -> dict[str, Any]:
+        return dict(self._call("POST", f"{API}/models/{name}/versions/{version}/archive"))
+
+    def delete_model(self, name: str) -> None:
+        self._call("DELETE", f"{API}/models/{name}")
+
+    def download(self, digest: str, dest: str | Path) -> Path:
+        """Download an artifact archive (verified against its sha256)."""
+        import hashlib
+
+        dest = Path(dest)
+        hasher = hashlib.sha256()
+        with self._http.stream("GET", f"{API}/artifacts/{digest}") as response:
+            if not response.is_success:
+                response.read()
+                raise_for_problem(response)
+            with open(dest, "wb") as out:
+                for chunk in response.iter_bytes():
+                    hasher.update(chunk)
+                    out.write(chunk)
+        if hasher.hexdigest() != digest:
+            dest.unlink(missing_ok=True)
+            raise errors.DigestMismatch(f"downloaded artifact does not match {digest}")
+        return dest
+
+    # -- endpoints ---------------------------------------------------------------------
+    def create_endpoint(self, name: str, model: str, *, timeout_ms: int | None = None,
+                        description: str = "") -> dict[str, Any]:
+        return dict(self._call("POST", f"{API}/endpoints", json={
+            "name": name, "model": model, "timeout_ms": timeout_ms, "description": description}))
+
+    def update_endpoint(self, name: str, *, model: str | None = None,
+                        timeout_ms: int | None = None,
+                        description: str | None = None) -> dict[str, Any]:
+        body = {k: v for k, v in {"model": model, "timeout_ms": timeout_ms,
+                                  "description": description}.items() if v is not None}
+        return dict(self._call("PATCH", f"{API}/endpoints/{name}", json=body))
+
+    def endpoint(self, name: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"{API}/endpoints/{name}"))
+
+    def list_endpoints(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", f"{API}/endpoints"))
+
+    def delete_endpoint(self, name: str) -> None:
+        self._call("DELETE", f"{API}/endpoints/{name}")
+
+    def wait_ready(self, name: str, timeout_s: float = 60.0) -> dict[str, Any]:
+        """Wait until an endpoint serves its current target."""
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            state = self.endpoint(name)
+            status = state["status"]
+            if status.get("ready") and status.get("serving") == status.get("target"):
+                return state
+            if status.get("status") == "failed" and status.get("serving") is None:
+                raise errors.NotReady(f"endpoint {name!r} failed: {status.get('error')}")
+            if time.monotonic() > deadline:
+                raise errors.NotReady(f"endpoint {name!r} not ready after {timeout_s}s")
+            time.sleep(0.1)
+
+    # -- inference ---------------------------------------------------------------------
+    def predict(self, endpoint: str, inputs: Any) -> dict[str, np.ndarray]:
+        """Predict through the Open Inference Protocol (dtypes survive the round trip)."""
+        if not isinstance(inputs, Mapping):
+            meta = self._call("GET", f"/v2/models/{endpoint}")
+            inputs = as_input_dict(inputs, [i["name"] for i in meta["inputs"]])
+        tensors = to_jsonable({k: np.asarray(v) for k, v in inputs.items()})
+        result = self._call("POST", f"/v2/models/{endpoint}/infer", json={"inputs": tensors})
+        return decode_many(result["outputs"], "outputs")

@@ -1,0 +1,274 @@
+"""Control-plane REST API (FastAPI, OpenAPI at ``/openapi.json``).
+
+Routes decode, call a service, encode. Every service call names the acting principal; the
+policy function inside the service decides. Mutations therefore need a bearer key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from modelyard.backends.base import Backend
+from modelyard.control.endpoints import EndpointService
+from modelyard.control.registry import RegistryService
+from modelyard.domain.errors import DigestMismatch, InvalidRequest, ValidationFailed
+from modelyard.domain.names import check_name
+from modelyard.domain.tensors import decode_many
+from modelyard.governance.auth import principal_from_request
+from modelyard.governance.policy import Principal, authorize
+from modelyard.serving.codecs import require_json
+from modelyard.store.archive import CHUNK, extract, pack_to_file
+from modelyard.store.artifacts import check_digest
+from modelyard.yard import Yard, registration
+
+API = "/api/v1"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TensorIn(_Strict):
+    name: str
+    datatype: str
+    shape: list[int]
+    data: list[Any]
+
+
+class RegisterRequest(_Strict):
+    artifact: str = Field(description="sha256 of an archive uploaded to POST /api/v1/artifacts")
+    flavor: str | None = None
+    signature: dict[str, Any] | None = None
+    sample: list[TensorIn] | None = Field(
+        default=None, description="a few input rows as OIP v2 tensors; used to infer and "
+        "check the signature and to warm the model up")
+    params: dict[str, Any] = {}
+    metrics: dict[str, float] = {}
+    tags: dict[str, str] = {}
+    data_fingerprint: str | None = None
+    code_revision: str | None = None
+    parent: str | None = None
+    description: str = ""
+    trusted: bool = False
+    trusted_types: list[str] = []
+
+
+class AliasRequest(_Strict):
+    version: int = Field(ge=1)
+
+
+class EndpointCreate(_Strict):
+    name: str
+    model: str = Field(description="name, name:VERSION or name@ALIAS")
+    timeout_ms: int | None = Field(default=None, ge=1, le=600_000)
+    description: str = ""
+
+
+class EndpointUpdate(_Strict):
+    model: str | None = None
+    timeout_ms: int | None = Field(default=None, ge=1, le=600_000)
+    description: str | None = None
+
+
+def current_principal(request: Request) -> Principal | None:
+    return principal_from_request(request, request.app.state.yard.db)
+
+
+Who = Annotated[Principal | None, Depends(current_principal)]
+
+
+def _tags(tag: list[str] | None) -> dict[str, str]:
+    out = {}
+    for item in tag or []:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ValidationFailed(f"tag filter {item!r} must look like key=value", field="tag")
+        out[key] = value
+    return out
+
+
+def build_control_api(app: FastAPI, yard: Yard, backend: Backend) -> None:
+    registry: RegistryService = yard.registry
+    endpoints: EndpointService = yard.endpoints
+    settings = yard.settings
+    router = APIRouter(prefix=API)
+
+    json_body = [Depends(require_json)]
+
+    # -- models ---------------------------------------------------------------------------
+    @router.get("/models", tags=["models"])
+    def list_models(who: Who, tag: Annotated[list[str] | None, Query()] = None
+                    ) -> list[dict[str, Any]]:
+        return [m.to_dict() for m in registry.list_models(who, _tags(tag))]
+
+    @router.get("/models/{name}", tags=["models"])
+    def get_model(name: str, who: Who) -> dict[str, Any]:
+        return registry.get_model(who, name).to_dict()
+
+    @router.delete("/models/{name}", status_code=204, tags=["models"])
+    def delete_model(name: str, who: Who) -> Response:
+        registry.delete_model(who, name)
+        return Response(status_code=204)
+
+    @router.get("/models/{name}/versions", tags=["models"])
+    def list_versions(name: str, who: Who) -> list[dict[str, Any]]:
+        return [v.to_dict() for v in registry.list_versions(who, name)]
+
+    @router.post("/models/{name}/versions", status_code=201, tags=["models"],
+                 dependencies=json_body)
+    def register(name: str, body: RegisterRequest, who: Who, response: Response
+                 ) -> dict[str, Any]:
+        authorize(who, "models:write")
+        check_name(name, "model name", "name")
+        check_digest(body.artifact)
+        sample = decode_many([t.model_dump() for t in body.sample], "sample") \
+            if body.sample else None
+        spec = registration(flavor=body.flavor, sample=sample, signature=body.signature,
+                            params=body.params, metrics=body.metrics, tags=body.tags,
+                            data_fingerprint=body.data_fingerprint,
+                            code_revision=body.code_revision, parent=body.parent,
+                            description=body.description, trusted=body.trusted,
+                            trusted_types=body.trusted_types)
+        version = registry.register_stored(who, name, body.artifact, spec)
+        response.headers["Location"] = f"{API}/models/{name}/versions/{version.version}"
+        return version.to_dict()
+
+    @router.get("/models/{name}/versions/{version}", tags=["models"])
+    def get_version(name: str, version: int, who: Who) -> dict[str, Any]:
+        return registry.get_version(who, f"{name}:{version}").to_dict()
+
+    @router.post("/models/{name}/versions/{version}/archive", tags=["models"])
+    def archive(name: str, version: int, who: Who) -> dict[str, Any]:
+        return registry.archive(who, name, version).to_dict()
+
+    @router.get("/models/{name}/aliases", tags=["aliases"])
+    def aliases(name: str, who: Who) -> dict[str, Any]:
+        model = registry.get_model(who, name)
+        return {"aliases": model.aliases,
+                "history": registry.alias_history(who, name)}
+
+    @router.get("/models/{name}/aliases/{alias}", tags=["aliases"])
+    def resolve_alias(name: str, alias: str, who: Who) -> dict[str, Any]:
+        return registry.get_version(who, f"{name}@{alias}").to_dict()
+
+    @router.put("/models/{name}/aliases/{alias}", tags=["aliases"], dependencies=json_body)
+    def set_alias(name: str, alias: str, body: AliasRequest, who: Who) -> dict[str, Any]:
+        result = registry.set_alias(who, name, alias, body.version)
+        backend.trigger()
+        return result.to_dict()
+
+    @router.delete("/models/{name}/aliases/{alias}", status_code=204, tags=["aliases"])
+    def remove_alias(name: str, alias: str, who: Who) -> Response:
+        registry.remove_alias(who, name, alias)
+        backend.trigger()
+        return Response(status_code=204)
+
+    @router.get("/versions", tags=["models"])
+    def search(who: Who, tag: Annotated[list[str] | None, Query()] = None
+               ) -> list[dict[str, Any]]:
+        return [v.to_dict() for v in registry.search(who, _tags(tag))]
+
+    # -- artifacts ------------------------------------------------------------------------
+    @router.post("/artifacts", status_code=201, tags=["artifacts"])
+    async def upload_artifact(request: Request, who: Who,
+                              sha256: Annotated[str, Query(description="sha256 of the body")]
+                              ) -> dict[str, Any]:
+        authorize(who, "artifacts:write")
+        check_digest(sha256)
+        scratch = settings.home / "tmp"
+        scratch.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(suffix=".upload", dir=scratch)
+        upload = Path(name)
+        try:
+            hasher = hashlib.sha256()
+            with os.fdopen(fd, "wb") as out:
+                async for chunk in request.stream():
+                    hasher.update(chunk)
+                    out.write(chunk)
+            if hasher.hexdigest() != sha256:
+                raise DigestMismatch(
+                    f"the body's sha256 is {hasher.hexdigest()}, not {sha256}", field="sha256"
+                )
+            from starlette.concurrency import run_in_threadpool
+
+            digest, size = await run_in_threadpool(_store_upload, yard, upload)
+        finally:
+            upload.unlink(missing_ok=True)
+        return {"sha256": digest, "size": size, "uploaded_sha256": sha256}
+
+    @router.get("/artifacts/{digest}", tags=["artifacts"], response_class=StreamingResponse)
+    def download_artifact(digest: str, who: Who) -> StreamingResponse:
+        authorize(who, "artifacts:read")
+        check_digest(digest)
+        size = yard.artifacts.size(digest)
+        return StreamingResponse(yard.artifacts.stream(digest), media_type="application/x-tar",
+                                 headers={"Content-Length": str(size),
+                                          "Content-Disposition":
+                                          f'attachment; filename="{digest}.tar"'})
+
+    # -- endpoints ------------------------------------------------------------------------
+    def with_status(endpoint: Any) -> dict[str, Any]:
+        state = backend.state(endpoint.name)
+        status = state.to_dict() if state else {"status": "pending", "ready": False}
+        return {**endpoint.to_dict(), "status": status}
+
+    @router.get("/endpoints", tags=["endpoints"])
+    def list_endpoints(who: Who) -> list[dict[str, Any]]:
+        return [with_status(e) for e in endpoints.list(who)]
+
+    @router.post("/endpoints", status_code=201, tags=["endpoints"], dependencies=json_body)
+    def create_endpoint(body: EndpointCreate, who: Who, response: Response) -> dict[str, Any]:
+        endpoint = endpoints.create(who, body.name, body.model,
+                                    timeout_ms=body.timeout_ms, description=body.description)
+        response.headers["Location"] = f"{API}/endpoints/{endpoint.name}"
+        return with_status(endpoint)
+
+    @router.get("/endpoints/{name}", tags=["endpoints"])
+    def get_endpoint(name: str, who: Who) -> dict[str, Any]:
+        return with_status(endpoints.get(who, name))
+
+    @router.patch("/endpoints/{name}", tags=["endpoints"], dependencies=json_body)
+    def update_endpoint(name: str, body: EndpointUpdate, who: Who) -> dict[str, Any]:
+        if body.model is None and body.timeout_ms is None and body.description is None:
+            raise InvalidRequest("nothing to change: give model, timeout_ms or description")
+        return with_status(endpoints.update(who, name, model=body.model,
+                                            timeout_ms=body.timeout_ms,
+                                            description=body.description))
+
+    @router.delete("/endpoints/{name}", status_code=204, tags=["endpoints"])
+    def delete_endpoint(name: str, who: Who) -> Response:
+        endpoints.delete(who, name)
+        return Response(status_code=204)
+
+    app.include_router(router)
+
+
+def _store_upload(yard: Yard, upload: Path) -> tuple[str, int]:
+    """Extract safely (refusing anything unsafe), re-pack canonically, store by digest."""
+    scratch = yard.settings.home / "tmp"
+    folder = Path(tempfile.mkdtemp(prefix="upload-", dir=scratch))
+    try:
+        extract(upload, folder, max_bytes=yard.settings.max_artifact_bytes)
+        if not any(folder.iterdir()):
+            raise InvalidRequest("the archive is empty", field="body")
+        archive, digest, size = pack_to_file(folder, scratch)
+        try:
+            yard.artifacts.put_file(archive, digest)
+        finally:
+            archive.unlink(missing_ok=True)
+        return digest, size
+    finally:
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+__all__ = ["API", "CHUNK", "build_control_api"]

@@ -1,0 +1,42 @@
+"""Who is calling: a bearer API key resolved to a principal (OIDC comes with governance)."""
+
+from __future__ import annotations
+
+import time
+
+from starlette.requests import Request
+
+from modelyard.domain.errors import Unauthenticated
+from modelyard.governance.policy import Principal
+from modelyard.store import keys
+from modelyard.store.db import Database
+
+_TOUCH_EVERY_S = 60.0
+_last_touch: dict[str, float] = {}
+
+
+def bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("use 'Authorization: Bearer <key>'", field="authorization")
+    return token.strip()
+
+
+def principal_from_request(request: Request, db: Database) -> Principal | None:
+    """The principal behind the request's key; ``None`` without one; 401 for a bad key."""
+    token = bearer(request)
+    if token is None:
+        return None
+    with db.transaction() as session:
+        record = keys.verify(session, token)
+        if record is None:
+            raise Unauthenticated("the API key is unknown or revoked", field="authorization")
+        now = time.monotonic()
+        # Last-used is informative; writing it on every request would make reads writes.
+        if now - _last_touch.get(record.prefix, 0.0) > _TOUCH_EVERY_S:
+            keys.touch(session, record.prefix)
+            _last_touch[record.prefix] = now
+    return Principal(f"key:{record.owner}:{record.prefix}", frozenset(record.roles))

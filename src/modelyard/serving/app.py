@@ -1,0 +1,95 @@
+"""The server: data plane and control plane in one ASGI app, plus the reconciler loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from modelyard import __version__
+from modelyard.backends.local import LocalBackend
+from modelyard.control.api import API, build_control_api
+from modelyard.domain.errors import InvalidJSON, ModelyardError, ValidationFailed
+from modelyard.serving.dataplane import DataPlane
+from modelyard.serving.limits import BodyLimit
+from modelyard.serving.problems import (
+    error_response,
+    http_error_handler,
+    modelyard_error_handler,
+    unhandled_error_handler,
+)
+from modelyard.yard import Yard
+
+log = logging.getLogger("modelyard.server")
+
+
+async def _validation_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    if first.get("type") == "json_invalid":
+        return error_response(InvalidJSON("the body is not valid JSON"), request)
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    field = ".".join(loc) or None
+    detail = f"{field}: {first.get('msg')}" if field else str(first.get("msg"))
+    problem = ValidationFailed(detail, field=field, errors=[
+        {"field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"),
+         "message": e.get("msg")} for e in errors
+    ])
+    return error_response(problem, request)
+
+
+def create_app(yard: Yard, *, start_reconciler: bool = True) -> FastAPI:
+    settings = yard.settings
+    pool = ThreadPoolExecutor(max_workers=settings.inference_threads,
+                              thread_name_prefix="modelyard-infer")
+    backend = LocalBackend(yard.db, yard.deployment, settings.reconcile_interval_s)
+    yard.endpoints.on_change = backend.trigger
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        started = time.perf_counter()
+        # Load every endpoint before accepting traffic, so "ready" means ready.
+        await asyncio.to_thread(backend.reconcile)
+        app.state.ready_after_s = time.perf_counter() - started
+        stop = asyncio.Event()
+        task = asyncio.create_task(backend.run(stop)) if start_reconciler else None
+        try:
+            yield
+        finally:
+            stop.set()
+            if task is not None:
+                await task
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(
+        title="Modelyard",
+        version=__version__,
+        description="Control plane of a Modelyard yard: models, versions, aliases, artifacts "
+        "and endpoints. The data plane (/endpoints/{name}/predict and the Open Inference "
+        "Protocol v2 under /v2) is served by the same process.",
+        lifespan=lifespan,
+        exception_handlers={
+            ModelyardError: modelyard_error_handler,
+            HTTPException: http_error_handler,
+            RequestValidationError: _validation_handler,
+            Exception: unhandled_error_handler,
+        },
+    )
+    app.state.yard = yard
+    app.state.backend = backend
+    build_control_api(app, yard, backend)
+    for route in DataPlane(backend, pool).routes():
+        app.router.routes.append(route)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes,
+                       overrides={f"{API}/artifacts": settings.max_artifact_bytes})
+    return app

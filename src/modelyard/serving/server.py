@@ -1,0 +1,60 @@
+"""Running the app under uvicorn, in the foreground or on a background thread."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import uvicorn
+
+from modelyard.serving.app import create_app
+from modelyard.yard import Yard
+
+
+def uvicorn_config(yard: Yard, host: str, port: int, log_level: str = "warning") -> uvicorn.Config:
+    return uvicorn.Config(create_app(yard), host=host, port=port, log_level=log_level,
+                          loop="auto", http="auto", access_log=False,
+                          timeout_graceful_shutdown=5)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class BackgroundServer:
+    """The real server on a thread: for the demo and for tests."""
+
+    def __init__(self, yard: Yard, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self.server = uvicorn.Server(uvicorn_config(yard, self.host, self.port))
+        self.thread = threading.Thread(target=self.server.run, name="modelyard-server",
+                                       daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, timeout_s: float = 60.0) -> BackgroundServer:
+        self.thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self.server.started:
+            if not self.thread.is_alive():
+                raise RuntimeError("the server stopped during start-up")
+            if time.monotonic() > deadline:
+                raise TimeoutError("the server did not start in time")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+
+    def __enter__(self) -> BackgroundServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,115 @@
+"""Shared fixtures. Every store-backed test runs twice: on SQLite and on the PostgreSQL
+server at 127.0.0.1:5432 (database ``test``), each in a schema of its own."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression, Ridge
+
+from modelyard import Client, Yard
+from modelyard.serving.server import BackgroundServer
+from modelyard.settings import Settings
+
+PG_URL = os.environ.get("MODELYARD_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def _pg_available() -> str | None:
+    try:
+        import psycopg
+
+        with psycopg.connect(PG_URL.replace("+psycopg", ""), connect_timeout=3):
+            return None
+    except Exception as exc:  # any failure to connect means: no server here
+        return str(exc)
+
+
+_PG_PROBLEM = _pg_available()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database: a SQLite file, or a new PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'yard.db'}"
+        return
+    if _PG_PROBLEM is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is required in CI but unreachable: {_PG_PROBLEM}")
+        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 unreachable: {_PG_PROBLEM}")
+    import psycopg
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    plain = PG_URL.replace("+psycopg", "")
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(plain, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return Settings.load(tmp_path / "yard", env={}, database_url=database_url)
+
+
+@pytest.fixture
+def yard_and_key(settings: Settings) -> Iterator[tuple[Yard, str]]:
+    yard, key = Yard.init(settings=settings)
+    assert key is not None
+    try:
+        yield yard, key
+    finally:
+        yard.close()
+
+
+@pytest.fixture
+def yard(yard_and_key: tuple[Yard, str]) -> Yard:
+    return yard_and_key[0]
+
+
+@pytest.fixture
+def admin_key(yard_and_key: tuple[Yard, str]) -> str:
+    return yard_and_key[1]
+
+
+@pytest.fixture
+def server(yard: Yard) -> Iterator[BackgroundServer]:
+    """The real server on a random 127.0.0.1 port."""
+    with BackgroundServer(yard) as srv:
+        yield srv
+
+
+@pytest.fixture
+def client(server: BackgroundServer, admin_key: str) -> Iterator[Client]:
+    with Client(server.url, admin_key) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def tabular() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Generated churn-like data: X (float32, 4 features), a class label and a target."""
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(200, 4)).astype(np.float32)
+    label = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(np.int64)
+    target = (2 * x[:, 0] - x[:, 2] + rng.normal(scale=0.1, size=200)).astype(np.float64)
+    return x, label, target
+
+
+@pytest.fixture(scope="session")
+def classifier(tabular: tuple[np.ndarray, np.ndarray, np.ndarray]) -> LogisticRegression:
+    x, label, _ = tabular
+    return LogisticRegression().fit(x, label)
+
+
+@pytest.fixture(scope="session")
+def regressor(tabular: tuple[np.ndarray, np.ndarray, np.ndarray]) -> Ridge:
+    x, _, target = tabular
+    return Ridge().fit(x, target)
