@@ -42,6 +42,12 @@ class Yard:
                  principal: Principal | None = None) -> None:
         self.settings = settings or Settings.load(path)
         self.db = Database(self.settings.database_url)
+        sqlite_file = self.db.sqlite_path()
+        if sqlite_file is not None and not sqlite_file.is_file():
+            self.db.dispose()
+            raise YardNotInitialised(
+                f"no yard at {self.settings.home}; run 'modelyard init' to create one"
+            )
         current = self.db.current_revision()
         if current is None:
             self.db.dispose()

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from modelyard.domain.errors import InvalidArtifact, UntrustedArtifact, ValidationFailed
-from modelyard.flavors.base import Arrays, Predictor, only_file
 from modelyard.domain.signature import Signature
+from modelyard.flavors.base import Arrays, Predictor, only_file
 
 SKOPS_FILE = "model.skops"
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")

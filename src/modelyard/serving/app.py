@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import FastAPI
@@ -48,7 +48,10 @@ async def _validation_handler(request: Request, exc: Exception) -> Response:
     return error_response(problem, request)
 
 
-def create_app(yard: Yard, *, start_reconciler: bool = True) -> FastAPI:
+def create_app(yard: Yard, *, start_reconciler: bool = True,
+               on_ready: Callable[[float], None] | None = None) -> FastAPI:
+    """The whole server. ``on_ready`` is called with the seconds start-up took, once every
+    endpoint is loaded and warm."""
     settings = yard.settings
     pool = ThreadPoolExecutor(max_workers=settings.inference_threads,
                               thread_name_prefix="modelyard-infer")
@@ -61,6 +64,8 @@ def create_app(yard: Yard, *, start_reconciler: bool = True) -> FastAPI:
         # Load every endpoint before accepting traffic, so "ready" means ready.
         await asyncio.to_thread(backend.reconcile)
         app.state.ready_after_s = time.perf_counter() - started
+        if on_ready is not None:
+            on_ready(app.state.ready_after_s)
         stop = asyncio.Event()
         task = asyncio.create_task(backend.run(stop)) if start_reconciler else None
         try:

@@ -16,7 +16,15 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+
+from modelyard.domain.errors import ModelyardError
+
+
+class StoreUnavailable(ModelyardError):
+    code, status, title = "store_unavailable", 503, "Metadata store unavailable"
+
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -75,9 +83,21 @@ class Database:
             config.attributes["connection"] = connection
             command.upgrade(config, revision)
 
+    def sqlite_path(self) -> Path | None:
+        """The database file, for a file-backed SQLite URL."""
+        url = self.engine.url
+        if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+            return None
+        return Path(url.database)
+
     def current_revision(self) -> str | None:
-        with self.engine.connect() as connection:
-            return MigrationContext.configure(connection).get_current_revision()
+        try:
+            with self.engine.connect() as connection:
+                return MigrationContext.configure(connection).get_current_revision()
+        except OperationalError as exc:
+            raise StoreUnavailable(
+                f"cannot reach the metadata store {self!r}: {exc.orig}"
+            ) from exc
 
     def head_revision(self) -> str | None:
         return ScriptDirectory.from_config(_alembic_config(self.url)).get_current_head()

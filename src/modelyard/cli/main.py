@@ -1,0 +1,152 @@
+"""``modelyard``: the root command, ``init``, ``serve`` and ``predict``."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import typer
+
+from modelyard import __version__
+from modelyard.cli import db, demo, endpoints, models
+from modelyard.cli.common import STATE, console, emit, err_console, handle_errors, operations
+from modelyard.domain.errors import InvalidJSON, ValidationFailed
+
+app = typer.Typer(
+    name="modelyard",
+    help="Run multi-model AI systems in production: registry, serving, rollouts.\n\n"
+    "Finds its yard from --yard, else MODELYARD_HOME, else ./.yard. With --url (or "
+    "MODELYARD_URL) commands talk to a running server instead.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(models.app, name="models")
+app.add_typer(endpoints.app, name="endpoints")
+app.add_typer(db.app, name="db")
+app.command("demo")(demo.demo)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"modelyard {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    yard: Path | None = typer.Option(None, "--yard", envvar="MODELYARD_HOME",
+                                     help="Yard folder (default ./.yard)."),
+    url: str | None = typer.Option(None, "--url", envvar="MODELYARD_URL",
+                                   help="Talk to this server instead of opening the yard."),
+    key: str | None = typer.Option(None, "--key", envvar="MODELYARD_API_KEY",
+                                   help="API key for --url (default: the yard's admin.key)."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Show the version and exit."),
+) -> None:
+    STATE.yard_path, STATE.url, STATE.key, STATE.as_json = yard, url, key, as_json
+
+
+@app.command()
+@handle_errors
+def init(path: Path | None = typer.Argument(None, help="Where to create the yard.")) -> None:
+    """Create a yard: SQLite metadata (WAL), an artifact folder and an admin API key.
+
+    The key is printed once and kept in PATH/admin.key (mode 0600) for the local CLI.
+    Set MODELYARD_DATABASE_URL / MODELYARD_ARTIFACTS_URL to use PostgreSQL / S3 instead.
+
+    Example: modelyard init ./my-yard
+    """
+    from modelyard.settings import Settings
+    from modelyard.yard import Yard
+
+    settings = Settings.load(path or STATE.yard_path)
+    yard, key = Yard.init(settings=settings)
+    yard.close()
+    data = {"home": str(settings.home), "database": repr(yard.db),
+            "artifacts": settings.artifacts_url, "admin_key": key,
+            "admin_key_file": str(settings.admin_key_file) if key else None}
+
+    def render(d: dict[str, Any]) -> None:
+        console.print(f"yard ready at [bold]{d['home']}[/bold]")
+        console.print(f"  metadata:  {d['database']}\n  artifacts: {d['artifacts']}")
+        if d["admin_key"]:
+            console.print("  admin key (shown once; also in "
+                          f"{d['admin_key_file']}, mode 0600):")
+            console.print(f"  [bold yellow]{d['admin_key']}[/bold yellow]", highlight=False)
+        else:
+            console.print("  (the yard already existed; its keys are unchanged)")
+
+    emit(data, render)
+
+
+@app.command()
+@handle_errors
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Interface to bind (127.0.0.1 by default)."),
+    port: int = typer.Option(8000, help="TCP port."),
+    log_level: str = typer.Option("info", help="debug, info, warning or error."),
+) -> None:
+    """Start the server: data plane and control plane on one port.
+
+    Example: modelyard serve --port 8000
+    """
+    import uvicorn
+
+    from modelyard.serving.app import create_app
+    from modelyard.yard import Yard
+
+    started = time.perf_counter()
+    yard = Yard(STATE.yard_path)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err_console.print(f"[yellow]warning[/yellow]: listening on {host}: reachable from "
+                          "other machines; use TLS in front and keep keys secret")
+
+    def announce(_: float) -> None:
+        console.print(f"Modelyard {__version__} serving {yard.settings.home} on "
+                      f"http://{host}:{port} (ready in {time.perf_counter() - started:.2f} s "
+                      "after start)")
+
+    app_ = create_app(yard, on_ready=announce)
+    uvicorn.run(app_, host=host, port=port, log_level=log_level, access_log=False)
+
+
+app.command("up", help="Alias of 'serve'.")(serve)
+
+
+def _read_inputs(data: str | None, file: Path | None) -> Any:
+    if data is not None and file is not None:
+        raise ValidationFailed("give --data or --file, not both", field="data")
+    text = data if data is not None else (file.read_text() if file else sys.stdin.read())
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise InvalidJSON(f"inputs are not valid JSON: {exc}", field="data") from exc
+    if isinstance(value, dict) and "inputs" in value:
+        value = value["inputs"]
+    if isinstance(value, dict):
+        return {k: np.asarray(v) for k, v in value.items()}
+    return np.asarray(value)
+
+
+@app.command()
+@handle_errors
+def predict(
+    endpoint: str = typer.Argument(..., help="Endpoint (or model reference in-process)."),
+    data: str | None = typer.Option(None, "--data", "-d", help='JSON: [[...]] or {"x": ...}'),
+    file: Path | None = typer.Option(None, "--file", "-f", help="JSON file (default: stdin)."),
+) -> None:
+    """Predict with an endpoint (through the server with --url, else in-process).
+
+    Example: modelyard predict churn -d '[[5, 70.5, 2, 1, 0, 12]]'
+    """
+    outputs = operations().predict(endpoint, _read_inputs(data, file))
+    emit(outputs, lambda o: console.print_json(json.dumps(o)))
+
+
+def main() -> None:
+    app()

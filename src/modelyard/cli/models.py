@@ -1,0 +1,237 @@
+"""``modelyard models``: register, list, show, alias, archive, delete, search."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import typer
+from rich.panel import Panel
+
+from modelyard.cli.common import (
+    console,
+    emit,
+    handle_errors,
+    operations,
+    parse_pairs,
+    table,
+)
+from modelyard.domain.errors import ValidationFailed
+from modelyard.domain.names import ModelRef
+
+app = typer.Typer(help="Register and manage model versions.", no_args_is_help=True)
+
+
+def _load_sample(path: Path | None) -> Any:
+    if path is None:
+        return None
+    if path.suffix == ".npy":
+        return np.load(path, allow_pickle=False)
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValidationFailed(f"cannot read sample {path}: {exc}", field="sample") from exc
+    if isinstance(value, dict):
+        return {k: np.asarray(v) for k, v in value.items()}
+    return np.asarray(value)
+
+
+def _git_revision() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _data_fingerprint(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    from modelyard.store.archive import sha256_file
+
+    if not path.is_file():
+        raise ValidationFailed(f"{path} is not a file", field="data")
+    return "sha256:" + sha256_file(path)
+
+
+def _version_rows(versions: list[dict[str, Any]]) -> list[list[Any]]:
+    return [[v["version"], v["flavor"], v["status"], ", ".join(v["aliases"]),
+             v["artifact"]["sha256"][:12], v["created_at"][:19], v["created_by"]]
+            for v in versions]
+
+
+VERSION_COLUMNS = ["version", "flavor", "status", "aliases", "sha256", "created", "by"]
+
+
+@app.command()
+@handle_errors
+def register(
+    name: str = typer.Argument(..., help="Model name (versions are numbered per name)."),
+    path: Path = typer.Argument(..., help="A model file or folder (.onnx, .skops, .pt, ...)."),
+    flavor: str | None = typer.Option(None, help="onnx, sklearn, torch or python "
+                                      "(detected from the files when omitted)."),
+    sample: Path | None = typer.Option(None, help="Sample input (.npy, .npz or .json) used to "
+                                       "infer and check the signature."),
+    signature: Path | None = typer.Option(None, help="Signature JSON: {inputs: [...], "
+                                          "outputs: [...]}, overriding inference."),
+    trusted: bool = typer.Option(False, "--trusted", help="Accept pickles/code you made "
+                                 "yourself (recorded in lineage)."),
+    trusted_type: list[str] | None = typer.Option(None, help="A skops type you reviewed and "
+                                                  "trust (repeatable)."),
+    to_onnx: bool = typer.Option(False, "--to-onnx", help="Convert a scikit-learn model to "
+                                 "ONNX (needs --sample)."),
+    description: str = typer.Option("", help="What this version is."),
+    tag: list[str] | None = typer.Option(None, help="key=value (repeatable)."),
+    param: list[str] | None = typer.Option(None, help="Training parameter key=value."),
+    metric: list[str] | None = typer.Option(None, help="Evaluation metric key=number."),
+    data: Path | None = typer.Option(None, help="Training data file, fingerprinted (sha256)."),
+    code_revision: str | None = typer.Option(None, help="Code revision (default: git HEAD)."),
+    parent: str | None = typer.Option(None, help="Version this derives from, e.g. churn:3."),
+) -> None:
+    """Register a new model version from a file or folder.
+
+    Example: modelyard models register churn ./churn.onnx --tag team=growth
+    """
+    metrics = parse_pairs(metric, "metric")
+    try:
+        metric_values = {k: float(v) for k, v in metrics.items()}
+    except ValueError as exc:
+        raise typer.BadParameter(f"metrics must be numbers: {exc}") from None
+    sig = None
+    if signature is not None:
+        try:
+            sig = json.loads(signature.read_text())
+        except (OSError, ValueError) as exc:
+            raise ValidationFailed(f"cannot read signature {signature}: {exc}",
+                                   field="signature") from exc
+    version = operations().register(
+        name, path=path, flavor=flavor, sample=_load_sample(sample), signature=sig,
+        trusted=trusted, trusted_types=trusted_type or [], to_onnx=to_onnx,
+        description=description, tags=parse_pairs(tag, "tag"),
+        params=parse_pairs(param, "param"), metrics=metric_values,
+        data_fingerprint=_data_fingerprint(data),
+        code_revision=code_revision or _git_revision(), parent=parent,
+    )
+    emit(version, lambda v: console.print(
+        f"registered [bold]{v['model']}:{v['version']}[/bold] ({v['flavor']}, "
+        f"sha256 {v['artifact']['sha256'][:12]}…)"))
+
+
+@app.command("list")
+@handle_errors
+def list_models(tag: list[str] | None = typer.Option(None, help="Filter by key=value.")
+                ) -> None:
+    """List models with their latest version and aliases.
+
+    Example: modelyard models list --tag team=growth
+    """
+    models = operations().models(parse_pairs(tag, "tag"))
+    emit(models, lambda ms: console.print(table(
+        "Models", ["name", "latest", "aliases", "created"],
+        [[m["name"], m["latest_version"],
+          ", ".join(f"{a}->{v}" for a, v in sorted(m["aliases"].items())),
+          m["created_at"][:19]] for m in ms],
+        empty="no models yet: register one with 'modelyard models register NAME PATH'")))
+
+
+@app.command()
+@handle_errors
+def show(ref: str = typer.Argument(..., help="name, name:VERSION or name@ALIAS")) -> None:
+    """Show a model's versions, or one version in full.
+
+    Example: modelyard models show churn@champion
+    """
+    parsed = ModelRef.parse(ref)
+    ops = operations()
+    if parsed.version is None and parsed.alias is None:
+        versions = ops.versions(parsed.model)
+        emit(versions, lambda vs: console.print(table(f"Model {parsed.model}", VERSION_COLUMNS,
+                                                      _version_rows(vs))))
+        return
+    version = ops.version(ref)
+
+    def render(v: dict[str, Any]) -> None:
+        sig = "\n".join(f"  {kind[:-1]} {t['name']}: {t['dtype']}{t['shape']}"
+                        for kind in ("inputs", "outputs") for t in v["signature"][kind])
+        lin = v["lineage"]
+        body = (f"flavor: {v['flavor']}   status: {v['status']}   aliases: "
+                f"{', '.join(v['aliases']) or '-'}\n"
+                f"sha256: {v['artifact']['sha256']} ({v['artifact']['size']} bytes)\n"
+                f"created: {v['created_at']} by {v['created_by']}\n"
+                f"description: {v['description'] or '-'}\nsignature:\n{sig}\n"
+                f"lineage: data={lin['data_fingerprint'] or '-'} code={lin['code_revision'] or '-'}"
+                f" parent={lin['parent'] or '-'} trusted={lin['trusted']}\n"
+                f"  params={lin['params']}\n  metrics={lin['metrics']}\n  tags={lin['tags']}")
+        console.print(Panel(body, title=f"{v['model']}:{v['version']}", expand=False))
+
+    emit(version, render)
+
+
+@app.command()
+@handle_errors
+def alias(
+    name: str = typer.Argument(..., help="Model name."),
+    alias_name: str = typer.Argument(..., metavar="ALIAS", help="e.g. champion, production."),
+    version: int | None = typer.Argument(None, help="Version to point at."),
+    delete: bool = typer.Option(False, "--delete", help="Remove the alias instead."),
+) -> None:
+    """Point an alias at a version (atomically), or remove it.
+
+    Example: modelyard models alias churn champion 3
+    """
+    ops = operations()
+    if delete:
+        ops.remove_alias(name, alias_name)
+        emit({"model": name, "alias": alias_name, "deleted": True},
+             lambda _: console.print(f"removed alias {name}@{alias_name}"))
+        return
+    if version is None:
+        raise typer.BadParameter("give the VERSION to point the alias at, or --delete")
+    result = ops.set_alias(name, alias_name, version)
+    emit(result, lambda r: console.print(f"{name}@{alias_name} -> {r['version']}"))
+
+
+@app.command()
+@handle_errors
+def archive(name: str = typer.Argument(...), version: int = typer.Argument(...)) -> None:
+    """Archive a version: kept for the record, no longer served or aliased.
+
+    Example: modelyard models archive churn 1
+    """
+    result = operations().archive(name, version)
+    emit(result, lambda v: console.print(f"archived {v['model']}:{v['version']}"))
+
+
+@app.command()
+@handle_errors
+def delete(name: str = typer.Argument(...),
+           yes: bool = typer.Option(False, "--yes", help="Do not ask.")) -> None:
+    """Delete a model and all its versions (refused while an endpoint serves it).
+
+    Example: modelyard models delete old-model --yes
+    """
+    if not yes and not typer.confirm(f"delete model {name!r} and all its versions?"):
+        raise typer.Exit(1)
+    operations().delete_model(name)
+    emit({"model": name, "deleted": True}, lambda _: console.print(f"deleted model {name}"))
+
+
+@app.command()
+@handle_errors
+def search(tag: list[str] = typer.Option(..., help="key=value (repeatable, all must match)")
+           ) -> None:
+    """Find versions by tag.
+
+    Example: modelyard models search --tag team=growth
+    """
+    versions = operations().search(parse_pairs(tag, "tag"))
+    emit(versions, lambda vs: console.print(table(
+        "Versions", ["model", *VERSION_COLUMNS],
+        [[v["model"], *row] for v, row in zip(vs, _version_rows(vs), strict=True)])))

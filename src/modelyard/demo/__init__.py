@@ -1,0 +1,1 @@
+"""The main job: a yard with two real models, served and called over HTTP."""
