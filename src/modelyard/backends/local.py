@@ -13,10 +13,12 @@ import logging
 import threading
 from collections.abc import Callable
 
+import numpy as np
+
 from modelyard.backends.base import EndpointState
 from modelyard.domain.errors import ModelyardError
 from modelyard.domain.names import ModelRef
-from modelyard.domain.registry import ModelVersion
+from modelyard.domain.registry import Endpoint, ModelVersion
 from modelyard.domain.tensors import decode_many
 from modelyard.serving.deployment import Deployment
 from modelyard.store import endpoints as endpoint_repo
@@ -53,7 +55,7 @@ class LocalBackend:
 
     def _reconcile(self) -> None:
         with self.db.transaction() as session:
-            desired = []
+            desired: list[tuple[Endpoint, ModelVersion | None, str | None]] = []
             for endpoint in endpoint_repo.all_endpoints(session):
                 try:
                     model, row = registry_repo.resolve(session, ModelRef.parse(endpoint.model_ref))
@@ -112,7 +114,7 @@ class LocalBackend:
             self._wake.clear()
 
 
-def example_inputs(version: ModelVersion) -> dict | None:
+def example_inputs(version: ModelVersion) -> dict[str, np.ndarray] | None:
     if not version.input_example:
         return None
     try:

@@ -115,7 +115,7 @@ def serve(
     uvicorn.run(app_, host=host, port=port, log_level=log_level, access_log=False)
 
 
-app.command("up", help="Alias of 'serve'.")(serve)
+app.command("up", help="Alias of 'serve'.\n\nExample: modelyard up --port 8000")(serve)
 
 
 def _read_inputs(data: str | None, file: Path | None) -> Any:

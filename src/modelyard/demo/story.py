@@ -147,7 +147,7 @@ def _call(url: str, x: np.ndarray, console: Console) -> bool:
         except (ValueError, KeyError):
             ok = False
         oip = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [2, len(FEATURES)],
-                           "data": sum(customers, [])}]}
+                           "data": [v for row in customers for v in row]}]}
         r = http.post("/v2/models/ltv/infer", json=oip)
         console.print(Panel(Syntax(f"POST /v2/models/ltv/infer\n{json.dumps(oip)}\n\n"
                                    f"{r.status_code} {r.text}", "json", word_wrap=True),
