@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -53,7 +54,7 @@ def decode(tensor: Any, where: str) -> tuple[str, np.ndarray]:
         raise InvalidInput(f"tensor {name!r} data is not rectangular", field=f"{where}.data"
                            ) from exc
     flat = raw.reshape(-1)
-    count = int(np.prod(shape)) if shape else 1
+    count = math.prod(shape)
     if flat.size != count:
         raise InvalidInput(
             f"tensor {name!r} has {flat.size} values but shape {shape} needs {count}",

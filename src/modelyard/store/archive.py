@@ -79,6 +79,29 @@ def pack(folder: Path, out: BinaryIO) -> None:
                 tar.addfile(info, fh)
 
 
+class _HashingWriter:
+    """A write-only file object that only hashes what is written."""
+
+    def __init__(self) -> None:
+        self.hasher = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.hasher.update(data)
+        self.size += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.size
+
+
+def folder_digest(folder: Path) -> str:
+    """The sha256 the canonical tar of ``folder`` would have, without writing it."""
+    writer = _HashingWriter()
+    pack(folder, writer)  # type: ignore[arg-type]
+    return writer.hasher.hexdigest()
+
+
 def pack_to_file(folder: Path, directory: Path) -> tuple[Path, str, int]:
     """Pack into a new file in ``directory``; return its path, sha256 and size."""
     fd, name = tempfile.mkstemp(suffix=".tar", dir=directory)

@@ -21,8 +21,13 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from modelyard.domain.errors import ArtifactCorrupted, ArtifactNotFound, ValidationFailed
-from modelyard.store.archive import CHUNK, extract, sha256_file
+from modelyard.domain.errors import (
+    ArtifactCorrupted,
+    ArtifactNotFound,
+    InvalidArtifact,
+    ValidationFailed,
+)
+from modelyard.store.archive import CHUNK, extract, folder_digest, sha256_file
 
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 DEFAULT_MAX_EXTRACTED = 8 << 30
@@ -86,10 +91,16 @@ class ArtifactStore:
             raise ArtifactNotFound(f"artifact {digest} is not in the store") from None
 
     def materialize(self, digest: str) -> Path:
-        """A local folder with the artifact's files; fetched, verified and extracted once."""
-        folder = self.cache_dir / digest
+        """A local folder with the artifact's files, verified against the digest every time
+        (a cached folder that no longer matches is fetched again)."""
+        folder = self.cache_dir / check_digest(digest)
         if folder.is_dir():
-            return folder
+            try:
+                if folder_digest(folder) == digest:
+                    return folder
+            except InvalidArtifact:  # e.g. a link or special file appeared in the cache
+                pass
+            shutil.rmtree(folder, ignore_errors=True)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(suffix=".tar", dir=self.cache_dir)
         tmp_dir = Path(tempfile.mkdtemp(prefix=".extract-", dir=self.cache_dir))
