@@ -170,7 +170,12 @@ def _show_usage(url: str, x: np.ndarray, console: Console) -> None:
     curl = (f"curl -s {url}/endpoints/churn/predict -H 'Content-Type: application/json' "
             f"-d {shlex.quote(body)}")
     console.print(Panel(
-        f"data plane:    {url}/endpoints/<name>/predict   {url}/v2/models/<name>/infer\n"
-        f"control plane: {url}/api/v1  (OpenAPI: {url}/docs)\n"
-        f"features:      {', '.join(FEATURES)}\n\ntry:\n{curl}\n\nCtrl+C stops the server.",
+        f"data plane:    {url}/endpoints/<name>/predict\n"
+        f"               {url}/v2/models/<name>/infer  (Open Inference Protocol v2)\n"
+        f"control plane: {url}/api/v1  (OpenAPI: {url}/openapi.json)\n"
+        f"features:      {', '.join(FEATURES)}",
         title="serving", border_style="green", expand=False), highlight=False)
+    console.print("try (one line):", style="bold")
+    # Printed bare and unwrapped so that it copies and pastes as one working command.
+    console.print(curl, soft_wrap=True, highlight=False, markup=False)
+    console.print("Ctrl+C stops the server.")
