@@ -21,7 +21,6 @@ from modelyard.domain.tensors import decode, decode_many, encode, to_jsonable
     [
         ("churn", ModelRef("churn")),
         ("churn:3", ModelRef("churn", version=3)),
-        ("churn:012", ModelRef("churn", version=12)),
         ("churn@champion", ModelRef("churn", alias="champion")),
         ("a.b_c-d", ModelRef("a.b_c-d")),
         ("9lives@v2-candidate", ModelRef("9lives", alias="v2-candidate")),
