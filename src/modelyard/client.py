@@ -23,16 +23,6 @@ from modelyard.domain.tensors import decode_many, to_jsonable
 API = "/api/v1"
 
 
-def _error_classes() -> dict[str, type[errors.ModelyardError]]:
-    found: dict[str, type[errors.ModelyardError]] = {}
-    pending: list[type[errors.ModelyardError]] = [errors.ModelyardError]
-    while pending:
-        cls = pending.pop()
-        found.setdefault(cls.code, cls)
-        pending.extend(cls.__subclasses__())
-    return found
-
-
 class ApiError(errors.ModelyardError):
     """An error answered by the server, carrying its problem+json document."""
 
@@ -43,6 +33,23 @@ class ApiError(errors.ModelyardError):
         self.status = int(problem.get("status", 500))
         self.title = str(problem.get("title", ""))
         self.problem = problem
+
+
+_TYPED: dict[str, type[ApiError]] = {}
+
+
+def _typed_error(code: str) -> type[ApiError]:
+    """An ApiError subclass that is also the library's own class for ``code`` (so callers can
+    catch ``VersionNotFound`` from the server just like from a Yard), built once per code."""
+    if not _TYPED:
+        pending: list[type[errors.ModelyardError]] = [errors.ModelyardError]
+        while pending:
+            cls = pending.pop()
+            pending.extend(cls.__subclasses__())
+            if issubclass(cls, ApiError) or cls is errors.ModelyardError:
+                continue
+            _TYPED.setdefault(cls.code, type(cls.__name__, (ApiError, cls), {}))
+    return _TYPED.get(code, ApiError)
 
 
 def raise_for_problem(response: httpx.Response) -> None:
@@ -56,12 +63,7 @@ def raise_for_problem(response: httpx.Response) -> None:
         problem = {"status": response.status_code, "code": "http_error",
                    "detail": response.text[:500] or response.reason_phrase}
     problem.setdefault("status", response.status_code)
-    cls = _error_classes().get(str(problem.get("code")))
-    error = ApiError(problem)
-    if cls is not None and cls is not errors.ModelyardError:
-        # Raise an instance that is both the specific class and an ApiError.
-        error.__class__ = type(cls.__name__, (ApiError, cls), {})
-    raise error
+    raise _typed_error(str(problem.get("code")))(problem)
 
 
 class Client:

@@ -17,11 +17,13 @@ import numpy as np
 
 from modelyard.control.endpoints import EndpointService
 from modelyard.control.registry import Registration, RegistryService
+from modelyard.domain.deployment import DeploymentSpec
 from modelyard.domain.errors import ModelyardError
 from modelyard.domain.names import ModelRef
 from modelyard.domain.registry import Alias, Endpoint, Lineage, Model, ModelVersion, fingerprint
 from modelyard.domain.signature import Signature, as_input_dict
 from modelyard.governance.policy import Principal, authorize
+from modelyard.serving.batcher import BatchObserver
 from modelyard.serving.deployment import Deployment
 from modelyard.settings import Settings
 from modelyard.store import keys
@@ -61,7 +63,8 @@ class Yard:
                 f"{self.db.head_revision()}; run 'modelyard db upgrade'"
             )
         self.artifacts = ArtifactStore(self.settings.artifacts_url, self.settings.cache_dir)
-        self.registry = RegistryService(self.db, self.artifacts, self.settings.home / "tmp")
+        self.registry = RegistryService(self.db, self.artifacts, self.settings.home / "tmp",
+                                        self.settings.home)
         self.endpoints = EndpointService(self.db, self.settings.default_timeout_ms)
         self.principal = principal or Principal.local_admin()
         self._deployments: dict[tuple[str, str], Deployment] = {}
@@ -154,15 +157,17 @@ class Yard:
 
     # -- endpoints ---------------------------------------------------------------------
     def create_endpoint(self, name: str, model: str, *, timeout_ms: int | None = None,
-                        description: str = "") -> Endpoint:
+                        description: str = "",
+                        deployment: Mapping[str, Any] | None = None) -> Endpoint:
+        """``deployment``: batching and queueing settings (see ``DeploymentSpec``)."""
         return self.endpoints.create(self.principal, name, model, timeout_ms=timeout_ms,
-                                     description=description)
+                                     description=description, deployment=deployment)
 
     def update_endpoint(self, name: str, *, model: str | None = None,
-                        timeout_ms: int | None = None,
-                        description: str | None = None) -> Endpoint:
+                        timeout_ms: int | None = None, description: str | None = None,
+                        deployment: Mapping[str, Any] | None = None) -> Endpoint:
         return self.endpoints.update(self.principal, name, model=model, timeout_ms=timeout_ms,
-                                     description=description)
+                                     description=description, deployment=deployment)
 
     def endpoint(self, name: str) -> Endpoint:
         return self.endpoints.get(self.principal, name)
@@ -174,11 +179,15 @@ class Yard:
         self.endpoints.delete(self.principal, name)
 
     # -- inference ---------------------------------------------------------------------
-    def deployment(self, version: ModelVersion) -> Deployment:
-        """Load and warm a version (the server's loader, reused in-process)."""
+    def deployment(self, version: ModelVersion, spec: DeploymentSpec | None = None,
+                   observer: BatchObserver | None = None) -> Deployment:
+        """Load a version once per replica and warm it up (the server's loader, reused
+        in-process)."""
         from modelyard.backends.local import example_inputs
 
-        deployment = Deployment(version, self.registry.load_predictor(version))
+        spec = spec or DeploymentSpec(replicas=1)
+        predictors = [self.registry.load_predictor(version) for _ in range(spec.replicas)]
+        deployment = Deployment(version, predictors, spec, observer=observer)
         deployment.warm_up(example_inputs(version))
         return deployment
 

@@ -81,22 +81,12 @@ def test_name_length_limit() -> None:
     assert info.value.field == "alias"
 
 
-@pytest.mark.xfail(
-    reason="BUG: the name pattern ends with '$', which matches before a trailing newline, so "
-    "'churn\\n' passes check_name (names.py:10,14; use re.fullmatch or \\Z)",
-    strict=True,
-)
 @pytest.mark.parametrize("text", ["churn\n", "churn@champion\n"])
 def test_model_ref_refuses_trailing_newline(text: str) -> None:
     with pytest.raises(ValidationFailed):
         ModelRef.parse(text)
 
 
-@pytest.mark.xfail(
-    reason="BUG: the version is checked with str.isdigit(), which is true for '²' (int() then "
-    "raises ValueError) and for '٣' (parsed as 3) (names.py:46)",
-    strict=True,
-)
 @pytest.mark.parametrize("text", ["churn:²", "churn:٣"])
 def test_model_ref_refuses_non_ascii_digits(text: str) -> None:
     with pytest.raises(ValidationFailed):
@@ -147,11 +137,6 @@ def test_decode_datatypes(datatype: str, data: list[Any], dtype: Any) -> None:
     assert arr.tolist() == data
 
 
-@pytest.mark.xfail(
-    reason="BUG: numpy reads [0, 2**63] as float64, so a valid UINT64 tensor mixing small and "
-    "large values is refused as not matching its datatype (tensors.py:51 decode)",
-    strict=True,
-)
 def test_decode_uint64_mixing_small_and_large_values() -> None:
     _, arr = decode({"name": "t", "datatype": "UINT64", "shape": [2], "data": [0, 2**63]}, "i")
     assert arr.dtype == np.uint64 and arr.tolist() == [0, 2**63]

@@ -139,12 +139,6 @@ def test_non_torch_objects_are_refused_by_the_torch_flavor(yard: Yard) -> None:
     assert info.value.field == "flavor"
 
 
-@pytest.mark.xfail(
-    reason="BUG: TorchFlavor.matches_object only accepts objects with .save (ScriptModule) or "
-    "an ExportedProgram, so a plain torch.nn.Module is not detected and registering it "
-    "without flavor='torch' raises FlavorUnavailable (flavors/torch.py:56-60)",
-    strict=True,
-)
 def test_plain_nn_module_is_detected_as_torch(yard: Yard, tabular: Tabular) -> None:
     x, _, _ = tabular
     try:

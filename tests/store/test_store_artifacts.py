@@ -130,12 +130,6 @@ def test_check_digest_refuses_non_sha256(bad: str) -> None:
         check_digest(bad)
 
 
-@pytest.mark.xfail(
-    reason="BUG: _DIGEST ends with '$', which matches before a trailing newline, so "
-    "'<64 hex>\\n' passes check_digest and names a different store key "
-    "(artifacts.py:27; use re.fullmatch or \\Z)",
-    strict=True,
-)
 def test_check_digest_refuses_trailing_newline() -> None:
     with pytest.raises(ValidationFailed):
         check_digest("a" * 64 + "\n")

@@ -487,13 +487,6 @@ def test_concurrent_first_registrations_of_a_new_model(
     yard: Yard, onnx_file: Path, monkeypatch: pytest.MonkeyPatch, database_url: str,
     request: pytest.FixtureRequest,
 ) -> None:
-    if database_url.startswith("postgresql"):
-        request.applymarker(pytest.mark.xfail(
-            reason="BUG: ensure_model's SELECT ... FOR UPDATE locks nothing when the model "
-            "does not exist yet, so two first registrations both INSERT it and the second "
-            "fails with a raw IntegrityError (store/registry.py:45-57)",
-            strict=True,
-        ))
     results, failures = race(yard, monkeypatch, lambda: register(yard, "fresh", onnx_file),
                              lambda: register(yard, "fresh", onnx_file))
     assert failures == []
@@ -504,13 +497,6 @@ def test_concurrent_creation_of_the_same_endpoint(
     yard: Yard, onnx_file: Path, monkeypatch: pytest.MonkeyPatch, database_url: str,
     request: pytest.FixtureRequest,
 ) -> None:
-    if database_url.startswith("postgresql"):
-        request.applymarker(pytest.mark.xfail(
-            reason="BUG: endpoints.create checks for the name and then INSERTs without a lock, "
-            "so a concurrent create of the same name fails with a raw IntegrityError instead "
-            "of AlreadyExists (store/endpoints.py:26-36)",
-            strict=True,
-        ))
     register(yard, "churn", onnx_file)
     second_entered = threading.Event()
     first_created = threading.Event()
@@ -552,13 +538,6 @@ def test_concurrent_creation_of_the_same_endpoint(
     assert [e.name for e in yard.list_endpoints()] == ["api"]
 
 
-@pytest.mark.xfail(
-    reason="BUG: registering a folder that contains the yard itself (e.g. 'modelyard register "
-    "m .' with the default home ./.yard) stages the yard's own files - admin.key, yard.db, "
-    "artifacts - into the model artifact, or recurses into the staging folder until "
-    "ENAMETOOLONG (control/registry.py register_path + store/archive.py stage)",
-    strict=True,
-)
 def test_registering_a_folder_that_contains_the_yard(yard: Yard, onnx_file: Path) -> None:
     project = yard.settings.home.parent
     (project / "model.onnx").write_bytes(onnx_file.read_bytes())

@@ -16,24 +16,29 @@ from collections.abc import Callable
 import numpy as np
 
 from modelyard.backends.base import EndpointState
+from modelyard.domain.deployment import DeploymentSpec
 from modelyard.domain.errors import ModelyardError
 from modelyard.domain.names import ModelRef
 from modelyard.domain.registry import Endpoint, ModelVersion
 from modelyard.domain.tensors import decode_many
+from modelyard.serving.batcher import BatchObserver
 from modelyard.serving.deployment import Deployment
+from modelyard.serving.metrics import ServingMetrics
 from modelyard.store import endpoints as endpoint_repo
 from modelyard.store import registry as registry_repo
 from modelyard.store.db import Database
 
 log = logging.getLogger("modelyard.backend")
 
-Loader = Callable[[ModelVersion], Deployment]
+Loader = Callable[[ModelVersion, DeploymentSpec, BatchObserver | None], Deployment]
 
 
 class LocalBackend:
-    def __init__(self, db: Database, load: Loader, interval_s: float = 2.0) -> None:
+    def __init__(self, db: Database, load: Loader, interval_s: float = 2.0,
+                 metrics: ServingMetrics | None = None) -> None:
         self.db = db
         self.load = load
+        self.metrics = metrics
         self.interval_s = interval_s
         self._table: dict[str, EndpointState] = {}
         self._lock = threading.Lock()  # one reconcile at a time
@@ -70,17 +75,21 @@ class LocalBackend:
                 table[endpoint.name] = EndpointState(endpoint, "failed", running, problem)
                 continue
             if running is not None and running.version.ref == version.ref and \
-                    running.version.artifact_digest == version.artifact_digest:
+                    running.version.artifact_digest == version.artifact_digest and \
+                    running.spec == endpoint.deployment:
                 table[endpoint.name] = EndpointState(endpoint, "ready", running, None, version.ref)
                 continue
-            if current is not None and current.target == version.ref and current.error:
+            if current is not None and current.target == version.ref and current.error and \
+                    current.endpoint.generation == endpoint.generation:
                 table[endpoint.name] = current  # failed to load before; don't retry in a loop
                 continue
             # Show "loading" while the new version loads; the old one keeps serving.
             self._table = {**self._table, endpoint.name: EndpointState(
                 endpoint, "loading", running, None, version.ref)}
             try:
-                deployment = self.load(version)
+                observer = self.metrics.observer(endpoint.name, version.ref) \
+                    if self.metrics else None
+                deployment = self.load(version, endpoint.deployment, observer)
                 table[endpoint.name] = EndpointState(endpoint, "ready", deployment, None,
                                                      version.ref)
                 log.info("endpoint %s now serves %s (warm-up %.1f ms)", endpoint.name,
@@ -90,12 +99,24 @@ class LocalBackend:
                 log.error("endpoint %s cannot load %s: %s", endpoint.name, version.ref, detail)
                 table[endpoint.name] = EndpointState(endpoint, "failed", running, detail,
                                                      version.ref)
+        retired = [s.deployment for s in self._table.values() if s.deployment is not None and
+                   all(t.deployment is not s.deployment for t in table.values())]
         self._table = table
+        for deployment in retired:
+            self._call_in_loop(deployment.retire)
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The event loop that owns the deployments' batchers."""
+        self._loop = loop
+
+    def _call_in_loop(self, fn: Callable[[], None]) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(fn)
 
     def trigger(self) -> None:
         """Ask the background loop to reconcile now (safe from any thread)."""
-        if self._loop is not None and self._wake is not None:
-            self._loop.call_soon_threadsafe(self._wake.set)
+        if self._wake is not None:
+            self._call_in_loop(self._wake.set)
 
     async def run(self, stop: asyncio.Event) -> None:
         self._loop = asyncio.get_running_loop()

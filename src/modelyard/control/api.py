@@ -128,7 +128,7 @@ def build_control_api(app: FastAPI, yard: Yard, backend: Backend) -> None:
                  ) -> dict[str, Any]:
         authorize(who, "models:write")
         check_name(name, "model name", "name")
-        check_digest(body.artifact)
+        check_digest(body.artifact, field="artifact")
         sample = decode_many([t.model_dump() for t in body.sample], "sample") \
             if body.sample else None
         spec = registration(flavor=body.flavor, sample=sample, signature=body.signature,

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from modelyard.domain.errors import ValidationFailed, VersionArchived
+from modelyard.domain.deployment import DeploymentSpec
+from modelyard.domain.errors import AlreadyExists, ValidationFailed, VersionArchived
 from modelyard.domain.names import ModelRef, check_name
 from modelyard.domain.registry import Endpoint
 from modelyard.governance.policy import Principal, authorize
@@ -37,27 +40,38 @@ class EndpointService:
             raise VersionArchived(f"{ref} is archived and cannot be served", field="model")
 
     def create(self, principal: Principal | None, name: str, model: str, *,
-               timeout_ms: int | None = None, description: str = "") -> Endpoint:
+               timeout_ms: int | None = None, description: str = "",
+               deployment: Mapping[str, Any] | None = None) -> Endpoint:
         principal = authorize(principal, "endpoints:write")
         check_name(name, "endpoint name", "name")
         ref = ModelRef.parse(model)
         timeout = check_timeout(timeout_ms) or self.default_timeout_ms
-        with self.db.transaction() as session:
-            self._check_target(session, ref)
-            endpoint = repo.create(session, name, ref, timeout, description)
+        spec = DeploymentSpec.from_dict(deployment)
+        try:
+            with self.db.transaction() as session:
+                self._check_target(session, ref)
+                endpoint = repo.create(session, name, ref, timeout, description, spec)
+        except IntegrityError:  # a concurrent create of the same name won the race
+            raise AlreadyExists(f"endpoint {name!r} already exists", field="name") from None
         self.on_change()
         return endpoint
 
     def update(self, principal: Principal | None, name: str, *, model: str | None = None,
-               timeout_ms: int | None = None, description: str | None = None) -> Endpoint:
+               timeout_ms: int | None = None, description: str | None = None,
+               deployment: Mapping[str, Any] | None = None) -> Endpoint:
+        """Change an endpoint; ``deployment`` settings are merged into the current ones."""
         principal = authorize(principal, "endpoints:write")
         ref = ModelRef.parse(model) if model is not None else None
         check_timeout(timeout_ms)
         with self.db.transaction() as session:
             if ref is not None:
                 self._check_target(session, ref)
+            spec = None
+            if deployment is not None:
+                current = repo.to_endpoint(repo.row(session, name)).deployment
+                spec = current.merged(deployment)
             endpoint = repo.update(session, name, ref=ref, timeout_ms=timeout_ms,
-                                   description=description)
+                                   description=description, deployment=spec)
         self.on_change()
         return endpoint
 

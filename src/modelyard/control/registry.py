@@ -50,8 +50,10 @@ class Registration:
 
 
 class RegistryService:
-    def __init__(self, db: Database, artifacts: ArtifactStore, scratch: Path) -> None:
+    def __init__(self, db: Database, artifacts: ArtifactStore, scratch: Path,
+                 home: Path | None = None) -> None:
         self.db = db
+        self.home = home  # the yard's folder: never staged into an artifact
         self.artifacts = artifacts
         self.scratch = scratch
         # Test seam: called after the artifact is stored and before the metadata commit.
@@ -75,7 +77,7 @@ class RegistryService:
         check_name(name, "model name", "name")
         sample = prepare_sample(spec.sample, spec.signature)
         with self._workdir() as folder:
-            stage(Path(path), folder)
+            stage(Path(path), folder, exclude=self.home)
             if spec.to_onnx:
                 with self._workdir() as converted:
                     flavor = convert_folder_to_onnx(folder, converted, spec, sample)

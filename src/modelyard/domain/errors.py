@@ -134,6 +134,12 @@ class ModelFailed(ModelyardError):
     code, status, title = "model_failed", 500, "Model failed"
 
 
+class Overloaded(ModelyardError):
+    """Load shedding: the request was refused at once instead of queued."""
+
+    code, status, title = "overloaded", 503, "Overloaded, retry later"
+
+
 class DeadlineExceeded(ModelyardError):
     code, status, title = "deadline_exceeded", 504, "Deadline exceeded"
 

@@ -7,11 +7,13 @@ from dataclasses import dataclass
 
 from modelyard.domain.errors import ValidationFailed
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # used with fullmatch
+_VERSION = re.compile(r"[0-9]{1,9}")  # ASCII digits only: str.isdigit() accepts '²'
+
 
 
 def check_name(value: str, what: str = "name", field: str | None = None) -> str:
-    if not isinstance(value, str) or not _NAME.match(value):
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
         raise ValidationFailed(
             f"invalid {what} {value!r}: use 1-128 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit",
@@ -22,7 +24,7 @@ def check_name(value: str, what: str = "name", field: str | None = None) -> str:
 
 def check_alias(value: str, field: str = "alias") -> str:
     check_name(value, "alias", field)
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         raise ValidationFailed(f"alias {value!r} must not be a number", field=field)
     return value
 
@@ -44,7 +46,7 @@ class ModelRef:
             return cls(check_name(model, "model name", field), alias=check_alias(alias, field))
         if ":" in text:
             model, version = text.split(":", 1)
-            if not version.isdigit() or int(version) < 1:
+            if not _VERSION.fullmatch(version) or int(version) < 1:
                 raise ValidationFailed(
                     f"invalid version {version!r} in {text!r}: versions are numbers from 1",
                     field=field,

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from modelyard.domain.deployment import DeploymentSpec
 from modelyard.domain.signature import Signature
 
 FLAVORS = ("onnx", "sklearn", "torch", "python")
@@ -132,12 +133,14 @@ class Endpoint:
     created_at: datetime
     updated_at: datetime
     generation: int  # bumped on every change; lets the data plane see what is new
+    deployment: DeploymentSpec = field(default_factory=DeploymentSpec)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "model": self.model_ref,
             "timeout_ms": self.timeout_ms,
+            "deployment": self.deployment.to_dict(),
             "description": self.description,
             "created_at": self.created_at.isoformat(),
             "updated_at": self.updated_at.isoformat(),

@@ -82,16 +82,20 @@ class TensorSpec:
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TensorSpec:
-        try:
-            return cls(
-                name=str(data["name"]),
-                dtype=str(data["dtype"]),
-                shape=tuple(int(d) for d in data.get("shape", [-1])),
-                allow_nan=bool(data.get("allow_nan", False)),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValidationFailed(f"invalid tensor spec {dict(data)!r}: {exc}") from exc
+    def from_dict(cls, data: Any) -> TensorSpec:
+        if not isinstance(data, Mapping):
+            raise ValidationFailed(f"a tensor spec must be an object, got {data!r}",
+                                   field="signature")
+        name, dtype, shape = data.get("name"), data.get("dtype"), data.get("shape", [-1])
+        if not isinstance(name, str) or not isinstance(dtype, str):
+            raise ValidationFailed(f"a tensor spec needs a string 'name' and 'dtype': {data!r}",
+                                   field="signature")
+        if not isinstance(shape, list | tuple) or not all(
+                isinstance(d, int) and not isinstance(d, bool) for d in shape):
+            raise ValidationFailed(f"shape of {name!r} must be a list of integers, got "
+                                   f"{shape!r}", field=f"signature.{name}")
+        return cls(name=name, dtype=dtype, shape=tuple(shape),
+                   allow_nan=data.get("allow_nan", False) is True)
 
     @classmethod
     def from_array(cls, name: str, array: np.ndarray) -> TensorSpec:
@@ -190,7 +194,10 @@ def coerce(spec: TensorSpec, value: Any) -> np.ndarray:
         array = value
     else:
         try:
-            array = np.asarray(value)
+            # Strings are read as objects so that numbers mixed in are not made into text.
+            array = np.asarray(value, dtype=object if spec.dtype == "string" else None)
+            if array.dtype.kind == "f" and spec.numpy_dtype.kind in "iu":
+                array = exact_integers(value, array)
         except ValueError as exc:  # ragged nested lists
             raise InvalidInput(
                 f"input {spec.name!r} is not a rectangular array: {exc}", field=where
@@ -205,9 +212,20 @@ def coerce(spec: TensorSpec, value: Any) -> np.ndarray:
     return array
 
 
+def exact_integers(value: Any, array: np.ndarray) -> np.ndarray:
+    """numpy reads [0, 2**63] as float64; keep such lists exact when every item is an int."""
+    objects = np.asarray(value, dtype=object)
+    if objects.size and all(isinstance(v, int) and not isinstance(v, bool)
+                            for v in objects.flat):
+        return objects
+    return array
+
+
 def _convert_dtype(spec: TensorSpec, array: np.ndarray, where: str) -> np.ndarray:
     target = spec.numpy_dtype
     kind = array.dtype.kind
+    if array.size == 0 and spec.dtype != "string":
+        return array.astype(target)  # an empty batch has no values to check
     if spec.dtype == "string":
         if kind in ("U", "S"):
             return array.astype(object)
@@ -215,6 +233,9 @@ def _convert_dtype(spec: TensorSpec, array: np.ndarray, where: str) -> np.ndarra
             return array
         raise InvalidInput(f"input {spec.name!r} must contain strings", field=where)
     if kind == "O":
+        if target.kind in "iu" and all(isinstance(v, int) and not isinstance(v, bool)
+                                       for v in array.flat):
+            return _checked_ints(spec, array, where)
         raise InvalidInput(
             f"input {spec.name!r} contains null, nested or mixed-type values", field=where
         )
@@ -236,9 +257,14 @@ def _convert_dtype(spec: TensorSpec, array: np.ndarray, where: str) -> np.ndarra
             f"input {spec.name!r} must be {spec.dtype}, got floating-point numbers",
             field=where,
         )
+    return _checked_ints(spec, array, where)
+
+
+def _checked_ints(spec: TensorSpec, array: np.ndarray, where: str) -> np.ndarray:
+    target = spec.numpy_dtype
     if array.dtype != target and array.size:
         info = np.iinfo(target)
-        if array.min() < info.min or array.max() > info.max:
+        if int(array.min()) < info.min or int(array.max()) > info.max:
             raise InvalidInput(
                 f"input {spec.name!r} has values outside the range of {spec.dtype}", field=where
             )

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from modelyard.domain.errors import InvalidInput
-from modelyard.domain.signature import DTYPES, OIP_TO_DTYPE, dtype_name
+from modelyard.domain.signature import DTYPES, OIP_TO_DTYPE, dtype_name, exact_integers
 
 
 def encode(name: str, array: np.ndarray) -> dict[str, Any]:
@@ -50,6 +50,8 @@ def decode(tensor: Any, where: str) -> tuple[str, np.ndarray]:
     kind = OIP_TO_DTYPE[datatype]
     try:
         raw = np.asarray(tensor["data"], dtype=object if kind == "string" else None)
+        if raw.dtype.kind == "f" and DTYPES[kind][0].kind in "iu":
+            raw = exact_integers(tensor["data"], raw)
     except ValueError as exc:
         raise InvalidInput(f"tensor {name!r} data is not rectangular", field=f"{where}.data"
                            ) from exc
@@ -71,6 +73,8 @@ def _typed(flat: np.ndarray, kind: str, name: str, where: str) -> np.ndarray:
                                field=f"{where}.data")
         return flat
     got = flat.dtype.kind
+    if got == "O" and target.kind in "iu":  # big integers kept exact (see exact_integers)
+        got = "i"
     ok = (
         (target.kind == "b" and got == "b")
         or (target.kind == "f" and got in "fiu")
@@ -83,7 +87,7 @@ def _typed(flat: np.ndarray, kind: str, name: str, where: str) -> np.ndarray:
         )
     if target.kind in "iu" and flat.size:
         info = np.iinfo(target)
-        if flat.min() < info.min or flat.max() > info.max:
+        if int(flat.min()) < info.min or int(flat.max()) > info.max:
             raise InvalidInput(f"tensor {name!r} has values outside {kind}",
                                field=f"{where}.data")
     return flat.astype(target, copy=False)

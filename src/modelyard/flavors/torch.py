@@ -52,10 +52,11 @@ class TorchFlavor:
     name = "torch"
 
     def matches_object(self, model: Any) -> bool:
-        mod = type(model).__module__
-        return mod.startswith("torch.") and (
-            hasattr(model, "save") or type(model).__name__ == "ExportedProgram"
-        )
+        try:
+            import torch
+        except ImportError:
+            return False
+        return isinstance(model, torch.nn.Module | torch.export.ExportedProgram)
 
     def matches_files(self, folder: Path) -> bool:
         return only_file(folder, (".pt", ".pt2")) is not None

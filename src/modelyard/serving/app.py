@@ -20,12 +20,14 @@ from modelyard.backends.local import LocalBackend
 from modelyard.control.api import API, build_control_api
 from modelyard.domain.errors import InvalidJSON, ModelyardError, ValidationFailed
 from modelyard.serving.dataplane import DataPlane
+from modelyard.serving.fastpath import FastPath
 from modelyard.serving.limits import BodyLimit
+from modelyard.serving.metrics import ServingMetrics
 from modelyard.serving.problems import (
+    CatchAll,
     error_response,
     http_error_handler,
     modelyard_error_handler,
-    unhandled_error_handler,
 )
 from modelyard.yard import Yard
 
@@ -55,12 +57,14 @@ def create_app(yard: Yard, *, start_reconciler: bool = True,
     settings = yard.settings
     pool = ThreadPoolExecutor(max_workers=settings.inference_threads,
                               thread_name_prefix="modelyard-infer")
-    backend = LocalBackend(yard.db, yard.deployment, settings.reconcile_interval_s)
+    metrics = ServingMetrics()
+    backend = LocalBackend(yard.db, yard.deployment, settings.reconcile_interval_s, metrics)
     yard.endpoints.on_change = backend.trigger
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         started = time.perf_counter()
+        backend.attach(asyncio.get_running_loop())
         # Load every endpoint before accepting traffic, so "ready" means ready.
         await asyncio.to_thread(backend.reconcile)
         app.state.ready_after_s = time.perf_counter() - started
@@ -87,14 +91,18 @@ def create_app(yard: Yard, *, start_reconciler: bool = True,
             ModelyardError: modelyard_error_handler,
             HTTPException: http_error_handler,
             RequestValidationError: _validation_handler,
-            Exception: unhandled_error_handler,
         },
     )
     app.state.yard = yard
     app.state.backend = backend
     build_control_api(app, yard, backend)
-    for route in DataPlane(backend, pool).routes():
+    for route in DataPlane(backend, metrics).routes():
         app.router.routes.append(route)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes,
                        overrides={f"{API}/artifacts": settings.max_artifact_bytes})
+    app.add_middleware(CatchAll)
+    # Outermost: inference requests skip the framework entirely.
+    app.add_middleware(FastPath, backend=backend, pool=pool,
+                       max_body_bytes=settings.max_body_bytes)
+    app.state.metrics = metrics
     return app

@@ -22,9 +22,7 @@ def require_json(request: Request) -> None:
         )
 
 
-async def read_json(request: Request) -> Any:
-    require_json(request)
-    body = await request.body()
+def loads(body: bytes) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:

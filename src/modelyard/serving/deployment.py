@@ -1,57 +1,121 @@
-"""A deployment: one model version loaded, warmed up and ready to predict.
+"""A deployment: one model version loaded (once per replica), warmed up, and fronted by a
+batcher and an optional response cache.
 
-CPU inference runs off the event loop in a bounded thread pool shared by the process; a
-request whose deadline passes while it waits is answered 504 and its result discarded.
+CPU inference runs off the event loop in a bounded thread pool shared by the process.
 """
 
 from __future__ import annotations
 
-import asyncio
+import hashlib
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from modelyard.domain.errors import DeadlineExceeded, ModelFailed, ModelyardError
+from modelyard.domain.deployment import DeploymentSpec
+from modelyard.domain.errors import ModelFailed, ModelyardError
 from modelyard.domain.registry import ModelVersion
 from modelyard.domain.signature import Signature
 from modelyard.flavors.base import Arrays, Predictor
+from modelyard.serving.batcher import Batcher, BatchObserver, rows_of
+
+
+def guarded(predictor: Predictor, ref: str) -> Callable[[Arrays], dict[str, np.ndarray]]:
+    """The predictor's ``predict`` with its failures turned into ModelFailed (a 500)."""
+
+    def run(inputs: Arrays) -> dict[str, np.ndarray]:
+        try:
+            outputs = predictor.predict(inputs)
+        except ModelyardError:
+            raise
+        except Exception as exc:  # the model's own failure: a server-side error
+            raise ModelFailed(f"{ref} failed: {type(exc).__name__}: {exc}") from exc
+        return {name: np.asarray(value) for name, value in outputs.items()}
+
+    return run
+
+
+def cache_key(inputs: Arrays) -> bytes:
+    digest = hashlib.blake2b(digest_size=20)
+    for name in sorted(inputs):
+        value = inputs[name]
+        digest.update(f"{name}|{value.dtype.str}|{value.shape}|".encode())
+        if value.dtype.kind == "O":
+            digest.update(repr(value.tolist()).encode())
+        else:
+            digest.update(np.ascontiguousarray(value).tobytes())
+    return digest.digest()
 
 
 @dataclass
 class Deployment:
     version: ModelVersion
-    predictor: Predictor
+    predictors: Sequence[Predictor]
+    spec: DeploymentSpec = field(default_factory=DeploymentSpec)
     warmup_ms: float = 0.0
+    observer: BatchObserver | None = None
+    _batcher: Batcher | None = None
+    _cache: Any = None  # cachetools.TTLCache when enabled
+
+    def __post_init__(self) -> None:
+        self._runners = [guarded(p, self.version.ref) for p in self.predictors]
+        if self.spec.cache_max_entries:
+            from cachetools import TTLCache
+
+            self._cache = TTLCache(self.spec.cache_max_entries, self.spec.cache_ttl_s)
 
     @property
     def signature(self) -> Signature:
         return self.version.signature
 
     def warm_up(self, example: Arrays | None) -> None:
-        """Run the model once (on the registered example, or zeros) before reporting ready."""
-        inputs = example or self.signature.example()
+        """Run every replica once on the registered example (or zeros), then on a full batch,
+        before the deployment reports ready."""
+        single = dict(example) if example else self.signature.example()
+        rows = rows_of(single)
+        reps = max(1, self.spec.max_batch_size // max(rows, 1))
+        full = {k: np.concatenate([v] * reps, axis=0) if v.ndim else v for k, v in single.items()}
         start = time.perf_counter()
-        self.predictor.predict(inputs)
+        for run in self._runners:
+            run(single)
+            if reps > 1:
+                run(full)
         self.warmup_ms = (time.perf_counter() - start) * 1000
 
     def predict_sync(self, inputs: Arrays) -> dict[str, np.ndarray]:
-        try:
-            outputs = self.predictor.predict(inputs)
-        except ModelyardError:
-            raise
-        except Exception as exc:  # the model's own failure: a server-side error
-            raise ModelFailed(f"{self.version.ref} failed: {type(exc).__name__}: {exc}") from exc
-        return {name: np.asarray(value) for name, value in outputs.items()}
+        """In-process prediction without batching (notebooks, the CLI)."""
+        return self._runners[0](inputs)
 
-    async def predict(self, inputs: Arrays, pool: ThreadPoolExecutor,
-                      timeout_s: float) -> dict[str, np.ndarray]:
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(pool, self.predict_sync, inputs)
-        try:
-            return await asyncio.wait_for(future, timeout_s)
-        except TimeoutError:
-            raise DeadlineExceeded(
-                f"{self.version.ref} did not answer within {timeout_s * 1000:.0f} ms"
-            ) from None
+    def batcher(self, pool: Executor) -> Batcher:
+        if self._batcher is None:
+            self._batcher = Batcher(self._runners, self.spec, pool, self.observer,
+                                    name=self.version.ref)
+        return self._batcher
+
+    async def predict(self, inputs: Arrays, pool: Executor, timeout_s: float,
+                      priority: int = 1) -> dict[str, np.ndarray]:
+        cache = self._cache
+        key = None
+        if cache is not None:
+            key = cache_key(inputs)
+            hit = cache.get(key)
+            if hit is not None:
+                self._observe_cache(True)
+                return hit
+            self._observe_cache(False)
+        outputs = await self.batcher(pool).submit(inputs, rows_of(inputs), timeout_s, priority)
+        if cache is not None:
+            cache[key] = outputs
+        return outputs
+
+    def _observe_cache(self, hit: bool) -> None:
+        if self.observer is not None:
+            self.observer.cache(hit)
+
+    def retire(self) -> None:
+        """Let queued requests finish, then stop the workers (a newer version took over)."""
+        if self._batcher is not None:
+            self._batcher.close()

@@ -9,6 +9,7 @@ import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelyard.domain.errors import ModelyardError
 
@@ -75,14 +76,43 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
                             request.url.path.startswith("/v2"))
 
 
-async def unhandled_error_handler(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
-    problem = {
-        "type": "https://modelyard.dev/problems/internal_error",
-        "title": "Internal error",
-        "status": 500,
-        "detail": "the server failed; the log has the details",
-        "code": "internal_error",
-        "instance": request.url.path,
-    }
-    return problem_response(problem, oip=request.url.path.startswith("/v2"))
+class CatchAll:
+    """Answer an unhandled exception with a 500 problem and keep the connection usable.
+
+    (Starlette's own handler for ``Exception`` re-raises to the server after answering, which
+    makes uvicorn drop the keep-alive connection and log a traceback twice.)
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            if started:
+                raise
+            path = scope.get("path", "")
+            body = orjson.dumps({
+                "type": "https://modelyard.dev/problems/internal_error",
+                "title": "Internal error", "status": 500,
+                "detail": "the server failed; the log has the details",
+                "code": "internal_error", "instance": path,
+                **({"error": "internal error"} if path.startswith("/v2") else {}),
+            })
+            await send({"type": "http.response.start", "status": 500, "headers": [
+                (b"content-type", b"application/problem+json"),
+                (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})

@@ -52,10 +52,22 @@ def _walk(folder: Path) -> Iterator[tuple[str, Path]]:
             yield rel, path
 
 
-def stage(source: Path, dest: Path) -> None:
-    """Copy a model file or folder into the empty folder ``dest`` (links resolved)."""
+def stage(source: Path, dest: Path, *, exclude: Path | None = None) -> None:
+    """Copy a model file or folder into the empty folder ``dest`` (links resolved).
+
+    ``exclude`` (the yard's own folder) must not lie inside a staged folder: registering '.'
+    next to ./.yard would otherwise copy the yard, its keys included, into the artifact.
+    """
     if not source.exists():
         raise InvalidArtifact(f"{source} does not exist")
+    if source.is_dir():
+        root = source.resolve()
+        for inner, what in ((dest, "the staging folder"), (exclude, "the yard")):
+            if inner is not None and (inner.resolve() == root or
+                                      root in inner.resolve().parents):
+                raise InvalidArtifact(
+                    f"{source} contains {what} ({inner}); put the model files in a folder "
+                    "of their own", field="path")
     if source.is_file():
         shutil.copyfile(source, dest / source.name)
         return

@@ -29,13 +29,13 @@ from modelyard.domain.errors import (
 )
 from modelyard.store.archive import CHUNK, extract, folder_digest, sha256_file
 
-_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+_DIGEST = re.compile(r"[0-9a-f]{64}")  # used with fullmatch
 DEFAULT_MAX_EXTRACTED = 8 << 30
 
 
-def check_digest(digest: str) -> str:
-    if not isinstance(digest, str) or not _DIGEST.match(digest):
-        raise ValidationFailed(f"{digest!r} is not a sha256 hex digest", field="sha256")
+def check_digest(digest: str, field: str = "sha256") -> str:
+    if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
+        raise ValidationFailed(f"{digest!r} is not a sha256 hex digest", field=field)
     return digest
 
 
@@ -128,7 +128,7 @@ class ArtifactStore:
     def digests(self) -> Iterator[str]:
         for path in self.fs.glob(f"{self.root}/sha256/*/*.tar"):
             name = str(path).rsplit("/", 1)[-1][:-4]
-            if _DIGEST.match(name):
+            if _DIGEST.fullmatch(name):
                 yield name
 
     def delete(self, digest: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from modelyard.domain.deployment import DeploymentSpec
 from modelyard.domain.errors import AlreadyExists, EndpointNotFound
 from modelyard.domain.names import ModelRef
 from modelyard.domain.registry import Endpoint
@@ -13,7 +14,7 @@ from modelyard.store.tables import EndpointRow, utcnow
 
 def to_endpoint(row: EndpointRow) -> Endpoint:
     return Endpoint(row.name, row.model_ref, row.timeout_ms, row.description, row.created_at,
-                    row.updated_at, row.generation)
+                    row.updated_at, row.generation, DeploymentSpec.from_dict(row.deployment))
 
 
 def row(session: Session, name: str) -> EndpointRow:
@@ -24,12 +25,13 @@ def row(session: Session, name: str) -> EndpointRow:
 
 
 def create(session: Session, name: str, ref: ModelRef, timeout_ms: int,
-           description: str) -> Endpoint:
+           description: str, deployment: DeploymentSpec) -> Endpoint:
     if session.scalars(select(EndpointRow.id).where(EndpointRow.name == name)).first():
         raise AlreadyExists(f"endpoint {name!r} already exists", field="name")
     now = utcnow()
     new = EndpointRow(name=name, model_name=ref.model, model_ref=str(ref),
-                      timeout_ms=timeout_ms, description=description, created_at=now,
+                      timeout_ms=timeout_ms, description=description,
+                      deployment=deployment.to_dict(), created_at=now,
                       updated_at=now, generation=1)
     session.add(new)
     session.flush()
@@ -37,8 +39,10 @@ def create(session: Session, name: str, ref: ModelRef, timeout_ms: int,
 
 
 def update(session: Session, name: str, *, ref: ModelRef | None, timeout_ms: int | None,
-           description: str | None) -> Endpoint:
+           description: str | None, deployment: DeploymentSpec | None = None) -> Endpoint:
     found = row(session, name)
+    if deployment is not None:
+        found.deployment = deployment.to_dict()
     if ref is not None:
         found.model_name, found.model_ref = ref.model, str(ref)
     if timeout_ms is not None:

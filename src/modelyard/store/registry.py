@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from modelyard.domain.errors import (
@@ -43,7 +45,20 @@ def model_row(session: Session, name: str, *, lock: bool = False) -> ModelRow:
 
 
 def ensure_model(session: Session, name: str, actor: str, description: str = "") -> ModelRow:
-    """The model row, created if new, locked for the rest of the transaction."""
+    """The model row, created if new, locked for the rest of the transaction.
+
+    INSERT .. ON CONFLICT DO NOTHING first: a plain SELECT .. FOR UPDATE locks nothing while
+    the row does not exist, so two first registrations would both try to insert it.
+    """
+    values = {"name": name, "description": description, "created_by": actor,
+              "created_at": utcnow()}
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        session.execute(pg_insert(ModelRow).values(**values)
+                        .on_conflict_do_nothing(index_elements=["name"]))
+    elif dialect == "sqlite":
+        session.execute(sqlite_insert(ModelRow).values(**values)
+                        .on_conflict_do_nothing(index_elements=["name"]))
     row = session.scalars(
         select(ModelRow).where(ModelRow.name == name).with_for_update()
     ).one_or_none()

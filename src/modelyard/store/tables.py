@@ -17,6 +17,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -118,6 +119,8 @@ class EndpointRow(Base):
     model_name: Mapped[str] = mapped_column(String(128), index=True)
     model_ref: Mapped[str] = mapped_column(String(300))
     timeout_ms: Mapped[int] = mapped_column(Integer)
+    deployment: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict,
+                                                       server_default=text("'{}'"))
     description: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

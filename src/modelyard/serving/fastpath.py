@@ -1,0 +1,262 @@
+"""The inference hot path as a bare ASGI app: no framework routing, no Request object, no
+pydantic, no database. It answers ``POST /endpoints/{name}/predict`` and
+``POST /v2/models/{name}[/versions/{v}]/infer`` and hands everything else to the full app.
+
+Per request: read the body (bounded), decode with orjson, check against the signature,
+queue for the batcher, encode with orjson. Errors become problem+json like everywhere else.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Executor
+from typing import Any
+
+import numpy as np
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from modelyard.backends.base import Backend, EndpointState
+from modelyard.domain.errors import (
+    EndpointNotFound,
+    InvalidRequest,
+    ModelyardError,
+    NotReady,
+    Overloaded,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    VersionNotFound,
+)
+from modelyard.serving import oip
+from modelyard.serving.batcher import PRIORITIES
+from modelyard.serving.codecs import dumps, loads
+from modelyard.serving.dataplane import plain_inputs
+from modelyard.serving.deployment import Deployment
+from modelyard.serving.metrics import DeploymentMetrics
+
+TIMEOUT_HEADER = b"modelyard-timeout-ms"
+PRIORITY_HEADER = b"modelyard-priority"
+VERSION_HEADER = b"modelyard-model-version"
+MAX_TIMEOUT_MS = 600_000
+_JSON = b"application/json"
+_PROBLEM = b"application/problem+json"
+
+
+class _Request:
+    __slots__ = ("content_type", "header_length", "length", "priority", "request_id",
+                 "timeout_ms")
+
+    def __init__(self, scope: Scope) -> None:
+        self.content_type = b""
+        self.length: int | None = None
+        self.timeout_ms: bytes | None = None
+        self.priority: bytes | None = None
+        self.request_id: bytes | None = None
+        self.header_length: bytes | None = None
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                self.content_type = value
+            elif name == b"content-length":
+                self.length = int(value) if value.isdigit() else None
+            elif name == TIMEOUT_HEADER:
+                self.timeout_ms = value
+            elif name == PRIORITY_HEADER:
+                self.priority = value
+            elif name == b"x-request-id":
+                self.request_id = value[:128]
+            elif name == b"inference-header-content-length":
+                self.header_length = value
+
+
+def _route(path: str) -> tuple[str, str, str | None] | None:
+    """("predict"|"infer", endpoint, version) for a hot-path URL, else None."""
+    if path.startswith("/endpoints/") and path.endswith("/predict"):
+        name = path[11:-8]
+        return ("predict", name, None) if name and "/" not in name else None
+    if path.startswith("/v2/models/") and path.endswith("/infer"):
+        parts = path[11:-6].split("/")
+        if len(parts) == 1 and parts[0]:
+            return "infer", parts[0], None
+        if len(parts) == 3 and parts[1] == "versions" and parts[0] and parts[2]:
+            return "infer", parts[0], parts[2]
+    return None
+
+
+class FastPath:
+    def __init__(self, app: ASGIApp, backend: Backend, pool: Executor, max_body_bytes: int
+                 ) -> None:
+        self.app = app
+        self.backend = backend
+        self.pool = pool
+        self.max_body = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            route = _route(scope["path"])
+            if route is not None:
+                if scope["method"] == "POST":
+                    await self._handle(route, scope, receive, send)
+                else:
+                    await self._method_not_allowed(route[0], scope, send)
+                return
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _method_not_allowed(kind: str, scope: Scope, send: Send) -> None:
+        problem = {"type": "https://modelyard.dev/problems/method_not_allowed",
+                   "title": "Method not allowed", "status": 405,
+                   "detail": f"{scope['method']} is not allowed here; use POST",
+                   "code": "method_not_allowed", "instance": scope["path"]}
+        if kind == "infer":
+            problem["error"] = problem["detail"]
+        body = dumps(problem)
+        await send({"type": "http.response.start", "status": 405, "headers": [
+            (b"content-type", _PROBLEM), (b"content-length", str(len(body)).encode()),
+            (b"allow", b"POST")]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _handle(self, route: tuple[str, str, str | None], scope: Scope,
+                      receive: Receive, send: Send) -> None:
+        kind, name, version = route
+        request = _Request(scope)
+        started = time.perf_counter()
+        deployment: Deployment | None = None
+        extra: list[tuple[bytes, bytes]] = []
+        try:
+            state, deployment = self._deployment(name, version)
+            timeout_s = self._timeout_s(request, state)
+            priority = self._priority(request)
+            body = await self._body(request, receive)
+            if body is None:
+                return  # the client went away
+            if kind == "predict":
+                payload, content_type, extra = await self._predict(
+                    request, body, deployment, timeout_s, priority)
+            else:
+                payload, content_type, extra = await self._infer(
+                    request, body, name, deployment, timeout_s, priority)
+            status = 200
+        except ModelyardError as exc:
+            status = exc.status
+            problem = exc.to_problem()
+            problem["instance"] = scope["path"]
+            if kind == "infer":
+                problem["error"] = exc.detail
+            payload, content_type = dumps(problem), _PROBLEM
+            if isinstance(exc, Overloaded):
+                extra = [(b"retry-after", b"1")]
+        if deployment is not None:
+            extra.append((VERSION_HEADER, deployment.version.ref.encode()))
+            observer = deployment.observer
+            if isinstance(observer, DeploymentMetrics):
+                observer.answered(status, time.perf_counter() - started)
+        if request.request_id:
+            extra.append((b"x-request-id", request.request_id))
+        await send({"type": "http.response.start", "status": status, "headers": [
+            (b"content-type", content_type),
+            (b"content-length", str(len(payload)).encode()),
+            *extra,
+        ]})
+        await send({"type": "http.response.body", "body": payload})
+
+    def _deployment(self, name: str, version: str | None
+                    ) -> tuple[EndpointState, Deployment]:
+        state = self.backend.state(name)
+        if state is None:
+            raise EndpointNotFound(f"endpoint {name!r} does not exist", field="endpoint")
+        deployment = state.deployment
+        if deployment is None:
+            raise NotReady(f"endpoint {name!r} is {state.status}"
+                           + (f": {state.error}" if state.error else ""))
+        if version is not None and version != str(deployment.version.version):
+            raise VersionNotFound(f"endpoint {name!r} serves version "
+                                  f"{deployment.version.version}, not {version!r}",
+                                  field="version")
+        return state, deployment
+
+    @staticmethod
+    def _timeout_s(request: _Request, state: EndpointState) -> float:
+        raw = request.timeout_ms
+        if raw is None:
+            return state.endpoint.timeout_ms / 1000
+        value = int(raw) if raw.isdigit() else -1
+        if not 1 <= value <= MAX_TIMEOUT_MS:
+            raise InvalidRequest(f"{TIMEOUT_HEADER.decode()} must be an integer from 1 to "
+                                 f"{MAX_TIMEOUT_MS}", field=TIMEOUT_HEADER.decode())
+        return value / 1000
+
+    @staticmethod
+    def _priority(request: _Request) -> int:
+        if request.priority is None:
+            return 1
+        level = PRIORITIES.get(request.priority.decode("latin-1").strip().lower())
+        if level is None:
+            raise InvalidRequest(f"{PRIORITY_HEADER.decode()} must be one of "
+                                 f"{', '.join(PRIORITIES)}", field=PRIORITY_HEADER.decode())
+        return level
+
+    async def _body(self, request: _Request, receive: Receive) -> bytes | None:
+        if request.length is not None and request.length > self.max_body:
+            raise PayloadTooLarge(f"request body is over the {self.max_body} byte limit")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                raise PayloadTooLarge(f"request body is over the {self.max_body} byte limit")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    @staticmethod
+    def _require_json(request: _Request) -> None:
+        media = request.content_type.split(b";", 1)[0].strip().lower()
+        if media != _JSON and not media.endswith(b"+json"):
+            raise UnsupportedMediaType(
+                "send JSON with 'Content-Type: application/json' (got "
+                f"{media.decode('latin-1') or 'none'!r})", field="content-type")
+
+    async def _predict(self, request: _Request, body: bytes, deployment: Deployment,
+                       timeout_s: float, priority: int
+                       ) -> tuple[bytes, bytes, list[tuple[bytes, bytes]]]:
+        self._require_json(request)
+        inputs = plain_inputs(loads(body), deployment.signature)
+        arrays = deployment.signature.validate(inputs)
+        outputs = await deployment.predict(arrays, self.pool, timeout_s, priority)
+        version = deployment.version
+        return dumps({"model": version.model, "version": version.version,
+                      "outputs": outputs}), _JSON, []
+
+    async def _infer(self, request: _Request, body: bytes, name: str, deployment: Deployment,
+                     timeout_s: float, priority: int
+                     ) -> tuple[bytes, bytes, list[tuple[bytes, bytes]]]:
+        header_length = None
+        if request.header_length is not None:
+            raw = request.header_length
+            if not raw.isdigit():
+                raise InvalidRequest(f"{oip.HEADER_LENGTH} must be a byte count",
+                                     field=oip.HEADER_LENGTH)
+            header_length = int(raw)
+        else:
+            self._require_json(request)
+        doc, inputs = oip.parse_request(body, header_length)
+        known = {s.name for s in deployment.signature.outputs}
+        wanted, binary, all_binary = oip.wanted_outputs(doc, known)
+        arrays = deployment.signature.validate(inputs)
+        outputs: dict[str, np.ndarray] = await deployment.predict(arrays, self.pool, timeout_s,
+                                                                  priority)
+        if wanted:
+            outputs = {k: v for k, v in outputs.items() if k in wanted}
+        head: dict[str, Any] = {"model_name": name,
+                                "model_version": str(deployment.version.version)}
+        if isinstance(doc.get("id"), str):
+            head["id"] = doc["id"]
+        payload, json_length = oip.response_body(head, outputs, binary, all_binary, dumps)
+        if json_length is None:
+            return payload, _JSON, []
+        return payload, b"application/octet-stream", [
+            (oip.HEADER_LENGTH.encode(), str(json_length).encode())]
