@@ -23,6 +23,24 @@ def _status(e: dict[str, Any]) -> str:
     return text
 
 
+def _deployment(max_batch_size: int | None, max_queue_delay_ms: float | None,
+                max_queue_size: int | None, replicas: int | None, cache_entries: int | None,
+                cache_ttl_s: float | None) -> dict[str, Any] | None:
+    values = {"max_batch_size": max_batch_size, "max_queue_delay_ms": max_queue_delay_ms,
+              "max_queue_size": max_queue_size, "replicas": replicas,
+              "cache_max_entries": cache_entries, "cache_ttl_s": cache_ttl_s}
+    chosen = {k: v for k, v in values.items() if v is not None}
+    return chosen or None
+
+
+MAX_BATCH = typer.Option(None, help="Rows per batch (1 turns batching off).")
+QUEUE_DELAY = typer.Option(None, help="How long a batch may wait to fill, in ms.")
+QUEUE_SIZE = typer.Option(None, help="Requests that may wait; more are refused (503).")
+REPLICAS = typer.Option(None, help="Model copies serving in parallel.")
+CACHE = typer.Option(None, help="Response cache entries (deterministic models only).")
+CACHE_TTL = typer.Option(None, help="Response cache time to live, in seconds.")
+
+
 @app.command()
 @handle_errors
 def create(
@@ -30,13 +48,21 @@ def create(
     model: str = typer.Option(..., "--model", "-m", help="MODEL, MODEL:VERSION or MODEL@ALIAS"),
     timeout_ms: int | None = typer.Option(None, help="Default deadline per request."),
     description: str = typer.Option("", help="What this endpoint is for."),
+    max_batch_size: int | None = MAX_BATCH,
+    max_queue_delay_ms: float | None = QUEUE_DELAY,
+    max_queue_size: int | None = QUEUE_SIZE,
+    replicas: int | None = REPLICAS,
+    cache_entries: int | None = CACHE,
+    cache_ttl_s: float | None = CACHE_TTL,
 ) -> None:
     """Create an endpoint serving a model version or alias.
 
-    Example: modelyard endpoints create churn --model churn@champion
+    Example: modelyard endpoints create churn --model churn@champion --max-batch-size 32
     """
-    endpoint = operations().create_endpoint(name, model, timeout_ms=timeout_ms,
-                                            description=description)
+    endpoint = operations().create_endpoint(
+        name, model, timeout_ms=timeout_ms, description=description,
+        deployment=_deployment(max_batch_size, max_queue_delay_ms, max_queue_size, replicas,
+                               cache_entries, cache_ttl_s))
     emit(endpoint, lambda e: console.print(
         f"endpoint [bold]{e['name']}[/bold] -> {e['model']} "
         f"(POST /endpoints/{e['name']}/predict, /v2/models/{e['name']}/infer)"))
@@ -49,13 +75,21 @@ def update(
     model: str | None = typer.Option(None, "--model", "-m"),
     timeout_ms: int | None = typer.Option(None),
     description: str | None = typer.Option(None),
+    max_batch_size: int | None = MAX_BATCH,
+    max_queue_delay_ms: float | None = QUEUE_DELAY,
+    max_queue_size: int | None = QUEUE_SIZE,
+    replicas: int | None = REPLICAS,
+    cache_entries: int | None = CACHE,
+    cache_ttl_s: float | None = CACHE_TTL,
 ) -> None:
-    """Change what an endpoint serves, or its deadline.
+    """Change what an endpoint serves, its deadline or its batching.
 
-    Example: modelyard endpoints update churn --model churn:4
+    Example: modelyard endpoints update churn --model churn:4 --replicas 2
     """
-    endpoint = operations().update_endpoint(name, model=model, timeout_ms=timeout_ms,
-                                            description=description)
+    endpoint = operations().update_endpoint(
+        name, model=model, timeout_ms=timeout_ms, description=description,
+        deployment=_deployment(max_batch_size, max_queue_delay_ms, max_queue_size, replicas,
+                               cache_entries, cache_ttl_s))
     emit(endpoint, lambda e: console.print(f"endpoint {e['name']} -> {e['model']}"))
 
 

@@ -89,12 +89,16 @@ def init(path: Path | None = typer.Argument(None, help="Where to create the yard
 def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to bind (127.0.0.1 by default)."),
     port: int = typer.Option(8000, help="TCP port."),
+    workers: int = typer.Option(1, min=1, max=64, help="Server processes sharing the port "
+                                "(each loads every model)."),
     log_level: str = typer.Option("info", help="debug, info, warning or error."),
 ) -> None:
     """Start the server: data plane and control plane on one port.
 
-    Example: modelyard serve --port 8000
+    Example: modelyard serve --port 8000 --workers 2
     """
+    import os
+
     import uvicorn
 
     from modelyard.serving.app import create_app
@@ -105,6 +109,14 @@ def serve(
     if host not in ("127.0.0.1", "localhost", "::1"):
         err_console.print(f"[yellow]warning[/yellow]: listening on {host}: reachable from "
                           "other machines; use TLS in front and keep keys secret")
+    if workers > 1:
+        yard.close()
+        os.environ["MODELYARD_HOME"] = str(yard.settings.home)
+        console.print(f"Modelyard {__version__} serving {yard.settings.home} on "
+                      f"http://{host}:{port} with {workers} worker processes")
+        uvicorn.run("modelyard.serving.app:app_from_environment", factory=True, host=host,
+                    port=port, workers=workers, log_level=log_level, access_log=False)
+        return
 
     def announce(_: float) -> None:
         console.print(f"Modelyard {__version__} serving {yard.settings.home} on "

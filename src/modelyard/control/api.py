@@ -65,17 +65,24 @@ class AliasRequest(_Strict):
     version: int = Field(ge=1)
 
 
+DEPLOYMENT_HELP = ("batching and queueing: max_batch_size, max_queue_delay_ms, max_queue_size, "
+                   "replicas, preferred_batch_sizes, pad, cache_max_entries, cache_ttl_s")
+
+
 class EndpointCreate(_Strict):
     name: str
     model: str = Field(description="name, name:VERSION or name@ALIAS")
     timeout_ms: int | None = Field(default=None, ge=1, le=600_000)
     description: str = ""
+    deployment: dict[str, Any] | None = Field(default=None, description=DEPLOYMENT_HELP)
 
 
 class EndpointUpdate(_Strict):
     model: str | None = None
     timeout_ms: int | None = Field(default=None, ge=1, le=600_000)
     description: str | None = None
+    deployment: dict[str, Any] | None = Field(
+        default=None, description=DEPLOYMENT_HELP + " (merged into the current settings)")
 
 
 def current_principal(request: Request) -> Principal | None:
@@ -227,7 +234,8 @@ def build_control_api(app: FastAPI, yard: Yard, backend: Backend) -> None:
     @router.post("/endpoints", status_code=201, tags=["endpoints"], dependencies=json_body)
     def create_endpoint(body: EndpointCreate, who: Who, response: Response) -> dict[str, Any]:
         endpoint = endpoints.create(who, body.name, body.model,
-                                    timeout_ms=body.timeout_ms, description=body.description)
+                                    timeout_ms=body.timeout_ms, description=body.description,
+                                    deployment=body.deployment)
         response.headers["Location"] = f"{API}/endpoints/{endpoint.name}"
         return with_status(endpoint)
 
@@ -237,11 +245,14 @@ def build_control_api(app: FastAPI, yard: Yard, backend: Backend) -> None:
 
     @router.patch("/endpoints/{name}", tags=["endpoints"], dependencies=json_body)
     def update_endpoint(name: str, body: EndpointUpdate, who: Who) -> dict[str, Any]:
-        if body.model is None and body.timeout_ms is None and body.description is None:
-            raise InvalidRequest("nothing to change: give model, timeout_ms or description")
+        if body.model is None and body.timeout_ms is None and body.description is None and \
+                body.deployment is None:
+            raise InvalidRequest("nothing to change: give model, timeout_ms, description or "
+                                 "deployment")
         return with_status(endpoints.update(who, name, model=body.model,
                                             timeout_ms=body.timeout_ms,
-                                            description=body.description))
+                                            description=body.description,
+                                            deployment=body.deployment))
 
     @router.delete("/endpoints/{name}", status_code=204, tags=["endpoints"])
     def delete_endpoint(name: str, who: Who) -> Response:

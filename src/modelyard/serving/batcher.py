@@ -4,10 +4,11 @@ Requests wait in a bounded queue per priority. A worker per replica takes the hi
 priority first, stacks the inputs of several requests into one array per input, runs the
 predictor once in the thread pool and splits the outputs back by rows.
 
-When to run a batch (the adaptive rule): at once if no other batch is running (an idle server
-adds no delay); otherwise as soon as ``max_batch_size`` rows are queued or the oldest request
-has waited ``max_queue_delay_ms``, whichever comes first. With ``preferred_batch_sizes`` a
-batch that is not yet a preferred size waits for the delay to grow into one.
+When to run a batch (the adaptive rule): at once when requests are not arriving concurrently
+(no other batch running and the last batch held a single request), so an idle server adds no
+delay; otherwise as soon as ``max_batch_size`` rows are queued or ``max_queue_delay_ms`` has
+passed since the oldest request arrived or a worker came free, whichever comes first. With
+``preferred_batch_sizes`` a batch that is not yet a preferred size waits to grow into one.
 
 Admission: when the queue is full a new request is refused at once (503, ``Retry-After``),
 unless it outranks a queued request, which is then shed in its place. A request whose
@@ -75,6 +76,8 @@ class Batcher:
         self._wake: asyncio.Event | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._closed = False
+        self._last_batch = 0  # requests in the last batch run
+        self._free_since = 0.0  # when a worker last finished a batch
         self._preferred = sorted(set(config.preferred_batch_sizes))
 
     @property
@@ -171,16 +174,19 @@ class Batcher:
 
     def _ready_to_run(self, now: float) -> float | None:
         """None to run now, else how long to wait for more requests."""
-        if self._running == 0 and not self._preferred:
-            return None
         rows = self._queued_rows(self.config.max_batch_size)
         if rows >= self.config.max_batch_size:
             return None
-        if self._preferred and rows in self._preferred and (
-            self._running == 0 or rows == self._preferred[-1]
-        ):
+        # Requests are arriving concurrently when another batch is running or the last one
+        # held several requests; then a short wait fills the batch. Otherwise run at once.
+        streaming = self._running > 0 or self._last_batch > 1
+        if self._preferred:
+            if rows in self._preferred and (not streaming or rows == self._preferred[-1]):
+                return None
+        elif not streaming:
             return None
-        left = self._oldest() + self.config.max_queue_delay_ms / 1000 - now
+        start = max(self._oldest(), self._free_since)
+        left = start + self.config.max_queue_delay_ms / 1000 - now
         return None if left <= 0 else left
 
     def _take(self, now: float) -> list[_Pending]:
@@ -231,10 +237,12 @@ class Batcher:
             if not batch:
                 continue
             self._running += 1
+            self._last_batch = len(batch)
             try:
                 await self._execute(loop, run, batch)
             finally:
                 self._running -= 1
+                self._free_since = loop.time()
                 if self._size:
                     wake.set()
 
