@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+from modelyard import Yard
+from modelyard.serving.server import BackgroundServer
+from modelyard.settings import Settings
+
 PROBLEM_JSON = "application/problem+json"
+
+
+@dataclass
+class Shared:
+    settings: Settings
+    yard: Yard
+    admin_key: str
+    server: BackgroundServer
+
+    @property
+    def url(self) -> str:
+        return self.server.url
 
 
 def assert_problem(response: httpx.Response, status: int, code: str,

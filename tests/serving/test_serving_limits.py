@@ -8,31 +8,25 @@ import tarfile
 from collections.abc import Iterator
 
 import httpx
-import numpy as np
 import pytest
-from serving_support import assert_problem
-from sklearn.linear_model import LogisticRegression
+from serving_support import Shared, assert_problem
 
 from modelyard import Yard
 from modelyard.serving.server import BackgroundServer
-from modelyard.settings import Settings
 
 LIMIT = 4096
 JSON = {"content-type": "application/json"}
 
 
-@pytest.fixture
-def small(settings: Settings, yard: Yard, admin_key: str, classifier: LogisticRegression,
-          tabular: tuple[np.ndarray, np.ndarray, np.ndarray]) -> Iterator[httpx.Client]:
-    """A server over the same yard whose request bodies may be at most LIMIT bytes, with
-    endpoint ``churn`` loaded at start-up."""
-    x, _, _ = tabular
-    yard.register("churn", classifier, sample=x[:5])
-    yard.create_endpoint("churn", "churn:1")
-    limited = Yard(settings=settings.with_(max_body_bytes=LIMIT))
+@pytest.fixture(scope="module")
+def small(shared: Shared) -> Iterator[httpx.Client]:
+    """A second server over the shared yard whose request bodies may be at most LIMIT bytes
+    (endpoint ``churn`` is loaded at start-up)."""
+    limited = Yard(settings=shared.settings.with_(max_body_bytes=LIMIT))
     try:
         with BackgroundServer(limited) as srv, httpx.Client(
-            base_url=srv.url, timeout=30, headers={"authorization": f"Bearer {admin_key}"}
+            base_url=srv.url, timeout=30,
+            headers={"authorization": f"Bearer {shared.admin_key}"},
         ) as c:
             yield c
     finally:

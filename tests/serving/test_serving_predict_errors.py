@@ -3,12 +3,11 @@ every accepted format, and every kind of bad input answered with problem+json.""
 
 from __future__ import annotations
 
+import httpx
 import numpy as np
 import pytest
-from sklearn.linear_model import LogisticRegression
 from serving_support import assert_problem
-
-import httpx
+from sklearn.linear_model import LogisticRegression
 
 Data = tuple[np.ndarray, np.ndarray, np.ndarray]
 PREDICT = "/endpoints/churn/predict"
@@ -67,9 +66,15 @@ def test_unknown_route_is_a_404_problem(http: httpx.Client, churn: str) -> None:
     assert_problem(response, 404, "not_found")
 
 
-def test_wrong_method_is_a_405_problem(http: httpx.Client, churn: str) -> None:
-    response = http.get(PREDICT)
+@pytest.mark.parametrize("path", [PREDICT, "/v2/models/churn/infer"])
+def test_wrong_method_is_a_405_problem(http: httpx.Client, churn: str, path: str) -> None:
+    response = http.get(path)
     assert_problem(response, 405, "method_not_allowed")
+    assert "POST" in response.headers.get("allow", "")
+
+
+def test_wrong_method_elsewhere_is_a_405_problem(http: httpx.Client, churn: str) -> None:
+    assert_problem(http.post("/v2/health/live", json={}), 405, "method_not_allowed")
 
 
 # -- 422 invalid_input --------------------------------------------------------------------
