@@ -1,0 +1,95 @@
+"""Helpers shared by the control-plane tests (imported as a plain module)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+import zipfile
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from modelyard import Yard
+from modelyard.serving.server import BackgroundServer
+from modelyard.settings import Settings
+
+PROBLEM_JSON = "application/problem+json"
+API = "/api/v1"
+
+
+@dataclass
+class Shared:
+    settings: Settings
+    yard: Yard
+    admin_key: str
+    server: BackgroundServer
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+
+def assert_problem(response: httpx.Response, status: int, code: str,
+                   field: str | None = None) -> dict[str, Any]:
+    """Check an RFC 9457 problem+json answer and return its body."""
+    assert response.status_code == status, (response.status_code, response.text)
+    media = response.headers.get("content-type", "").split(";")[0].strip()
+    assert media == PROBLEM_JSON, (media, response.text)
+    body = response.json()
+    assert isinstance(body, dict)
+    assert body["status"] == status
+    assert body["code"] == code, body
+    assert isinstance(body.get("detail"), str) and body["detail"], body
+    assert isinstance(body.get("title"), str) and body["title"], body
+    assert str(body.get("type", "")).endswith(code), body
+    if field is not None:
+        assert body.get("field") == field, body
+    return body
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def tar_bytes(*members: tuple[str, bytes] | tarfile.TarInfo, gz: bool = False) -> bytes:
+    """A tar archive from (name, content) pairs and ready-made TarInfo entries (links)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz" if gz else "w") as tar:
+        for member in members:
+            if isinstance(member, tarfile.TarInfo):
+                tar.addfile(member)
+                continue
+            name, content = member
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+    return buffer.getvalue()
+
+
+def link(name: str, target: str, *, hard: bool = False) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.LNKTYPE if hard else tarfile.SYMTYPE
+    info.linkname = target
+    return info
+
+
+def zip_bytes(*members: tuple[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for name, content in members:
+            zf.writestr(name, content)
+    return buffer.getvalue()
+
+
+def upload(http: httpx.Client, data: bytes, digest: str | None = None) -> httpx.Response:
+    return http.post(f"{API}/artifacts", params={"sha256": digest or sha256(data)},
+                     content=data, headers={"content-type": "application/x-tar"})
+
+
+def sample_tensor(rows: Any) -> list[dict[str, Any]]:
+    """Rows of floats as the one-tensor ``sample`` a registration request carries."""
+    flat = [float(v) for row in rows for v in row]
+    return [{"name": "input", "datatype": "FP32", "shape": [len(rows), len(rows[0])],
+             "data": flat}]
