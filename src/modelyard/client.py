@@ -244,16 +244,17 @@ class Client:
         self._call("DELETE", f"{API}/endpoints/{name}")
 
     def wait_ready(self, name: str, timeout_s: float = 60.0) -> dict[str, Any]:
-        """Wait until an endpoint serves its current target."""
+        """Wait until an endpoint serves what it points at now (its alias resolved now, its
+        latest settings); raise NotReady if that fails to load or time runs out."""
         import time
 
         deadline = time.monotonic() + timeout_s
         while True:
             state = self.endpoint(name)
             status = state["status"]
-            if status.get("ready") and status.get("serving") == status.get("target"):
+            if status.get("current"):
                 return state
-            if status.get("status") == "failed" and status.get("serving") is None:
+            if status.get("status") == "failed" and status.get("error"):
                 raise errors.NotReady(f"endpoint {name!r} failed: {status.get('error')}")
             if time.monotonic() > deadline:
                 raise errors.NotReady(f"endpoint {name!r} not ready after {timeout_s}s")

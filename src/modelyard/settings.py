@@ -28,7 +28,6 @@ class Settings:
     max_body_bytes: int = 32 * MiB
     max_artifact_bytes: int = 4096 * MiB
     default_timeout_ms: int = 10_000
-    inference_threads: int = 4
     reconcile_interval_s: float = 2.0
     log_level: str = "info"
 

@@ -26,7 +26,7 @@ class EndpointState:
             "status": self.status,
             "ready": self.deployment is not None,
             "serving": serving,
-            "target": self.target,
+            "loading": self.target if self.status == "loading" else None,
             "error": self.error,
             "warmup_ms": round(self.deployment.warmup_ms, 3) if self.deployment else None,
         }

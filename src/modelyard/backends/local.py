@@ -113,6 +113,12 @@ class LocalBackend:
         for deployment in retired:
             self._call_in_loop(deployment.retire)
 
+    def close(self) -> None:
+        """Stop every deployment's model threads once their queues are empty."""
+        for state in self._table.values():
+            if state.deployment is not None:
+                state.deployment.retire()
+
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """The event loop that owns the deployments' batchers."""
         self._loop = loop

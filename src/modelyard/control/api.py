@@ -19,8 +19,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from modelyard.backends.base import Backend
 from modelyard.control.endpoints import EndpointService
 from modelyard.control.registry import RegistryService
-from modelyard.domain.errors import DigestMismatch, InvalidRequest, ValidationFailed
+from modelyard.domain.errors import (
+    DigestMismatch,
+    InvalidRequest,
+    ModelyardError,
+    ValidationFailed,
+)
 from modelyard.domain.names import check_name
+from modelyard.domain.registry import Endpoint
 from modelyard.domain.tensors import decode_many
 from modelyard.governance.auth import principal_from_request
 from modelyard.governance.policy import Principal, authorize
@@ -222,14 +228,28 @@ def build_control_api(app: FastAPI, yard: Yard, backend: Backend) -> None:
                                           f'attachment; filename="{digest}.tar"'})
 
     # -- endpoints ------------------------------------------------------------------------
-    def with_status(endpoint: Any) -> dict[str, Any]:
+    def with_status(endpoint: Endpoint, who: Principal | None) -> dict[str, Any]:
+        """The endpoint with what this server runs for it, and whether that is current:
+        the reference resolved now, and the endpoint's latest settings."""
         state = backend.state(endpoint.name)
-        status = state.to_dict() if state else {"status": "pending", "ready": False}
+        status: dict[str, Any] = state.to_dict() if state else {
+            "status": "pending", "ready": False, "serving": None, "error": None}
+        try:
+            status["target"] = registry.get_version(who, endpoint.model_ref).ref
+        except ModelyardError as exc:
+            status["target"], status["error"] = None, exc.detail
+        if state is not None and state.error and state.target is not None and \
+                state.target != status["target"]:
+            status["status"], status["error"] = "pending", None  # a stale failure
+        status["current"] = bool(
+            state is not None and state.deployment is not None
+            and status["serving"] == status["target"]
+            and state.endpoint.generation == endpoint.generation)
         return {**endpoint.to_dict(), "status": status}
 
     @router.get("/endpoints", tags=["endpoints"])
     def list_endpoints(who: Who) -> list[dict[str, Any]]:
-        return [with_status(e) for e in endpoints.list(who)]
+        return [with_status(e, who) for e in endpoints.list(who)]
 
     @router.post("/endpoints", status_code=201, tags=["endpoints"], dependencies=json_body)
     def create_endpoint(body: EndpointCreate, who: Who, response: Response) -> dict[str, Any]:
@@ -237,11 +257,11 @@ def build_control_api(app: FastAPI, yard: Yard, backend: Backend) -> None:
                                     timeout_ms=body.timeout_ms, description=body.description,
                                     deployment=body.deployment)
         response.headers["Location"] = f"{API}/endpoints/{endpoint.name}"
-        return with_status(endpoint)
+        return with_status(endpoint, who)
 
     @router.get("/endpoints/{name}", tags=["endpoints"])
     def get_endpoint(name: str, who: Who) -> dict[str, Any]:
-        return with_status(endpoints.get(who, name))
+        return with_status(endpoints.get(who, name), who)
 
     @router.patch("/endpoints/{name}", tags=["endpoints"], dependencies=json_body)
     def update_endpoint(name: str, body: EndpointUpdate, who: Who) -> dict[str, Any]:
@@ -249,10 +269,9 @@ def build_control_api(app: FastAPI, yard: Yard, backend: Backend) -> None:
                 body.deployment is None:
             raise InvalidRequest("nothing to change: give model, timeout_ms, description or "
                                  "deployment")
-        return with_status(endpoints.update(who, name, model=body.model,
-                                            timeout_ms=body.timeout_ms,
-                                            description=body.description,
-                                            deployment=body.deployment))
+        updated = endpoints.update(who, name, model=body.model, timeout_ms=body.timeout_ms,
+                                   description=body.description, deployment=body.deployment)
+        return with_status(updated, who)
 
     @router.delete("/endpoints/{name}", status_code=204, tags=["endpoints"])
     def delete_endpoint(name: str, who: Who) -> Response:

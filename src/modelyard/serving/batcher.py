@@ -1,8 +1,10 @@
 """Dynamic batching with admission control, deadlines and priorities, for one deployment.
 
-Requests wait in a bounded queue per priority. A worker per replica takes the highest
+Requests wait in a bounded queue per priority. One thread per replica takes the highest
 priority first, stacks the inputs of several requests into one array per input, runs the
-predictor once in the thread pool and splits the outputs back by rows.
+predictor once and splits the outputs back by rows; the answers go back to the event loop in
+one hop per batch. The model threads never wait for the event loop, so a loop busy with
+refusals under overload does not slow the batches down.
 
 When to run a batch (the adaptive rule): at once when requests are not arriving concurrently
 (no other batch running and the last batch held a single request), so an idle server adds no
@@ -10,18 +12,20 @@ delay; otherwise as soon as ``max_batch_size`` rows are queued or ``max_queue_de
 passed since the oldest request arrived or a worker came free, whichever comes first. With
 ``preferred_batch_sizes`` a batch that is not yet a preferred size waits to grow into one.
 
-Admission: when the queue is full a new request is refused at once (503, ``Retry-After``),
-unless it outranks a queued request, which is then shed in its place. A request whose
-deadline passes while it waits is answered 504 and never computed.
+Admission: a new request is refused at once (503, ``Retry-After``) when the queue is full or
+when the queue ahead of it could not be served within its deadline at the measured rate
+(admitting it would only waste work on an answer nobody waits for), unless it outranks a
+queued request, which is then shed in its place. A request whose deadline passes while it
+waits is answered 504 and never computed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,11 +35,17 @@ from modelyard.domain.deployment import DeploymentSpec
 from modelyard.domain.errors import DeadlineExceeded, ModelFailed, ModelyardError, Overloaded
 
 Arrays = Mapping[str, np.ndarray]
+Runner = Callable[[Arrays], dict[str, np.ndarray]]
 PRIORITIES = {"low": 0, "normal": 1, "high": 2}
 
 
+class Replaced(Overloaded):
+    """The deployment was swapped for a newer one while the request was on its way."""
+
+
 class BatchObserver:
-    """Where the batcher reports what happened (Prometheus in the server; no-op here)."""
+    """Where the batcher reports what happened (Prometheus in the server; no-op here).
+    Called from model threads as well as from the event loop."""
 
     def queued(self, depth: int) -> None: ...
 
@@ -52,32 +62,34 @@ class BatchObserver:
 class _Pending:
     inputs: Arrays
     rows: int
-    deadline: float  # loop.time()
+    deadline: float  # time.monotonic()
     priority: int
     future: asyncio.Future[dict[str, np.ndarray]]
+    loop: asyncio.AbstractEventLoop
     enqueued: float
     shape_key: tuple[Any, ...]  # requests batch together only when these agree
-    timer: asyncio.TimerHandle | None = None
 
 
 class Batcher:
-    def __init__(self, runners: Sequence[Callable[[Arrays], dict[str, np.ndarray]]],
-                 config: DeploymentSpec, pool: Executor, observer: BatchObserver | None = None,
-                 name: str = "") -> None:
-        """``runners``: one predict function per replica (each worker uses its own)."""
+    def __init__(self, runners: Sequence[Runner], config: DeploymentSpec,
+                 observer: BatchObserver | None = None, name: str = "") -> None:
+        """``runners``: one predict function per replica (each thread uses its own)."""
         self.runners = list(runners)
         self.config = config
-        self.pool = pool
         self.observer = observer or BatchObserver()
         self.name = name
         self._queues: list[deque[_Pending]] = [deque() for _ in PRIORITIES]
+        self._lock = threading.Condition()
         self._size = 0
+        self._rows = 0  # rows waiting, all priorities
         self._running = 0
-        self._wake: asyncio.Event | None = None
-        self._workers: list[asyncio.Task[None]] = []
-        self._closed = False
         self._last_batch = 0  # requests in the last batch run
         self._free_since = 0.0  # when a worker last finished a batch
+        # Measured service: seconds per batch and rows per second per replica (EWMA).
+        self._batch_s = 0.0
+        self._rate = 0.0
+        self._threads: list[threading.Thread] = []
+        self._closed = False
         self._preferred = sorted(set(config.preferred_batch_sizes))
 
     @property
@@ -85,66 +97,90 @@ class Batcher:
         return self._size
 
     def start(self) -> None:
-        if self._workers:
-            return
-        self._wake = asyncio.Event()
-        self._workers = [asyncio.create_task(self._work(run), name=f"batcher-{self.name}-{i}")
-                         for i, run in enumerate(self.runners)]
+        with self._lock:
+            if self._threads:
+                return
+            self._threads = [
+                threading.Thread(target=self._work, args=(run,), daemon=True,
+                                 name=f"batcher-{self.name}-{i}")
+                for i, run in enumerate(self.runners)]
+        for thread in self._threads:
+            thread.start()
 
     def close(self) -> None:
-        """Stop taking requests; workers finish what is queued, then exit."""
-        self._closed = True
-        if self._wake is not None:
-            self._wake.set()
+        """Stop taking requests; the threads finish what is queued, then exit."""
+        with self._lock:
+            self._closed = True
+            self._lock.notify_all()
 
-    async def stop(self) -> None:
-        for task in self._workers:
-            task.cancel()
-        for task in self._workers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._workers = []
-        for queue in self._queues:
-            while queue:
-                self._fail(queue.popleft(), Overloaded("the deployment is shutting down"))
+    def join(self, timeout_s: float = 10.0) -> None:
+        for thread in self._threads:
+            thread.join(timeout_s)
 
-    # -- admission -----------------------------------------------------------------------
+    # -- admission (event loop) ----------------------------------------------------------
     async def submit(self, inputs: Arrays, rows: int, timeout_s: float,
                      priority: int = 1) -> dict[str, np.ndarray]:
         loop = asyncio.get_running_loop()
-        if self._closed:
-            raise Overloaded(f"{self.name} is being replaced; retry")
-        if not self._workers:
+        if not self._threads:
             self.start()
-        now = loop.time()
-        if self._size >= self.config.max_queue_size and not self._evict_below(priority):
-            self.observer.shed(priority)
-            raise Overloaded(f"{self.name}: queue full ({self.config.max_queue_size} waiting)")
-        pending = _Pending(inputs, rows, now + timeout_s, priority, loop.create_future(), now,
+        now = time.monotonic()
+        future: asyncio.Future[dict[str, np.ndarray]] = loop.create_future()
+        pending = _Pending(inputs, rows, now + timeout_s, priority, future, loop, now,
                            self._shape_key(inputs))
-        pending.timer = loop.call_at(pending.deadline, self._expire, pending)
-        self._queues[priority].append(pending)
-        self._size += 1
+        with self._lock:
+            if self._closed:
+                raise Replaced(f"{self.name} is being replaced; retry")
+            refusal = self.refusal(rows, timeout_s)
+            victim = self._evict_below(priority) if refusal is not None else None
+            if refusal is not None and victim is None:
+                self.observer.shed(priority)
+                raise Overloaded(f"{self.name}: {refusal}")
+            self._queues[priority].append(pending)
+            self._size += 1
+            self._rows += rows
+            self._lock.notify()
+        if victim is not None:
+            self.observer.shed(victim.priority)
+            _settle(victim, Overloaded(f"{self.name}: shed for a higher-priority request"))
         self.observer.queued(self._size)
-        assert self._wake is not None
-        self._wake.set()
-        return await pending.future
+        timer = loop.call_later(timeout_s, self._expire, pending)
+        try:
+            return await future
+        finally:
+            timer.cancel()
+
+    def refusal(self, rows: int, timeout_s: float) -> str | None:
+        """Why a request of ``rows`` would be refused now (before evictions), or None."""
+        if self._size >= self.config.max_queue_size:
+            return f"queue full ({self.config.max_queue_size} waiting)"
+        if self._rate > 0:
+            replicas = max(1, len(self.runners))
+            expected = (self._rows + rows) / (self._rate * replicas) + self._batch_s
+            if expected > timeout_s:
+                return (f"the queue ahead needs about {expected * 1000:.0f} ms, past the "
+                        f"{timeout_s * 1000:.0f} ms deadline")
+        return None
+
+    def would_refuse(self, priority: int, timeout_s: float) -> bool:
+        """A cheap check before decoding a request: refused even if it has one row?"""
+        return self.refusal(1, timeout_s) is not None and not any(
+            self._queues[level] for level in range(priority))
 
     def _shape_key(self, inputs: Arrays) -> tuple[Any, ...]:
         pad = self.config.pad
         return tuple((name, value.shape[2:] if name in pad else value.shape[1:])
                      for name, value in inputs.items())
 
-    def _evict_below(self, priority: int) -> bool:
+    def _evict_below(self, priority: int) -> _Pending | None:
+        """Under the lock: take the newest request of the lowest priority below ours."""
         for level in range(priority):
             queue = self._queues[level]
             if queue:
-                victim = queue.pop()  # the newest of the lowest priority goes first
+                victim = queue.pop()
                 self._size -= 1
-                self.observer.shed(level)
-                self._fail(victim, Overloaded(f"{self.name}: shed for a higher-priority request"))
-                return True
-        return False
+                self._rows -= victim.rows
+                return victim
+        return None
 
     def _expire(self, pending: _Pending) -> None:
         if not pending.future.done():
@@ -152,14 +188,7 @@ class Batcher:
             pending.future.set_exception(DeadlineExceeded(
                 f"{self.name}: no answer within the deadline"))
 
-    @staticmethod
-    def _fail(pending: _Pending, error: Exception) -> None:
-        if pending.timer is not None:
-            pending.timer.cancel()
-        if not pending.future.done():
-            pending.future.set_exception(error)
-
-    # -- batching ------------------------------------------------------------------------
+    # -- batching (model threads) --------------------------------------------------------
     def _queued_rows(self, limit: int) -> int:
         rows = 0
         for queue in self._queues:
@@ -169,11 +198,8 @@ class Batcher:
                     return rows
         return rows
 
-    def _oldest(self) -> float:
-        return min(q[0].enqueued for q in self._queues if q)
-
-    def _ready_to_run(self, now: float) -> float | None:
-        """None to run now, else how long to wait for more requests."""
+    def _wait_s(self, now: float) -> float | None:
+        """Under the lock: None to run now, else how long to wait for more requests."""
         rows = self._queued_rows(self.config.max_batch_size)
         if rows >= self.config.max_batch_size:
             return None
@@ -185,102 +211,133 @@ class Batcher:
                 return None
         elif not streaming:
             return None
-        start = max(self._oldest(), self._free_since)
-        left = start + self.config.max_queue_delay_ms / 1000 - now
+        oldest = min(q[0].enqueued for q in self._queues if q)
+        left = max(oldest, self._free_since) + self.config.max_queue_delay_ms / 1000 - now
         return None if left <= 0 else left
 
-    def _take(self, now: float) -> list[_Pending]:
-        """Highest priority first, skipping what expired or was answered, up to the limit."""
+    def _take(self, now: float) -> tuple[list[_Pending], list[_Pending]]:
+        """Under the lock: (batch, expired), highest priority first, up to the limit."""
         batch: list[_Pending] = []
+        expired: list[_Pending] = []
         rows = 0
         limit = self.config.max_batch_size
         for queue in reversed(self._queues):
             while queue:
                 pending = queue[0]
-                if pending.future.done():  # expired or cancelled while queued
-                    queue.popleft()
-                    self._size -= 1
-                    continue
                 if batch and (rows + pending.rows > limit
                               or pending.shape_key != batch[0].shape_key):
-                    return batch
+                    return batch, expired
                 queue.popleft()
                 self._size -= 1
+                self._rows -= pending.rows
+                if pending.future.done():  # answered already (deadline passed)
+                    continue
                 if pending.deadline <= now:
-                    self._expire(pending)
+                    expired.append(pending)
                     continue
                 batch.append(pending)
                 rows += pending.rows
                 if rows >= limit:
-                    return batch
-        return batch
+                    return batch, expired
+        return batch, expired
 
-    async def _work(self, run: Callable[[Arrays], dict[str, np.ndarray]]) -> None:
-        loop = asyncio.get_running_loop()
-        assert self._wake is not None
-        wake = self._wake
-        while True:
-            while self._size == 0:
-                if self._closed:
-                    return
-                wake.clear()
-                await wake.wait()
-            wait = self._ready_to_run(loop.time())
-            if wait is not None:
-                wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), wait)
-                if self._ready_to_run(loop.time()) is not None:
+    def _next_batch(self) -> list[_Pending] | None:
+        """Block until a batch is due; None once closed and drained."""
+        with self._lock:
+            while True:
+                while self._size == 0:
+                    if self._closed:
+                        return None
+                    self._lock.wait()
+                now = time.monotonic()
+                wait = self._wait_s(now)
+                if wait is not None and not self._closed:
+                    self._lock.wait(wait)
                     continue
-            batch = self._take(loop.time())
-            self.observer.queued(self._size)
-            if not batch:
-                continue
-            self._running += 1
-            self._last_batch = len(batch)
-            try:
-                await self._execute(loop, run, batch)
-            finally:
-                self._running -= 1
-                self._free_since = loop.time()
-                if self._size:
-                    wake.set()
+                batch, expired = self._take(now)
+                for pending in expired:
+                    pending.loop.call_soon_threadsafe(self._expire, pending)
+                if batch:
+                    self._running += 1
+                    self._last_batch = len(batch)
+                    return batch
 
-    async def _execute(self, loop: asyncio.AbstractEventLoop,
-                       run: Callable[[Arrays], dict[str, np.ndarray]],
-                       batch: list[_Pending]) -> None:
-        start = loop.time()
+    def _work(self, run: Runner) -> None:
+        while (batch := self._next_batch()) is not None:
+            try:
+                self._execute(run, batch)
+            finally:
+                with self._lock:
+                    self._running -= 1
+                    self._free_since = time.monotonic()
+                    if self._size:
+                        self._lock.notify()
+            self.observer.queued(self._size)
+
+    def _execute(self, run: Runner, batch: list[_Pending]) -> None:
+        start = time.monotonic()
         waits = [start - p.enqueued for p in batch]
         try:
             inputs = batch[0].inputs if len(batch) == 1 else stack(
                 [p.inputs for p in batch], self.config.pad)
-            outputs = await loop.run_in_executor(self.pool, run, inputs)
+            outputs = run(inputs)
         except Exception as exc:  # the model failed: every request in the batch learns why
             error = exc if isinstance(exc, ModelyardError) else ModelFailed(
                 f"{self.name} failed: {type(exc).__name__}: {exc}")
-            for pending in batch:
-                self._fail(pending, error)
+            _deliver(batch, [error] * len(batch))
             return
+        took = time.monotonic() - start
         total = sum(p.rows for p in batch)
-        self.observer.batch(total, waits, loop.time() - start)
+        with self._lock:
+            self._learn(total, took)
+        self.observer.batch(total, waits, took)
         if len(batch) == 1:
-            self._resolve(batch[0], outputs)
+            _deliver(batch, [outputs])
             return
+        results: list[dict[str, np.ndarray] | Exception] = []
         offset = 0
         for pending in batch:
             end = offset + pending.rows
-            self._resolve(pending, {
+            results.append({
                 name: value[offset:end] if value.ndim and value.shape[0] == total else value
                 for name, value in outputs.items()
             })
             offset = end
+        _deliver(batch, results)
 
-    @staticmethod
-    def _resolve(pending: _Pending, outputs: dict[str, np.ndarray]) -> None:
-        if pending.timer is not None:
-            pending.timer.cancel()
-        if not pending.future.done():
-            pending.future.set_result(outputs)
+    def _learn(self, rows: int, seconds: float) -> None:
+        seconds = max(seconds, 1e-6)
+        if self._rate == 0:
+            self._batch_s, self._rate = seconds, rows / seconds
+            return
+        self._batch_s += 0.2 * (seconds - self._batch_s)
+        self._rate += 0.2 * (rows / seconds - self._rate)
+
+
+def _settle(pending: _Pending, result: dict[str, np.ndarray] | Exception) -> None:
+    """On the event loop: answer a request unless it was answered (expired) already."""
+    if pending.future.done():
+        return
+    if isinstance(result, Exception):
+        pending.future.set_exception(result)
+    else:
+        pending.future.set_result(result)
+
+
+def _deliver(batch: list[_Pending], results: Sequence[dict[str, np.ndarray] | Exception]
+             ) -> None:
+    """From a model thread: hand a batch's answers to their event loop in one hop."""
+    loop = batch[0].loop
+
+    def settle_all() -> None:
+        for pending, result in zip(batch, results, strict=True):
+            _settle(pending, result)
+
+    if all(p.loop is loop for p in batch):
+        loop.call_soon_threadsafe(settle_all)
+    else:  # requests from several loops (several servers in one process)
+        for pending, result in zip(batch, results, strict=True):
+            pending.loop.call_soon_threadsafe(_settle, pending, result)
 
 
 def stack(requests: list[Arrays], pad: Mapping[str, Any]) -> dict[str, np.ndarray]:

@@ -1,7 +1,7 @@
 """A deployment: one model version loaded (once per replica), warmed up, and fronted by a
 batcher and an optional response cache.
 
-CPU inference runs off the event loop in a bounded thread pool shared by the process.
+Inference runs off the event loop, on one thread per replica (see ``serving.batcher``).
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,13 +88,13 @@ class Deployment:
         """In-process prediction without batching (notebooks, the CLI)."""
         return self._runners[0](inputs)
 
-    def batcher(self, pool: Executor) -> Batcher:
+    def batcher(self) -> Batcher:
         if self._batcher is None:
-            self._batcher = Batcher(self._runners, self.spec, pool, self.observer,
+            self._batcher = Batcher(self._runners, self.spec, self.observer,
                                     name=self.version.ref)
         return self._batcher
 
-    async def predict(self, inputs: Arrays, pool: Executor, timeout_s: float,
+    async def predict(self, inputs: Arrays, timeout_s: float,
                       priority: int = 1) -> dict[str, np.ndarray]:
         cache = self._cache
         key = None
@@ -106,7 +105,7 @@ class Deployment:
                 self._observe_cache(True)
                 return hit
             self._observe_cache(False)
-        outputs = await self.batcher(pool).submit(inputs, rows_of(inputs), timeout_s, priority)
+        outputs = await self.batcher().submit(inputs, rows_of(inputs), timeout_s, priority)
         if cache is not None:
             cache[key] = outputs
         return outputs

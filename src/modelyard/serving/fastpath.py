@@ -9,7 +9,6 @@ queue for the batcher, encode with orjson. Errors become problem+json like every
 from __future__ import annotations
 
 import time
-from concurrent.futures import Executor
 from typing import Any
 
 import numpy as np
@@ -27,7 +26,7 @@ from modelyard.domain.errors import (
     VersionNotFound,
 )
 from modelyard.serving import oip
-from modelyard.serving.batcher import PRIORITIES
+from modelyard.serving.batcher import PRIORITIES, Replaced
 from modelyard.serving.codecs import dumps, loads
 from modelyard.serving.dataplane import plain_inputs
 from modelyard.serving.deployment import Deployment
@@ -82,11 +81,9 @@ def _route(path: str) -> tuple[str, str, str | None] | None:
 
 
 class FastPath:
-    def __init__(self, app: ASGIApp, backend: Backend, pool: Executor, max_body_bytes: int
-                 ) -> None:
+    def __init__(self, app: ASGIApp, backend: Backend, max_body_bytes: int) -> None:
         self.app = app
         self.backend = backend
-        self.pool = pool
         self.max_body = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -122,17 +119,25 @@ class FastPath:
         deployment: Deployment | None = None
         extra: list[tuple[bytes, bytes]] = []
         try:
-            state, deployment = self._deployment(name, version)
-            timeout_s = self._timeout_s(request, state)
-            priority = self._priority(request)
             body = await self._body(request, receive)
             if body is None:
                 return  # the client went away
-            if kind == "predict":
-                payload, content_type, extra = await self._predict(
-                    request, body, deployment, timeout_s, priority)
-            else:
-                payload, content_type, extra = await self._infer(
+            # Resolved after the body arrived, so an alias move meanwhile is honoured.
+            state, deployment = self._deployment(name, version)
+            timeout_s = self._timeout_s(request, state)
+            priority = self._priority(request)
+            # Shed before decoding: under overload a refusal must cost as little as possible.
+            batcher = deployment.batcher()
+            if batcher.would_refuse(priority, timeout_s):
+                batcher.observer.shed(priority)
+                raise Overloaded(f"{deployment.version.ref} is overloaded; retry later")
+            handler = self._predict if kind == "predict" else self._infer
+            try:
+                payload, content_type, extra = await handler(
+                    request, body, name, deployment, timeout_s, priority)
+            except Replaced:  # swapped while decoding: the new deployment answers
+                state, deployment = self._deployment(name, version)
+                payload, content_type, extra = await handler(
                     request, body, name, deployment, timeout_s, priority)
             status = 200
         except ModelyardError as exc:
@@ -220,13 +225,13 @@ class FastPath:
                 "send JSON with 'Content-Type: application/json' (got "
                 f"{media.decode('latin-1') or 'none'!r})", field="content-type")
 
-    async def _predict(self, request: _Request, body: bytes, deployment: Deployment,
-                       timeout_s: float, priority: int
+    async def _predict(self, request: _Request, body: bytes, name: str,
+                       deployment: Deployment, timeout_s: float, priority: int
                        ) -> tuple[bytes, bytes, list[tuple[bytes, bytes]]]:
         self._require_json(request)
         inputs = plain_inputs(loads(body), deployment.signature)
         arrays = deployment.signature.validate(inputs)
-        outputs = await deployment.predict(arrays, self.pool, timeout_s, priority)
+        outputs = await deployment.predict(arrays, timeout_s, priority)
         version = deployment.version
         return dumps({"model": version.model, "version": version.version,
                       "outputs": outputs}), _JSON, []
@@ -247,8 +252,7 @@ class FastPath:
         known = {s.name for s in deployment.signature.outputs}
         wanted, binary, all_binary = oip.wanted_outputs(doc, known)
         arrays = deployment.signature.validate(inputs)
-        outputs: dict[str, np.ndarray] = await deployment.predict(arrays, self.pool, timeout_s,
-                                                                  priority)
+        outputs: dict[str, np.ndarray] = await deployment.predict(arrays, timeout_s, priority)
         if wanted:
             outputs = {k: v for k, v in outputs.items() if k in wanted}
         head: dict[str, Any] = {"model_name": name,

@@ -1,0 +1,1 @@
+"""Helpers for tests and benchmarks that users may reuse: small real models, no fakes."""
