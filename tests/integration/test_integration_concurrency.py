@@ -148,11 +148,6 @@ def test_parallel_creates_of_one_endpoint_give_one_winner(
     assert len(yard.list_endpoints()) == 1
 
 
-@pytest.mark.xfail(reason="BUG: a request that reached the server before an alias move but "
-                   "whose body arrives after it gets 503 'overloaded: churn:1 is being "
-                   "replaced; retry': serving/fastpath.py FastPath._handle picks the deployment "
-                   "before reading the body, and the swap retires that deployment "
-                   "(batcher.close) meanwhile", strict=True)
 def test_request_in_flight_survives_an_alias_move(
     client: Client, server: BackgroundServer, classifier: LogisticRegression,
     tabular: Data,

@@ -288,11 +288,6 @@ def test_repointing_an_endpoint_switches_the_served_version(
                    "endpoint_not_found", "endpoint")
 
 
-@pytest.mark.xfail(reason="BUG: Client.wait_ready compares 'serving' with the status's "
-                   "'target', which is the target of the last reconcile, not the endpoint's "
-                   "current model; right after update_endpoint/set_alias it returns at once "
-                   "while the old version still serves (client.py wait_ready; "
-                   "control/api.py with_status)", strict=True)
 def test_wait_ready_waits_for_a_repointed_endpoint(
     client: Client, http: httpx.Client, gate: threading.Event,
     classifier: LogisticRegression, regressor: Ridge,

@@ -23,6 +23,7 @@ from modelyard.domain.errors import (
     DigestMismatch,
     InvalidRequest,
     ModelyardError,
+    Unauthenticated,
     ValidationFailed,
 )
 from modelyard.domain.names import check_name
@@ -91,11 +92,15 @@ class EndpointUpdate(_Strict):
         default=None, description=DEPLOYMENT_HELP + " (merged into the current settings)")
 
 
-def current_principal(request: Request) -> Principal | None:
-    return principal_from_request(request, request.app.state.yard.db)
+def current_principal(request: Request) -> Principal:
+    """Every control-plane route needs a key; checked before the body is looked at."""
+    principal = principal_from_request(request, request.app.state.yard.db)
+    if principal is None:
+        raise Unauthenticated("this request needs an API key: Authorization: Bearer <key>")
+    return principal
 
 
-Who = Annotated[Principal | None, Depends(current_principal)]
+Who = Annotated[Principal, Depends(current_principal)]
 
 
 def _tags(tag: list[str] | None) -> dict[str, str]:

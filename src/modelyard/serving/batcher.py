@@ -22,6 +22,7 @@ waits is answered 504 and never computed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections import deque
@@ -153,7 +154,7 @@ class Batcher:
         """Why a request of ``rows`` would be refused now (before evictions), or None."""
         if self._size >= self.config.max_queue_size:
             return f"queue full ({self.config.max_queue_size} waiting)"
-        if self._rate > 0:
+        if self._rate > 0 and self._rows:  # (an idle model gets its chance: 504 if too slow)
             replicas = max(1, len(self.runners))
             expected = (self._rows + rows) / (self._rate * replicas) + self._batch_s
             if expected > timeout_s:
@@ -256,7 +257,8 @@ class Batcher:
                     continue
                 batch, expired = self._take(now)
                 for pending in expired:
-                    pending.loop.call_soon_threadsafe(self._expire, pending)
+                    with contextlib.suppress(RuntimeError):  # loop closed: nobody waits
+                        pending.loop.call_soon_threadsafe(self._expire, pending)
                 if batch:
                     self._running += 1
                     self._last_batch = len(batch)
@@ -333,11 +335,14 @@ def _deliver(batch: list[_Pending], results: Sequence[dict[str, np.ndarray] | Ex
         for pending, result in zip(batch, results, strict=True):
             _settle(pending, result)
 
-    if all(p.loop is loop for p in batch):
-        loop.call_soon_threadsafe(settle_all)
-    else:  # requests from several loops (several servers in one process)
-        for pending, result in zip(batch, results, strict=True):
-            pending.loop.call_soon_threadsafe(_settle, pending, result)
+    try:
+        if all(p.loop is loop for p in batch):
+            loop.call_soon_threadsafe(settle_all)
+        else:  # requests from several loops (several servers in one process)
+            for pending, result in zip(batch, results, strict=True):
+                pending.loop.call_soon_threadsafe(_settle, pending, result)
+    except RuntimeError:  # the loop closed (server stopped): nobody waits for the answer
+        pass
 
 
 def stack(requests: list[Arrays], pad: Mapping[str, Any]) -> dict[str, np.ndarray]:
