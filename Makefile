@@ -29,5 +29,8 @@ typecheck: $(VENV)/.dev
 
 check: lint typecheck test
 
+bench: $(VENV)/.base
+	bash bench/run.sh
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

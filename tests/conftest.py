@@ -3,6 +3,7 @@ server at 127.0.0.1:5432 (database ``test``), each in a schema of its own."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -32,11 +33,11 @@ def _pg_available() -> str | None:
 _PG_PROBLEM = _pg_available()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty database: a SQLite file, or a new PostgreSQL schema."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'yard.db'}"
+@contextlib.contextmanager
+def database(kind: str, folder: Path) -> Iterator[str]:
+    """A fresh, empty database URL: a SQLite file, or a new PostgreSQL schema (dropped after)."""
+    if kind == "sqlite":
+        yield f"sqlite:///{folder / 'yard.db'}"
         return
     if _PG_PROBLEM is not None:
         if os.environ.get("CI"):
@@ -53,6 +54,21 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     finally:
         with psycopg.connect(plain, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    with database(request.param, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def shared_settings(request: pytest.FixtureRequest,
+                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """Like ``database_url`` + ``settings``, once per module (for read-only tests)."""
+    home = tmp_path_factory.mktemp("yard")
+    with database(request.param, home) as url:
+        yield Settings.load(home, env={}, database_url=url)
 
 
 @pytest.fixture

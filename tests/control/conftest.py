@@ -7,49 +7,17 @@ the function-scoped ``server`` of tests/conftest.py through ``api`` / ``anon``.
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 
 import httpx
 import numpy as np
 import pytest
-from control_support import Shared
 from sklearn.linear_model import LogisticRegression
 
 from modelyard import Yard
 from modelyard.serving.server import BackgroundServer
 from modelyard.settings import Settings
-
-PG_URL = os.environ.get("MODELYARD_TEST_PG_URL",
-                        "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def shared_settings(request: pytest.FixtureRequest,
-                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    """Like tests/conftest.py's ``database_url`` + ``settings``, once per module."""
-    home = tmp_path_factory.mktemp("yard")
-    if request.param == "sqlite":
-        yield Settings.load(home, env={}, database_url=f"sqlite:///{home / 'yard.db'}")
-        return
-    try:
-        import psycopg
-
-        plain = PG_URL.replace("+psycopg", "")
-        schema = f"t_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(plain, autocommit=True, connect_timeout=3) as conn:
-            conn.execute(f'CREATE SCHEMA "{schema}"')
-    except Exception as exc:  # same policy as tests/conftest.py
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL is required in CI but unreachable: {exc}")
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 unreachable: {exc}")
-    try:
-        yield Settings.load(home, env={},
-                            database_url=f"{PG_URL}?options=-csearch_path%3D{schema}")
-    finally:
-        with psycopg.connect(plain, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+from support import Shared
 
 
 @pytest.fixture(scope="module")

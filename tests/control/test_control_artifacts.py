@@ -16,7 +16,11 @@ import joblib
 import numpy as np
 import pytest
 import skops.io as sio
-from control_support import (
+from sklearn.linear_model import LogisticRegression
+
+from modelyard import Yard
+from modelyard.serving.server import BackgroundServer
+from support import (
     API,
     Shared,
     assert_problem,
@@ -27,10 +31,6 @@ from control_support import (
     upload,
     zip_bytes,
 )
-from sklearn.linear_model import LogisticRegression
-
-from modelyard import Yard
-from modelyard.serving.server import BackgroundServer
 
 Data = tuple[np.ndarray, np.ndarray, np.ndarray]
 

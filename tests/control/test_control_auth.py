@@ -12,9 +12,9 @@ from typing import Any
 
 import httpx
 import pytest
-from control_support import API, Shared, assert_problem, sha256, tar_bytes
 
 from modelyard.store import keys
+from support import API, Shared, assert_problem, sha256, tar_bytes
 
 AUTH_HEADER = 'Bearer realm="modelyard"'
 WRONG_KEY = "my_000000000000.definitely-not-a-real-key"

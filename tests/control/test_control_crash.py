@@ -12,7 +12,6 @@ from collections.abc import Iterator
 import httpx
 import numpy as np
 import pytest
-from control_support import API, assert_problem, sample_tensor, upload
 from sklearn.linear_model import LogisticRegression, Ridge
 
 from modelyard import Client, Yard
@@ -20,6 +19,7 @@ from modelyard.client import ApiError
 from modelyard.domain.errors import Conflict
 from modelyard.serving.server import BackgroundServer
 from modelyard.store.archive import pack_to_file
+from support import API, assert_problem, sample_tensor, upload
 
 Data = tuple[np.ndarray, np.ndarray, np.ndarray]
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 import httpx
 import numpy as np
 import pytest
-from control_support import API, assert_problem, sample_tensor
 from sklearn.linear_model import LogisticRegression
 
 from modelyard import Yard
+from support import API, assert_problem, sample_tensor
 
 Data = tuple[np.ndarray, np.ndarray, np.ndarray]
 

@@ -15,12 +15,12 @@ import httpx
 import numpy as np
 import pytest
 import skops.io as sio
-from integration_support import API, assert_problem, wait_until_serving
 from sklearn.linear_model import LogisticRegression
 
 from modelyard import Client, Yard
 from modelyard.serving.server import BackgroundServer
 from modelyard.store.archive import pack_to_file
+from support import API, assert_problem, wait_until_serving
 
 Data = tuple[np.ndarray, np.ndarray, np.ndarray]
 WORKERS = 8

@@ -16,13 +16,13 @@ import httpx
 import numpy as np
 import pytest
 import skops.io as sio
-from integration_support import API, assert_problem, wait_until_serving
 from sklearn.linear_model import LogisticRegression, Ridge
 
 from modelyard import Client
 from modelyard.client import ApiError
 from modelyard.domain.errors import ModelNotFound, NotFound
 from modelyard.serving.server import BackgroundServer
+from support import API, assert_problem, wait_until_serving
 
 Data = tuple[np.ndarray, np.ndarray, np.ndarray]
 TOL = {"rtol": 1e-4, "atol": 1e-5}

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from serving_support import Shared, assert_problem
 
 from modelyard import Yard
 from modelyard.serving.server import BackgroundServer
+from support import Shared, assert_problem
 
 LIMIT = 4096
 JSON = {"content-type": "application/json"}

@@ -6,10 +6,10 @@ from __future__ import annotations
 import httpx
 import numpy as np
 import pytest
-from serving_support import assert_problem
 from sklearn.linear_model import LogisticRegression
 
 from modelyard import __version__
+from support import assert_problem
 
 Data = tuple[np.ndarray, np.ndarray, np.ndarray]
 INFER = "/v2/models/churn/infer"

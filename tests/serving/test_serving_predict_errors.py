@@ -6,8 +6,9 @@ from __future__ import annotations
 import httpx
 import numpy as np
 import pytest
-from serving_support import assert_problem
 from sklearn.linear_model import LogisticRegression
+
+from support import assert_problem
 
 Data = tuple[np.ndarray, np.ndarray, np.ndarray]
 PREDICT = "/endpoints/churn/predict"

@@ -15,12 +15,12 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from serving_support import assert_problem
 from sklearn.linear_model import LogisticRegression, Ridge
 
 from modelyard import Client, Yard
 from modelyard.domain.errors import NotReady
 from modelyard.serving.server import BackgroundServer
+from support import assert_problem
 
 SAMPLE = {"x": np.zeros((2, 3), dtype=np.float32)}
 

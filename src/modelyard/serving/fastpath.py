@@ -218,8 +218,10 @@ class FastPath:
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     @staticmethod
-    def _require_json(request: _Request) -> None:
+    def _require_json(request: _Request, allow_missing: bool = False) -> None:
         media = request.content_type.split(b";", 1)[0].strip().lower()
+        if allow_missing and not media:
+            return
         if media != _JSON and not media.endswith(b"+json"):
             raise UnsupportedMediaType(
                 "send JSON with 'Content-Type: application/json' (got "
@@ -247,7 +249,8 @@ class FastPath:
                                      field=oip.HEADER_LENGTH)
             header_length = int(raw)
         else:
-            self._require_json(request)
+            # OIP clients (tritonclient) may send JSON without a Content-Type.
+            self._require_json(request, allow_missing=True)
         doc, inputs = oip.parse_request(body, header_length)
         known = {s.name for s in deployment.signature.outputs}
         wanted, binary, all_binary = oip.wanted_outputs(doc, known)

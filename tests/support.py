@@ -1,10 +1,11 @@
-"""Helpers shared by the control-plane tests (imported as a plain module)."""
+"""Helpers shared by the tests (imported as a plain module: tests/ is on sys.path)."""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import tarfile
+import time
 import zipfile
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +47,9 @@ def assert_problem(response: httpx.Response, status: int, code: str,
     assert str(body.get("type", "")).endswith(code), body
     if field is not None:
         assert body.get("field") == field, body
+    if response.request.url.path.startswith("/v2"):
+        # OIP v2 clients read the message from "error".
+        assert isinstance(body.get("error"), str) and body["error"], body
     return body
 
 
@@ -93,3 +97,17 @@ def sample_tensor(rows: Any) -> list[dict[str, Any]]:
     flat = [float(v) for row in rows for v in row]
     return [{"name": "input", "datatype": "FP32", "shape": [len(rows), len(rows[0])],
              "data": flat}]
+
+
+def wait_until_serving(http: httpx.Client, endpoint: str, ref: str, body: dict[str, Any],
+                       timeout_s: float = 30.0) -> httpx.Response:
+    """POST predictions until the ``modelyard-model-version`` header names ``ref``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        response = http.post(f"/endpoints/{endpoint}/predict", json=body)
+        assert response.status_code == 200, response.text
+        if response.headers["modelyard-model-version"] == ref:
+            return response
+        assert time.monotonic() < deadline, f"{endpoint} still serves " \
+            f"{response.headers['modelyard-model-version']}, not {ref}"
+        time.sleep(0.05)

@@ -1,0 +1,21 @@
+"""The public surface is small and deliberate: adding to it is a decision, made here."""
+
+from __future__ import annotations
+
+import modelyard
+
+
+def test_exported_members() -> None:
+    assert sorted(modelyard.__all__) == sorted(
+        ["Client", "ModelyardError", "Signature", "TensorSpec", "Yard", "__version__"])
+    for name in modelyard.__all__:
+        assert getattr(modelyard, name) is not None
+
+
+def test_client_and_yard_offer_the_same_verbs() -> None:
+    verbs = {"register", "models", "model", "versions", "version", "search", "set_alias",
+             "remove_alias", "archive", "delete_model", "create_endpoint", "update_endpoint",
+             "endpoint", "list_endpoints", "delete_endpoint", "predict"}
+    for cls in (modelyard.Client, modelyard.Yard):
+        missing = {v for v in verbs if not callable(getattr(cls, v, None))}
+        assert not missing, (cls.__name__, missing)
