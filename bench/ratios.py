@@ -44,7 +44,7 @@ def top(rows: list[dict[str, Any]], system: str, model: str, key: str) -> float 
 
 def fmt(value: float | None, digits: int = 1) -> str:
     if value is None:
-        return "–"
+        return "-"
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.{digits}f}"
 
 

@@ -25,8 +25,9 @@ X = np.arange(12, dtype=np.float32).reshape(3, 4)
 
 @pytest.fixture
 def database_url(tmp_path: Path) -> str:
-    """The data plane never reads the database: SQLite is enough here."""
-    return f"sqlite:///{tmp_path / 'yard.db'}"
+    """The data plane never reads the database: SQLite (inside the yard folder, so that
+    ``modelyard --yard`` finds it) is enough here."""
+    return f"sqlite:///{tmp_path / 'yard' / 'yard.db'}"
 
 
 @pytest.fixture
@@ -80,7 +81,7 @@ def test_a_full_queue_sheds_with_retry_after(echo: Yard, server: BackgroundServe
 
     responses = asyncio.run(burst())
     codes = [r.status_code for r in responses]
-    assert codes.count(200) >= 3 and codes.count(503) >= 1, codes
+    assert codes.count(200) >= 2 and codes.count(503) >= 1, codes
     shed = next(r for r in responses if r.status_code == 503)
     assert shed.headers["retry-after"] == "1"
     problem(shed, 503, "overloaded")
@@ -150,10 +151,11 @@ def test_deployment_settings_are_checked_and_applied(echo: Yard, server: Backgro
 @pytest.mark.slow
 def test_several_worker_processes_share_one_port(echo: Yard) -> None:
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "modelyard", "--yard", str(echo.settings.home), "serve",
-         "--port", str(port), "--workers", "2", "--log-level", "warning"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    with open(echo.settings.home / "serve.log", "w") as errors:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "modelyard", "--yard", str(echo.settings.home), "serve",
+             "--port", str(port), "--workers", "2", "--log-level", "warning"],
+            stdout=subprocess.DEVNULL, stderr=errors, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -162,7 +164,8 @@ def test_several_worker_processes_share_one_port(echo: Yard) -> None:
                     break
             except httpx.HTTPError:
                 pass
-            assert time.monotonic() < deadline, "workers did not come up"
+            log = (echo.settings.home / "serve.log").read_text()
+            assert proc.poll() is None and time.monotonic() < deadline, log
             time.sleep(0.2)
         children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
                                   text=True).stdout.split()
