@@ -22,7 +22,7 @@ test: $(VENV)/.dev
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: $(VENV)/.dev
-	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff check src tests bench
 
 typecheck: $(VENV)/.dev
 	$(VENV)/bin/mypy

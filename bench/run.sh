@@ -46,6 +46,6 @@ cp "$OUT"/{results.jsonl,limit.jsonl,machine.json,versions.json,report.md} "$RES
 "$PY" "$ROOT/bench/ratios.py" "$OUT" "$RESULTS/ratios.json" | tee "$RESULTS/ratios.md"
 
 # Modelyard's own checks (127.0.0.1 only, bounded, they stop by themselves).
-"$PY" "$ROOT/bench/overload.py" "$YARDS/tiny-onnx-batch" "$RESULTS/overload.json"
+"$PY" "$ROOT/bench/overload.py" "$RESULTS/overload.json"
 "$PY" "$ROOT/bench/binary.py" "$RESULTS/binary.json"
 echo "results: $RESULTS"

@@ -8,8 +8,9 @@ refusals under overload does not slow the batches down.
 
 When to run a batch (the adaptive rule): at once when requests are not arriving concurrently
 (no other batch running and the last batch held a single request), so an idle server adds no
-delay; otherwise as soon as ``max_batch_size`` rows are queued or ``max_queue_delay_ms`` has
-passed since the oldest request arrived or a worker came free, whichever comes first. With
+delay; otherwise as soon as ``max_batch_size`` rows are queued, or ``max_queue_delay_ms`` has
+passed since the oldest request arrived or a worker came free, or arrivals pause for a quarter
+of that delay, whichever comes first. With
 ``preferred_batch_sizes`` a batch that is not yet a preferred size waits to grow into one.
 
 Admission: a new request is refused at once (503, ``Retry-After``) when the queue is full or
@@ -86,6 +87,7 @@ class Batcher:
         self._running = 0
         self._last_batch = 0  # requests in the last batch run
         self._free_since = 0.0  # when a worker last finished a batch
+        self._last_arrival = 0.0
         # Measured service: seconds per batch and rows per second per replica (EWMA).
         self._batch_s = 0.0
         self._rate = 0.0
@@ -139,6 +141,7 @@ class Batcher:
             self._queues[priority].append(pending)
             self._size += 1
             self._rows += rows
+            self._last_arrival = now
             self._lock.notify()
         if victim is not None:
             self.observer.shed(victim.priority)
@@ -212,8 +215,14 @@ class Batcher:
                 return None
         elif not streaming:
             return None
+        delay = self.config.max_queue_delay_ms / 1000
         oldest = min(q[0].enqueued for q in self._queues if q)
-        left = max(oldest, self._free_since) + self.config.max_queue_delay_ms / 1000 - now
+        # Stop waiting at the delay, or earlier once arrivals pause (a quarter of the delay
+        # without a new request since the worker came free): no more are coming soon, and
+        # waiting longer would only add latency.
+        start = max(oldest, self._free_since)
+        until = min(start + delay, max(self._last_arrival, self._free_since) + delay / 4)
+        left = until - now
         return None if left <= 0 else left
 
     def _take(self, now: float) -> tuple[list[_Pending], list[_Pending]]:
