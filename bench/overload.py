@@ -4,8 +4,8 @@ Usage: python bench/overload.py [OUT.json]
 Builds its own yard with a model of known cost (``Sleepy``: 10 ms per batch, batches of up
 to 8 rows, so about 800 rows/s), a 64-request queue and a 100 ms deadline, starts
 ``modelyard serve`` on a free 127.0.0.1 port, and measures with wrk (closed loop):
-  capacity  at 8 connections (one full batch in flight: the model saturated, nothing shed),
-  2x        at 16 connections, 10x at 80 connections (closed loop: a refused client retries
+  capacity  at 16 connections (a full batch running, one queued: the model saturated),
+  2x        at 32 connections, 10x at 160 connections (closed loop: a refused client retries
             at once, so the server must keep refusing cheaply), the 10x run for 60 s while
             the server's RSS is sampled every second,
 while probe clients send one request at a time and record the latency of admitted (200)
@@ -35,7 +35,8 @@ from modelyard.serving.server import free_port
 ROOT = Path(__file__).resolve().parents[1]
 LUA = ROOT / "bench" / "post20.lua"
 DEADLINE_MS = 100
-LEVELS = {"capacity": (8, 10), "2x": (16, 15), "10x": (80, 60)}  # connections, seconds
+# Closed loop: 16 connections keep one full batch running and one queued (the capacity).
+LEVELS = {"capacity": (16, 10), "2x": (32, 15), "10x": (160, 60)}  # connections, seconds
 
 
 def wrk(url: str, conns: int, seconds: int) -> dict[str, float]:
