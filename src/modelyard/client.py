@@ -9,16 +9,19 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 import httpx
 import numpy as np
 
 from modelyard.domain import errors
-from modelyard.domain.signature import Signature, as_input_dict
+from modelyard.domain.signature import as_input_dict
 from modelyard.domain.tensors import decode_many, to_jsonable
+
+if TYPE_CHECKING:
+    from modelyard.yard import RegisterOptions
 
 API = "/api/v1"
 
@@ -96,14 +99,9 @@ class Client:
 
     # -- registry ----------------------------------------------------------------------
     def register(self, name: str, model: Any = None, *, path: str | Path | None = None,
-                 flavor: str | None = None, sample: Any = None,
-                 signature: Signature | Mapping[str, Any] | None = None,
-                 params: Mapping[str, Any] | None = None,
-                 metrics: Mapping[str, float] | None = None,
-                 tags: Mapping[str, str] | None = None, data: Any = None,
-                 data_fingerprint: str | None = None, code_revision: str | None = None,
-                 parent: str | None = None, description: str = "", trusted: bool = False,
-                 trusted_types: Sequence[str] = (), to_onnx: bool = False) -> dict[str, Any]:
+                 **options: Unpack[RegisterOptions]) -> dict[str, Any]:
+        """Save and pack the model here, upload it by sha256, register it (options: see
+        ``modelyard.yard.RegisterOptions``)."""
         from modelyard.control.registry import (
             convert_folder_to_onnx,
             prepare_sample,
@@ -114,11 +112,7 @@ class Client:
 
         if (model is None) == (path is None):
             raise errors.ValidationFailed("pass either a model object or path=", field="model")
-        spec = registration(flavor=flavor, sample=sample, signature=signature, params=params,
-                            metrics=metrics, tags=tags, data=data,
-                            data_fingerprint=data_fingerprint, code_revision=code_revision,
-                            parent=parent, description=description, trusted=trusted,
-                            trusted_types=trusted_types, to_onnx=to_onnx)
+        spec = registration(**options)
         arrays = prepare_sample(spec.sample, spec.signature)
         work = Path(tempfile.mkdtemp(prefix="modelyard-"))
         try:

@@ -11,7 +11,7 @@ import os
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import numpy as np
 
@@ -106,24 +106,14 @@ class Yard:
 
     # -- registry ----------------------------------------------------------------------
     def register(self, name: str, model: Any = None, *, path: str | Path | None = None,
-                 flavor: str | None = None, sample: Any = None,
-                 signature: Signature | Mapping[str, Any] | None = None,
-                 params: Mapping[str, Any] | None = None,
-                 metrics: Mapping[str, float] | None = None,
-                 tags: Mapping[str, str] | None = None, data: Any = None,
-                 data_fingerprint: str | None = None, code_revision: str | None = None,
-                 parent: str | None = None, description: str = "", trusted: bool = False,
-                 trusted_types: Sequence[str] = (), to_onnx: bool = False) -> ModelVersion:
-        """Register a new version of ``name`` from an object or from ``path``."""
+                 **options: Unpack[RegisterOptions]) -> ModelVersion:
+        """Register a new version of ``name`` from an object or from ``path``
+        (options: see ``RegisterOptions``)."""
         if (model is None) == (path is None):
             from modelyard.domain.errors import ValidationFailed
 
             raise ValidationFailed("pass either a model object or path=", field="model")
-        spec = registration(flavor=flavor, sample=sample, signature=signature, params=params,
-                            metrics=metrics, tags=tags, data=data,
-                            data_fingerprint=data_fingerprint, code_revision=code_revision,
-                            parent=parent, description=description, trusted=trusted,
-                            trusted_types=trusted_types, to_onnx=to_onnx)
+        spec = registration(**options)
         if path is not None:
             return self.registry.register_path(self.principal, name, Path(path), spec)
         return self.registry.register_object(self.principal, name, model, spec)
@@ -210,27 +200,45 @@ class Yard:
         return deployment.predict_sync(version.signature.validate(as_input_dict(inputs, names)))
 
 
-def registration(*, flavor: str | None = None, sample: Any = None,
-                 signature: Signature | Mapping[str, Any] | None = None,
-                 params: Mapping[str, Any] | None = None,
-                 metrics: Mapping[str, float] | None = None,
-                 tags: Mapping[str, str] | None = None, data: Any = None,
-                 data_fingerprint: str | None = None, code_revision: str | None = None,
-                 parent: str | None = None, description: str = "", trusted: bool = False,
-                 trusted_types: Sequence[str] = (), to_onnx: bool = False) -> Registration:
+class RegisterOptions(TypedDict, total=False):
+    """What ``register`` accepts besides the model, the same for ``Yard`` and ``Client``."""
+
+    flavor: str | None  # onnx, sklearn, torch, python (detected when omitted)
+    sample: Any  # a few input rows: infers and checks the signature, warms the model up
+    signature: Signature | Mapping[str, Any] | None  # overrides inference
+    params: Mapping[str, Any] | None
+    metrics: Mapping[str, float] | None
+    tags: Mapping[str, str] | None
+    data: Any  # training data, fingerprinted (sha256)
+    data_fingerprint: str | None
+    code_revision: str | None
+    parent: str | None  # "model:version" this one derives from
+    description: str
+    trusted: bool  # accept pickles / project code the registrant made
+    trusted_types: Sequence[str]  # skops types the registrant reviewed
+    to_onnx: bool  # convert a scikit-learn model to ONNX (needs sample)
+
+
+def registration(**options: Unpack[RegisterOptions]) -> Registration:
+    signature = options.get("signature")
     if signature is not None and not isinstance(signature, Signature):
         signature = Signature.from_dict(signature)
+    data, parent = options.get("data"), options.get("parent")
     lineage = Lineage(
-        data_fingerprint=data_fingerprint or (fingerprint(data) if data is not None else None),
-        params=dict(params or {}),
-        metrics={k: float(v) for k, v in (metrics or {}).items()},
-        code_revision=code_revision,
+        data_fingerprint=options.get("data_fingerprint")
+        or (fingerprint(data) if data is not None else None),
+        params=dict(options.get("params") or {}),
+        metrics={k: float(v) for k, v in (options.get("metrics") or {}).items()},
+        code_revision=options.get("code_revision"),
         parent=str(ModelRef.parse(parent, "parent")) if parent else None,
-        tags={str(k): str(v) for k, v in (tags or {}).items()},
+        tags={str(k): str(v) for k, v in (options.get("tags") or {}).items()},
     )
-    return Registration(flavor=flavor, signature=signature, sample=sample, lineage=lineage,
-                        description=description, trusted=trusted,
-                        trusted_types=tuple(trusted_types), to_onnx=to_onnx)
+    return Registration(flavor=options.get("flavor"), signature=signature,
+                        sample=options.get("sample"), lineage=lineage,
+                        description=options.get("description", ""),
+                        trusted=options.get("trusted", False),
+                        trusted_types=tuple(options.get("trusted_types", ())),
+                        to_onnx=options.get("to_onnx", False))
 
 
 def write_secret(path: Path, secret: str) -> None:
