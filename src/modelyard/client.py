@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Unpack
 
@@ -253,6 +253,21 @@ class Client:
             if time.monotonic() > deadline:
                 raise errors.NotReady(f"endpoint {name!r} not ready after {timeout_s}s")
             time.sleep(0.1)
+
+    # -- API keys ----------------------------------------------------------------------
+    def create_key(self, owner: str, roles: Sequence[str]) -> dict[str, Any]:
+        """A new API key; its secret (``key``) is in the answer this once."""
+        return dict(self._call("POST", f"{API}/keys", json={"owner": owner,
+                                                            "roles": list(roles)}))
+
+    def list_keys(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", f"{API}/keys"))
+
+    def rotate_key(self, prefix: str) -> dict[str, Any]:
+        return dict(self._call("POST", f"{API}/keys/{prefix}/rotate"))
+
+    def revoke_key(self, prefix: str) -> dict[str, Any]:
+        return dict(self._call("DELETE", f"{API}/keys/{prefix}"))
 
     # -- inference ---------------------------------------------------------------------
     def predict(self, endpoint: str, inputs: Any) -> dict[str, np.ndarray]:

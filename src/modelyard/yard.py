@@ -16,6 +16,7 @@ from typing import Any, TypedDict, Unpack
 import numpy as np
 
 from modelyard.control.endpoints import EndpointService
+from modelyard.control.keys import KeyService
 from modelyard.control.registry import Registration, RegistryService
 from modelyard.domain.deployment import DeploymentSpec
 from modelyard.domain.errors import ModelyardError
@@ -66,6 +67,7 @@ class Yard:
         self.registry = RegistryService(self.db, self.artifacts, self.settings.home / "tmp",
                                         self.settings.home)
         self.endpoints = EndpointService(self.db, self.settings.default_timeout_ms)
+        self.access = KeyService(self.db)
         self.principal = principal or Principal.local_admin()
         self._deployments: dict[tuple[str, str], Deployment] = {}
 
@@ -167,6 +169,20 @@ class Yard:
 
     def delete_endpoint(self, name: str) -> None:
         self.endpoints.delete(self.principal, name)
+
+    # -- API keys ----------------------------------------------------------------------
+    def create_key(self, owner: str, roles: Sequence[str]) -> dict[str, Any]:
+        """A new API key; its secret (``key``) is returned this once and never stored."""
+        return self.access.create(self.principal, owner, list(roles))
+
+    def list_keys(self) -> list[dict[str, Any]]:
+        return [k.to_dict() for k in self.access.list(self.principal)]
+
+    def rotate_key(self, prefix: str) -> dict[str, Any]:
+        return self.access.rotate(self.principal, prefix)
+
+    def revoke_key(self, prefix: str) -> dict[str, Any]:
+        return self.access.revoke(self.principal, prefix).to_dict()
 
     # -- inference ---------------------------------------------------------------------
     def deployment(self, version: ModelVersion, spec: DeploymentSpec | None = None,

@@ -148,3 +148,17 @@ def test_demo_check_passes_on_a_fresh_yard(tmp_path: Path) -> None:
     # A second run reuses the registered champions instead of piling up versions.
     out = run(tmp_path / "demo-yard", "demo", "--check", "--port", str(free_port()))
     assert "already registered" in out
+
+
+def test_keys_are_created_shown_once_listed_and_revoked(yard_dir: Path) -> None:
+    created = json.loads(run(yard_dir, "--json", "keys", "create", "--owner", "ci", "--role",
+                             "developer"))
+    assert created["key"].startswith(created["prefix"])
+    listed = json.loads(run(yard_dir, "--json", "keys", "list"))
+    assert [k["owner"] for k in listed] == ["admin", "ci"]
+    assert created["key"] not in json.dumps(listed)
+    rotated = json.loads(run(yard_dir, "--json", "keys", "rotate", created["prefix"]))
+    assert rotated["replaces"] == created["prefix"]
+    run(yard_dir, "keys", "revoke", rotated["prefix"], "--yes")
+    out = run(yard_dir, "keys", "create", "--owner", "x", "--role", "root", ok=False)
+    assert "validation_failed" in out

@@ -84,6 +84,12 @@ class EndpointCreate(_Strict):
     deployment: dict[str, Any] | None = Field(default=None, description=DEPLOYMENT_HELP)
 
 
+class KeyCreate(_Strict):
+    owner: str = Field(description="who or what uses the key (a person, a service)")
+    roles: list[str] = Field(description="viewer, predictor, developer, approver, operator, "
+                             "admin; never more than the caller holds")
+
+
 class EndpointUpdate(_Strict):
     model: str | None = None
     timeout_ms: int | None = Field(default=None, ge=1, le=600_000)
@@ -282,6 +288,24 @@ def build_control_api(app: FastAPI, yard: Yard, backend: Backend) -> None:
     def delete_endpoint(name: str, who: Who) -> Response:
         endpoints.delete(who, name)
         return Response(status_code=204)
+
+    # -- API keys -------------------------------------------------------------------------
+    @router.get("/keys", tags=["keys"])
+    def list_keys(who: Who) -> list[dict[str, Any]]:
+        return [k.to_dict() for k in yard.access.list(who)]
+
+    @router.post("/keys", status_code=201, tags=["keys"], dependencies=json_body)
+    def create_key(body: KeyCreate, who: Who) -> dict[str, Any]:
+        """The answer holds the secret (``key``): it is shown this once and never stored."""
+        return yard.access.create(who, body.owner, body.roles)
+
+    @router.post("/keys/{prefix}/rotate", status_code=201, tags=["keys"])
+    def rotate_key(prefix: str, who: Who) -> dict[str, Any]:
+        return yard.access.rotate(who, prefix)
+
+    @router.delete("/keys/{prefix}", tags=["keys"])
+    def revoke_key(prefix: str, who: Who) -> dict[str, Any]:
+        return yard.access.revoke(who, prefix).to_dict()
 
     app.include_router(router)
 

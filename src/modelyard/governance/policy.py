@@ -26,7 +26,14 @@ ACTIONS: dict[str, frozenset[str]] = {
     "endpoints:write": _WRITE,
     "endpoints:delete": frozenset({"operator", "admin"}),
     "predict": frozenset({"predictor", *_READ}),
+    "keys:read": frozenset({"admin"}),
+    "keys:write": frozenset({"admin"}),
 }
+
+
+def grantable_roles(principal: Principal) -> frozenset[str]:
+    """Roles a principal may put on a new key: never more than it holds (admin holds all)."""
+    return frozenset(ROLES) if "admin" in principal.roles else principal.roles
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,17 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from modelyard.domain.errors import NotFound
 from modelyard.store.tables import ApiKeyRow, utcnow
+
+
+class KeyNotFound(NotFound):
+    code = "key_not_found"
 
 KEY_PREFIX = "my_"
 
@@ -24,6 +30,22 @@ class KeyRecord:
     roles: tuple[str, ...]
     created_at: datetime
     last_used_at: datetime | None
+    revoked_at: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "prefix": self.prefix,
+            "owner": self.owner,
+            "roles": list(self.roles),
+            "created_at": self.created_at.isoformat(),
+            "last_used_at": self.last_used_at.isoformat() if self.last_used_at else None,
+            "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
+        }
+
+
+def to_record(row: ApiKeyRow) -> KeyRecord:
+    return KeyRecord(row.prefix, row.owner, tuple(row.roles), row.created_at, row.last_used_at,
+                     row.revoked_at)
 
 
 def _hash(secret: str) -> str:
@@ -36,7 +58,26 @@ def create(session: Session, owner: str, roles: list[str]) -> str:
     secret = f"{prefix}.{secrets.token_urlsafe(32)}"
     session.add(ApiKeyRow(prefix=prefix, key_hash=_hash(secret), owner=owner, roles=roles,
                           created_at=utcnow()))
+    session.flush()
     return secret
+
+
+def key_row(session: Session, prefix: str) -> ApiKeyRow:
+    found = session.scalars(select(ApiKeyRow).where(ApiKeyRow.prefix == prefix)).one_or_none()
+    if found is None:
+        raise KeyNotFound(f"no API key with prefix {prefix!r}", field="prefix")
+    return found
+
+
+def all_keys(session: Session) -> list[KeyRecord]:
+    return [to_record(r) for r in session.scalars(select(ApiKeyRow).order_by(ApiKeyRow.id))]
+
+
+def revoke(session: Session, prefix: str) -> KeyRecord:
+    found = key_row(session, prefix)
+    if found.revoked_at is None:
+        found.revoked_at = utcnow()
+    return to_record(found)
 
 
 def verify(session: Session, secret: str) -> KeyRecord | None:
@@ -48,7 +89,7 @@ def verify(session: Session, secret: str) -> KeyRecord | None:
         return None
     if not hmac.compare_digest(row.key_hash, _hash(secret)):
         return None
-    return KeyRecord(row.prefix, row.owner, tuple(row.roles), row.created_at, row.last_used_at)
+    return to_record(row)
 
 
 def touch(session: Session, prefix: str) -> None:

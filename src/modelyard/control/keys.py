@@ -1,0 +1,76 @@
+"""The API key service: create, list, rotate and revoke keys (secrets shown once)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelyard.domain.errors import Conflict, Forbidden, ValidationFailed
+from modelyard.governance.policy import ROLES, Principal, authorize, grantable_roles
+from modelyard.store import keys as repo
+from modelyard.store.db import Database
+
+
+def check_owner(owner: str) -> str:
+    if not isinstance(owner, str) or not owner.strip() or len(owner) > 256 or any(
+            ord(c) < 32 or ord(c) == 127 for c in owner):
+        raise ValidationFailed("owner must be 1-256 printable characters", field="owner")
+    return owner.strip()
+
+
+def check_roles(principal: Principal, roles: list[str]) -> list[str]:
+    if not roles:
+        raise ValidationFailed(f"give at least one role: {', '.join(ROLES)}", field="roles")
+    unknown = sorted(set(roles) - set(ROLES))
+    if unknown:
+        raise ValidationFailed(f"unknown role {unknown[0]!r}; roles are {', '.join(ROLES)}",
+                               field="roles")
+    beyond = sorted(set(roles) - grantable_roles(principal))
+    if beyond:
+        raise Forbidden(f"{principal.name} cannot grant roles it does not hold: {beyond}",
+                        field="roles")
+    return sorted(set(roles))
+
+
+class KeyService:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def create(self, principal: Principal | None, owner: str, roles: list[str]
+               ) -> dict[str, Any]:
+        """A new key: the secret is in the answer under ``key`` and nowhere else, ever."""
+        principal = authorize(principal, "keys:write")
+        owner, roles = check_owner(owner), check_roles(principal, roles)
+        with self.db.transaction() as session:
+            secret = repo.create(session, owner, roles)
+            record = repo.key_row(session, secret.partition(".")[0])
+            return {"key": secret, **repo.to_record(record).to_dict()}
+
+    def list(self, principal: Principal | None) -> list[repo.KeyRecord]:
+        authorize(principal, "keys:read")
+        with self.db.transaction() as session:
+            return repo.all_keys(session)
+
+    def rotate(self, principal: Principal | None, prefix: str) -> dict[str, Any]:
+        """Replace a key by a new one with the same owner and roles; the old stops at once."""
+        principal = authorize(principal, "keys:write")
+        with self.db.transaction() as session:
+            old = repo.key_row(session, prefix)
+            if old.revoked_at is not None:
+                raise Conflict(f"key {prefix} is revoked; create a new one", field="prefix")
+            roles = check_roles(principal, list(old.roles))
+            secret = repo.create(session, old.owner, roles)
+            repo.revoke(session, prefix)
+            record = repo.key_row(session, secret.partition(".")[0])
+            return {"key": secret, "replaces": prefix, **repo.to_record(record).to_dict()}
+
+    def revoke(self, principal: Principal | None, prefix: str) -> repo.KeyRecord:
+        authorize(principal, "keys:write")
+        with self.db.transaction() as session:
+            target = repo.key_row(session, prefix)
+            if "admin" in target.roles and target.revoked_at is None:
+                admins = [k for k in repo.all_keys(session)
+                          if "admin" in k.roles and k.revoked_at is None]
+                if len(admins) <= 1:
+                    raise Conflict("this is the last active admin key; create another admin "
+                                   "key before revoking it", field="prefix")
+            return repo.revoke(session, prefix)
