@@ -10,6 +10,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Unpack
 
@@ -268,6 +269,17 @@ class Client:
 
     def revoke_key(self, prefix: str) -> dict[str, Any]:
         return dict(self._call("DELETE", f"{API}/keys/{prefix}"))
+
+    # -- audit -------------------------------------------------------------------------
+    def audit_verify(self) -> dict[str, Any]:
+        return dict(self._call("GET", f"{API}/audit/verify"))
+
+    def audit_records(self, since: datetime | None = None, limit: int | None = None
+                      ) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit or 100_000}
+        if since is not None:
+            params["since"] = since.isoformat()
+        return list(self._call("GET", f"{API}/audit", params=params))
 
     # -- inference ---------------------------------------------------------------------
     def predict(self, endpoint: str, inputs: Any) -> dict[str, np.ndarray]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypedDict, Unpack
 
@@ -23,6 +24,8 @@ from modelyard.domain.errors import ModelyardError
 from modelyard.domain.names import ModelRef
 from modelyard.domain.registry import Alias, Endpoint, Lineage, Model, ModelVersion, fingerprint
 from modelyard.domain.signature import Signature, as_input_dict
+from modelyard.governance import audit
+from modelyard.governance.audit import guard
 from modelyard.governance.policy import Principal, authorize
 from modelyard.serving.batcher import BatchObserver
 from modelyard.serving.deployment import Deployment
@@ -183,6 +186,19 @@ class Yard:
 
     def revoke_key(self, prefix: str) -> dict[str, Any]:
         return self.access.revoke(self.principal, prefix).to_dict()
+
+    # -- audit -------------------------------------------------------------------------
+    def audit_verify(self) -> dict[str, Any]:
+        """Walk the audit chain; name the first broken or missing record."""
+        guard(self.db, self.principal, "audit:read", "audit")
+        with self.db.transaction() as session:
+            return audit.verify(session).to_dict()
+
+    def audit_records(self, since: datetime | None = None, limit: int | None = None
+                      ) -> list[dict[str, Any]]:
+        guard(self.db, self.principal, "audit:read", "audit")
+        with self.db.transaction() as session:
+            return list(audit.records(session, since, limit))
 
     # -- inference ---------------------------------------------------------------------
     def deployment(self, version: ModelVersion, spec: DeploymentSpec | None = None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,8 +30,10 @@ from modelyard.domain.errors import (
 from modelyard.domain.names import check_name
 from modelyard.domain.registry import Endpoint
 from modelyard.domain.tensors import decode_many
-from modelyard.governance.auth import principal_from_request
-from modelyard.governance.policy import Principal, authorize
+from modelyard.governance import audit
+from modelyard.governance.audit import guard
+from modelyard.governance.auth import principal_from_request, record_auth_failure
+from modelyard.governance.policy import Principal
 from modelyard.serving.codecs import require_json
 from modelyard.store.archive import CHUNK, extract, pack_to_file
 from modelyard.store.artifacts import check_digest
@@ -100,9 +103,12 @@ class EndpointUpdate(_Strict):
 
 def current_principal(request: Request) -> Principal:
     """Every control-plane route needs a key; checked before the body is looked at."""
-    principal = principal_from_request(request, request.app.state.yard.db)
+    db = request.app.state.yard.db
+    principal = principal_from_request(request, db)
     if principal is None:
-        raise Unauthenticated("this request needs an API key: Authorization: Bearer <key>")
+        failure = Unauthenticated("this request needs an API key: Authorization: Bearer <key>")
+        record_auth_failure(db, request, failure)
+        raise failure
     return principal
 
 
@@ -150,7 +156,7 @@ def build_control_api(app: FastAPI, yard: Yard, backend: Backend) -> None:
                  dependencies=json_body)
     def register(name: str, body: RegisterRequest, who: Who, response: Response
                  ) -> dict[str, Any]:
-        authorize(who, "models:write")
+        guard(yard.db, who, "models:write", f"model:{name}")
         check_name(name, "model name", "name")
         check_digest(body.artifact, field="artifact")
         sample = decode_many([t.model_dump() for t in body.sample], "sample") \
@@ -205,7 +211,7 @@ def build_control_api(app: FastAPI, yard: Yard, backend: Backend) -> None:
     async def upload_artifact(request: Request, who: Who,
                               sha256: Annotated[str, Query(description="sha256 of the body")]
                               ) -> dict[str, Any]:
-        authorize(who, "artifacts:write")
+        guard(yard.db, who, "artifacts:write", "artifacts")
         check_digest(sha256)
         scratch = settings.home / "tmp"
         scratch.mkdir(parents=True, exist_ok=True)
@@ -230,7 +236,7 @@ def build_control_api(app: FastAPI, yard: Yard, backend: Backend) -> None:
 
     @router.get("/artifacts/{digest}", tags=["artifacts"], response_class=StreamingResponse)
     def download_artifact(digest: str, who: Who) -> StreamingResponse:
-        authorize(who, "artifacts:read")
+        guard(yard.db, who, "artifacts:read", f"artifact:{digest[:64]}")
         check_digest(digest)
         size = yard.artifacts.size(digest)
         return StreamingResponse(yard.artifacts.stream(digest), media_type="application/x-tar",
@@ -306,6 +312,21 @@ def build_control_api(app: FastAPI, yard: Yard, backend: Backend) -> None:
     @router.delete("/keys/{prefix}", tags=["keys"])
     def revoke_key(prefix: str, who: Who) -> dict[str, Any]:
         return yard.access.revoke(who, prefix).to_dict()
+
+    # -- audit ----------------------------------------------------------------------------
+    @router.get("/audit", tags=["audit"])
+    def audit_records(who: Who, since: datetime | None = None,
+                      limit: Annotated[int, Query(ge=1, le=100_000)] = 1000
+                      ) -> list[dict[str, Any]]:
+        guard(yard.db, who, "audit:read", "audit")
+        with yard.db.transaction() as session:
+            return list(audit.records(session, since, limit))
+
+    @router.get("/audit/verify", tags=["audit"])
+    def audit_verify(who: Who) -> dict[str, Any]:
+        guard(yard.db, who, "audit:read", "audit")
+        with yard.db.transaction() as session:
+            return audit.verify(session).to_dict()
 
     app.include_router(router)
 

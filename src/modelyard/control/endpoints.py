@@ -12,7 +12,9 @@ from modelyard.domain.deployment import DeploymentSpec
 from modelyard.domain.errors import AlreadyExists, ValidationFailed, VersionArchived
 from modelyard.domain.names import ModelRef, check_name
 from modelyard.domain.registry import Endpoint
-from modelyard.governance.policy import Principal, authorize
+from modelyard.governance import audit
+from modelyard.governance.audit import guard
+from modelyard.governance.policy import Principal
 from modelyard.store import endpoints as repo
 from modelyard.store import registry as registry_repo
 from modelyard.store.db import Database
@@ -42,7 +44,7 @@ class EndpointService:
     def create(self, principal: Principal | None, name: str, model: str, *,
                timeout_ms: int | None = None, description: str = "",
                deployment: Mapping[str, Any] | None = None) -> Endpoint:
-        principal = authorize(principal, "endpoints:write")
+        principal = guard(self.db, principal, "endpoints:write", f"endpoint:{name}")
         check_name(name, "endpoint name", "name")
         ref = ModelRef.parse(model)
         timeout = check_timeout(timeout_ms) or self.default_timeout_ms
@@ -51,6 +53,8 @@ class EndpointService:
             with self.db.transaction() as session:
                 self._check_target(session, ref)
                 endpoint = repo.create(session, name, ref, timeout, description, spec)
+                audit.append(session, principal.name, "endpoint.create", name,
+                             after=endpoint.to_dict())
         except IntegrityError:  # a concurrent create of the same name won the race
             raise AlreadyExists(f"endpoint {name!r} already exists", field="name") from None
         self.on_change()
@@ -60,33 +64,36 @@ class EndpointService:
                timeout_ms: int | None = None, description: str | None = None,
                deployment: Mapping[str, Any] | None = None) -> Endpoint:
         """Change an endpoint; ``deployment`` settings are merged into the current ones."""
-        principal = authorize(principal, "endpoints:write")
+        principal = guard(self.db, principal, "endpoints:write", f"endpoint:{name}")
         ref = ModelRef.parse(model) if model is not None else None
         check_timeout(timeout_ms)
         with self.db.transaction() as session:
             if ref is not None:
                 self._check_target(session, ref)
-            spec = None
-            if deployment is not None:
-                current = repo.to_endpoint(repo.row(session, name)).deployment
-                spec = current.merged(deployment)
+            before = repo.to_endpoint(repo.row(session, name))
+            spec = before.deployment.merged(deployment) if deployment is not None else None
             endpoint = repo.update(session, name, ref=ref, timeout_ms=timeout_ms,
                                    description=description, deployment=spec)
+            audit.append(session, principal.name, "endpoint.update", name,
+                         before=before.to_dict(), after=endpoint.to_dict())
         self.on_change()
         return endpoint
 
     def delete(self, principal: Principal | None, name: str) -> None:
-        principal = authorize(principal, "endpoints:delete")
+        principal = guard(self.db, principal, "endpoints:delete", f"endpoint:{name}")
         with self.db.transaction() as session:
+            before = repo.to_endpoint(repo.row(session, name))
             repo.remove(session, name)
+            audit.append(session, principal.name, "endpoint.delete", name,
+                         before=before.to_dict())
         self.on_change()
 
     def get(self, principal: Principal | None, name: str) -> Endpoint:
-        principal = authorize(principal, "endpoints:read")
+        principal = guard(self.db, principal, "endpoints:read", "endpoints")
         with self.db.transaction() as session:
             return repo.to_endpoint(repo.row(session, name))
 
     def list(self, principal: Principal | None) -> list[Endpoint]:
-        principal = authorize(principal, "endpoints:read")
+        principal = guard(self.db, principal, "endpoints:read", "endpoints")
         with self.db.transaction() as session:
             return repo.all_endpoints(session)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from modelyard.domain.errors import Conflict, Forbidden, ValidationFailed
-from modelyard.governance.policy import ROLES, Principal, authorize, grantable_roles
+from modelyard.governance import audit
+from modelyard.governance.audit import guard
+from modelyard.governance.policy import ROLES, Principal, grantable_roles
 from modelyard.store import keys as repo
 from modelyard.store.db import Database
 
@@ -38,21 +40,22 @@ class KeyService:
     def create(self, principal: Principal | None, owner: str, roles: list[str]
                ) -> dict[str, Any]:
         """A new key: the secret is in the answer under ``key`` and nowhere else, ever."""
-        principal = authorize(principal, "keys:write")
+        principal = guard(self.db, principal, "keys:write", f"key:{owner}")
         owner, roles = check_owner(owner), check_roles(principal, roles)
         with self.db.transaction() as session:
             secret = repo.create(session, owner, roles)
-            record = repo.key_row(session, secret.partition(".")[0])
-            return {"key": secret, **repo.to_record(record).to_dict()}
+            record = repo.to_record(repo.key_row(session, secret.partition(".")[0])).to_dict()
+            audit.append(session, principal.name, "key.create", record["prefix"], after=record)
+            return {"key": secret, **record}
 
     def list(self, principal: Principal | None) -> list[repo.KeyRecord]:
-        authorize(principal, "keys:read")
+        guard(self.db, principal, "keys:read", "keys")
         with self.db.transaction() as session:
             return repo.all_keys(session)
 
     def rotate(self, principal: Principal | None, prefix: str) -> dict[str, Any]:
         """Replace a key by a new one with the same owner and roles; the old stops at once."""
-        principal = authorize(principal, "keys:write")
+        principal = guard(self.db, principal, "keys:write", f"key:{prefix}")
         with self.db.transaction() as session:
             old = repo.key_row(session, prefix)
             if old.revoked_at is not None:
@@ -60,11 +63,13 @@ class KeyService:
             roles = check_roles(principal, list(old.roles))
             secret = repo.create(session, old.owner, roles)
             repo.revoke(session, prefix)
-            record = repo.key_row(session, secret.partition(".")[0])
-            return {"key": secret, "replaces": prefix, **repo.to_record(record).to_dict()}
+            record = repo.to_record(repo.key_row(session, secret.partition(".")[0])).to_dict()
+            audit.append(session, principal.name, "key.rotate", prefix,
+                         before={"prefix": prefix}, after=record)
+            return {"key": secret, "replaces": prefix, **record}
 
     def revoke(self, principal: Principal | None, prefix: str) -> repo.KeyRecord:
-        authorize(principal, "keys:write")
+        principal = guard(self.db, principal, "keys:write", f"key:{prefix}")
         with self.db.transaction() as session:
             target = repo.key_row(session, prefix)
             if "admin" in target.roles and target.revoked_at is None:
@@ -73,4 +78,7 @@ class KeyService:
                 if len(admins) <= 1:
                     raise Conflict("this is the last active admin key; create another admin "
                                    "key before revoking it", field="prefix")
-            return repo.revoke(session, prefix)
+            revoked = repo.revoke(session, prefix)
+            audit.append(session, principal.name, "key.revoke", prefix,
+                         after=revoked.to_dict())
+            return revoked

@@ -26,7 +26,9 @@ from modelyard.domain.registry import Alias, Lineage, Model, ModelVersion
 from modelyard.domain.signature import Signature, as_input_dict
 from modelyard.domain.tensors import to_jsonable
 from modelyard.flavors.base import Flavor, Predictor
-from modelyard.governance.policy import Principal, authorize
+from modelyard.governance import audit
+from modelyard.governance.audit import guard
+from modelyard.governance.policy import Principal
 from modelyard.store import registry as repo
 from modelyard.store.archive import pack_to_file, stage
 from modelyard.store.artifacts import ArtifactStore
@@ -63,7 +65,7 @@ class RegistryService:
     def register_object(self, principal: Principal | None, name: str, model: Any,
                         spec: Registration) -> ModelVersion:
         """Register an in-memory model (an estimator, a module, an ONNX proto, a class)."""
-        principal = authorize(principal, "models:write")
+        principal = guard(self.db, principal, "models:write", f"model:{name}")
         check_name(name, "model name", "name")
         sample = prepare_sample(spec.sample, spec.signature)
         with self._workdir() as folder:
@@ -73,7 +75,7 @@ class RegistryService:
     def register_path(self, principal: Principal | None, name: str, path: Path,
                       spec: Registration) -> ModelVersion:
         """Register a model file or folder from the local disk."""
-        principal = authorize(principal, "models:write")
+        principal = guard(self.db, principal, "models:write", f"model:{name}")
         check_name(name, "model name", "name")
         sample = prepare_sample(spec.sample, spec.signature)
         with self._workdir() as folder:
@@ -89,7 +91,7 @@ class RegistryService:
     def register_stored(self, principal: Principal | None, name: str, digest: str,
                         spec: Registration) -> ModelVersion:
         """Register an artifact already in the store (uploaded earlier by digest)."""
-        principal = authorize(principal, "models:write")
+        principal = guard(self.db, principal, "models:write", f"model:{name}")
         check_name(name, "model name", "name")
         sample = prepare_sample(spec.sample, spec.signature)
         source = self.artifacts.materialize(digest)
@@ -120,8 +122,12 @@ class RegistryService:
                                    signature=signature, lineage=lineage, options=options,
                                    description=spec.description, actor=principal.name)
             row.input_example = example
+            version = repo.describe_version(session, model, row)
+            audit.append(session, principal.name, "model.register", version.ref,
+                         after={k: v for k, v in version.to_dict().items()
+                                if k != "input_example"})
             self.before_commit()
-            return repo.describe_version(session, model, row)
+            return version
 
     def _workdir(self) -> Any:
         self.scratch.mkdir(parents=True, exist_ok=True)
@@ -130,59 +136,70 @@ class RegistryService:
     # -- reads -------------------------------------------------------------------------
     def list_models(self, principal: Principal | None, tags: dict[str, str] | None = None
                     ) -> list[Model]:
-        principal = authorize(principal, "models:read")
+        principal = guard(self.db, principal, "models:read", "models")
         with self.db.transaction() as session:
             return repo.list_models(session, tags)
 
     def get_model(self, principal: Principal | None, name: str) -> Model:
-        principal = authorize(principal, "models:read")
+        principal = guard(self.db, principal, "models:read", "models")
         with self.db.transaction() as session:
             return repo.describe_model(session, repo.model_row(session, name))
 
     def list_versions(self, principal: Principal | None, name: str) -> list[ModelVersion]:
-        principal = authorize(principal, "models:read")
+        principal = guard(self.db, principal, "models:read", "models")
         with self.db.transaction() as session:
             return repo.list_versions(session, name)
 
     def get_version(self, principal: Principal | None, ref: ModelRef | str) -> ModelVersion:
-        principal = authorize(principal, "models:read")
+        principal = guard(self.db, principal, "models:read", "models")
         ref = ModelRef.parse(ref) if isinstance(ref, str) else ref
         with self.db.transaction() as session:
             model, row = repo.resolve(session, ref)
             return repo.describe_version(session, model, row)
 
     def search(self, principal: Principal | None, tags: dict[str, str]) -> list[ModelVersion]:
-        principal = authorize(principal, "models:read")
+        principal = guard(self.db, principal, "models:read", "models")
         with self.db.transaction() as session:
             return repo.search_versions(session, tags)
 
     def alias_history(self, principal: Principal | None, name: str) -> list[dict[str, Any]]:
-        principal = authorize(principal, "models:read")
+        principal = guard(self.db, principal, "models:read", "models")
         with self.db.transaction() as session:
             return repo.alias_history(session, name)
 
     # -- changes -----------------------------------------------------------------------
     def set_alias(self, principal: Principal | None, name: str, alias: str, version: int) -> Alias:
-        principal = authorize(principal, "aliases:write")
+        principal = guard(self.db, principal, "aliases:write", f"alias:{name}@{alias}")
         check_alias(alias)
         with self.db.transaction() as session:
-            return repo.set_alias(session, name, alias, version, principal.name)
+            before = repo.describe_model(session, repo.model_row(session, name)).aliases.get(alias)
+            moved = repo.set_alias(session, name, alias, version, principal.name)
+            audit.append(session, principal.name, "alias.set", f"{name}@{alias}",
+                         before={"version": before}, after={"version": version})
+            return moved
 
     def remove_alias(self, principal: Principal | None, name: str, alias: str) -> None:
-        principal = authorize(principal, "aliases:write")
+        principal = guard(self.db, principal, "aliases:write", f"alias:{name}@{alias}")
         with self.db.transaction() as session:
+            before = repo.describe_model(session, repo.model_row(session, name)).aliases.get(alias)
             repo.remove_alias(session, name, alias, principal.name)
+            audit.append(session, principal.name, "alias.remove", f"{name}@{alias}",
+                         before={"version": before})
 
     def archive(self, principal: Principal | None, name: str, version: int) -> ModelVersion:
-        principal = authorize(principal, "models:write")
+        principal = guard(self.db, principal, "models:write", f"version:{name}:{version}")
         with self.db.transaction() as session:
             row = repo.archive_version(session, name, version)
+            audit.append(session, principal.name, "version.archive", f"{name}:{version}",
+                         before={"status": "active"}, after={"status": "archived"})
             return repo.describe_version(session, repo.model_row(session, name), row)
 
     def delete_model(self, principal: Principal | None, name: str) -> None:
-        principal = authorize(principal, "models:delete")
+        principal = guard(self.db, principal, "models:delete", f"model:{name}")
         with self.db.transaction() as session:
+            before = repo.describe_model(session, repo.model_row(session, name)).to_dict()
             repo.delete_model(session, name)
+            audit.append(session, principal.name, "model.delete", name, before=before)
 
     def unreferenced_artifacts(self) -> list[str]:
         """Stored archives no version points at (left by failed or deleted registrations)."""

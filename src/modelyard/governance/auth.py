@@ -7,6 +7,7 @@ import time
 from starlette.requests import Request
 
 from modelyard.domain.errors import Unauthenticated
+from modelyard.governance import audit
 from modelyard.governance.policy import Principal
 from modelyard.store import keys
 from modelyard.store.db import Database
@@ -25,18 +26,33 @@ def bearer(request: Request) -> str | None:
     return token.strip()
 
 
+def record_auth_failure(db: Database, request: Request, failure: Unauthenticated) -> None:
+    """Failed authentication goes to the audit chain (the key itself never does)."""
+    with db.transaction() as session:
+        audit.append(session, "anonymous", "auth.failed",
+                     f"{request.method} {request.url.path}"[:512], outcome="denied",
+                     after={"reason": failure.detail})
+
+
 def principal_from_request(request: Request, db: Database) -> Principal | None:
     """The principal behind the request's key; ``None`` without one; 401 for a bad key."""
-    token = bearer(request)
+    try:
+        token = bearer(request)
+    except Unauthenticated as malformed:
+        record_auth_failure(db, request, malformed)
+        raise
     if token is None:
         return None
     with db.transaction() as session:
         record = keys.verify(session, token)
-        if record is None:
-            raise Unauthenticated("the API key is unknown or revoked", field="authorization")
-        now = time.monotonic()
-        # Last-used is informative; writing it on every request would make reads writes.
-        if now - _last_touch.get(record.prefix, 0.0) > _TOUCH_EVERY_S:
+    if record is None:
+        failure = Unauthenticated("the API key is unknown or revoked", field="authorization")
+        record_auth_failure(db, request, failure)
+        raise failure
+    now = time.monotonic()
+    # Last-used is informative; writing it on every request would make reads writes.
+    if now - _last_touch.get(record.prefix, 0.0) > _TOUCH_EVERY_S:
+        with db.transaction() as session:
             keys.touch(session, record.prefix)
-            _last_touch[record.prefix] = now
+        _last_touch[record.prefix] = now
     return Principal(f"key:{record.owner}:{record.prefix}", frozenset(record.roles))

@@ -27,6 +27,7 @@ ACTIONS: dict[str, frozenset[str]] = {
     "endpoints:delete": frozenset({"operator", "admin"}),
     "predict": frozenset({"predictor", *_READ}),
     "keys:read": frozenset({"admin"}),
+    "audit:read": frozenset({"admin", "approver"}),
     "keys:write": frozenset({"admin"}),
 }
 

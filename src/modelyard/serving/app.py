@@ -30,6 +30,7 @@ from modelyard.serving.problems import (
     http_error_handler,
     modelyard_error_handler,
 )
+from modelyard.serving.request_id import RequestId
 from modelyard.yard import Yard
 
 log = logging.getLogger("modelyard.server")
@@ -107,6 +108,7 @@ def create_app(yard: Yard, *, start_reconciler: bool = True,
         app.router.routes.append(route)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes,
                        overrides={f"{API}/artifacts": settings.max_artifact_bytes})
+    app.add_middleware(RequestId)
     app.add_middleware(CatchAll)
     # Outermost: inference requests skip the framework entirely.
     app.add_middleware(FastPath, backend=backend, max_body_bytes=settings.max_body_bytes)
