@@ -41,6 +41,46 @@ from modelyard.yard import Yard, registration
 
 API = "/api/v1"
 
+# Every control-plane route and the action the policy decides it by (governance/policy.py
+# says which roles hold each action). tests/governance/test_governance_routes.py checks that
+# no route is missing here and walks every route for every role; docs/security/routes.md is
+# generated from this table (``python -m modelyard.control.routes_doc``).
+ROUTE_ACTIONS: dict[tuple[str, str], str] = {
+    ("GET", f"{API}/models"): "models:read",
+    ("GET", f"{API}/models/{{name}}"): "models:read",
+    ("DELETE", f"{API}/models/{{name}}"): "models:delete",
+    ("GET", f"{API}/models/{{name}}/versions"): "models:read",
+    ("POST", f"{API}/models/{{name}}/versions"): "models:write",
+    ("GET", f"{API}/models/{{name}}/versions/{{version}}"): "models:read",
+    ("POST", f"{API}/models/{{name}}/versions/{{version}}/archive"): "models:write",
+    ("GET", f"{API}/models/{{name}}/aliases"): "models:read",
+    ("GET", f"{API}/models/{{name}}/aliases/{{alias}}"): "models:read",
+    ("PUT", f"{API}/models/{{name}}/aliases/{{alias}}"): "aliases:write",
+    ("DELETE", f"{API}/models/{{name}}/aliases/{{alias}}"): "aliases:write",
+    ("GET", f"{API}/versions"): "models:read",
+    ("POST", f"{API}/artifacts"): "artifacts:write",
+    ("GET", f"{API}/artifacts/{{digest}}"): "artifacts:read",
+    ("GET", f"{API}/endpoints"): "endpoints:read",
+    ("POST", f"{API}/endpoints"): "endpoints:write",
+    ("GET", f"{API}/endpoints/{{name}}"): "endpoints:read",
+    ("PATCH", f"{API}/endpoints/{{name}}"): "endpoints:write",
+    ("DELETE", f"{API}/endpoints/{{name}}"): "endpoints:delete",
+    ("GET", f"{API}/keys"): "keys:read",
+    ("POST", f"{API}/keys"): "keys:write",
+    ("POST", f"{API}/keys/{{prefix}}/rotate"): "keys:write",
+    ("DELETE", f"{API}/keys/{{prefix}}"): "keys:write",
+    ("GET", f"{API}/audit"): "audit:read",
+    ("GET", f"{API}/audit/verify"): "audit:read",
+}
+# Routes open without a key: health, readiness, metadata, metrics, the OpenAPI document and,
+# for now, inference (per-endpoint auth modes come with the rest of governance).
+PUBLIC_ROUTES = ("/healthz", "/readyz", "/metrics", "/v2", "/v2/health/live",
+                 "/v2/health/ready", "/v2/models/{name}", "/v2/models/{name}/ready",
+                 "/v2/models/{name}/versions/{version}",
+                 "/v2/models/{name}/versions/{version}/ready", "/openapi.json", "/docs",
+                 "/docs/oauth2-redirect", "/redoc", "/endpoints/{name}/predict",
+                 "/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer")
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
