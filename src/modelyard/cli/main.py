@@ -94,6 +94,8 @@ def serve(
     workers: int = typer.Option(1, min=1, max=64, help="Server processes sharing the port "
                                 "(each loads every model)."),
     log_level: str = typer.Option("info", help="debug, info, warning or error."),
+    ssl_certfile: Path | None = typer.Option(None, help="TLS certificate (PEM): serve HTTPS."),
+    ssl_keyfile: Path | None = typer.Option(None, help="TLS private key (PEM)."),
 ) -> None:
     """Start the server: data plane and control plane on one port.
 
@@ -108,25 +110,32 @@ def serve(
 
     started = time.perf_counter()
     yard = Yard(STATE.yard_path)
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        err_console.print(f"[yellow]warning[/yellow]: listening on {host}: reachable from "
-                          "other machines; use TLS in front and keep keys secret")
+    if (ssl_certfile is None) != (ssl_keyfile is None):
+        raise typer.BadParameter("give both --ssl-certfile and --ssl-keyfile")
+    tls: dict[str, Any] = {"ssl_certfile": str(ssl_certfile),
+                           "ssl_keyfile": str(ssl_keyfile)} if ssl_certfile else {}
+    if host not in ("127.0.0.1", "localhost", "::1") and not tls:
+        err_console.print(
+            f"[bold red]WARNING[/bold red]: listening on {host} WITHOUT TLS: API keys and "
+            "payloads cross the network in clear text. Pass --ssl-certfile/--ssl-keyfile or "
+            "put a TLS proxy in front.", highlight=False)
+    scheme = "https" if tls else "http"
     if workers > 1:
         yard.close()
         os.environ["MODELYARD_HOME"] = str(yard.settings.home)
         console.print(f"Modelyard {__version__} serving {yard.settings.home} on "
-                      f"http://{host}:{port} with {workers} worker processes")
+                      f"{scheme}://{host}:{port} with {workers} worker processes")
         uvicorn.run("modelyard.serving.app:app_from_environment", factory=True, host=host,
-                    port=port, workers=workers, log_level=log_level, access_log=False)
+                    port=port, workers=workers, log_level=log_level, access_log=False, **tls)
         return
 
     def announce(_: float) -> None:
         console.print(f"Modelyard {__version__} serving {yard.settings.home} on "
-                      f"http://{host}:{port} (ready in {time.perf_counter() - started:.2f} s "
-                      "after start)")
+                      f"{scheme}://{host}:{port} (ready in "
+                      f"{time.perf_counter() - started:.2f} s after start)")
 
     app_ = create_app(yard, on_ready=announce)
-    uvicorn.run(app_, host=host, port=port, log_level=log_level, access_log=False)
+    uvicorn.run(app_, host=host, port=port, log_level=log_level, access_log=False, **tls)
 
 
 app.command("up", help="Alias of 'serve'.\n\nExample: modelyard up --port 8000")(serve)
