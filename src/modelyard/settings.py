@@ -30,6 +30,12 @@ class Settings:
     default_timeout_ms: int = 10_000
     reconcile_interval_s: float = 2.0
     log_level: str = "info"
+    # OIDC / JWT bearer tokens (off unless a JWKS is given).
+    jwt_jwks: str = ""  # JWKS file path or URL
+    jwt_issuer: str = ""
+    jwt_audience: str = ""
+    jwt_roles_claim: str = "roles"
+    jwt_role_map: str = ""  # JSON object: claim value -> Modelyard role
 
     @property
     def cache_dir(self) -> Path:

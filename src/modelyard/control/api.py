@@ -144,7 +144,7 @@ class EndpointUpdate(_Strict):
 def current_principal(request: Request) -> Principal:
     """Every control-plane route needs a key; checked before the body is looked at."""
     db = request.app.state.yard.db
-    principal = principal_from_request(request, db)
+    principal = principal_from_request(request, db, request.app.state.tokens)
     if principal is None:
         failure = Unauthenticated("this request needs an API key: Authorization: Bearer <key>")
         record_auth_failure(db, request, failure)

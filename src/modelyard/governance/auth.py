@@ -8,6 +8,7 @@ from starlette.requests import Request
 
 from modelyard.domain.errors import Unauthenticated
 from modelyard.governance import audit
+from modelyard.governance.oidc import JwtVerifier
 from modelyard.governance.policy import Principal
 from modelyard.store import keys
 from modelyard.store.db import Database
@@ -34,8 +35,10 @@ def record_auth_failure(db: Database, request: Request, failure: Unauthenticated
                      after={"reason": failure.detail})
 
 
-def principal_from_request(request: Request, db: Database) -> Principal | None:
-    """The principal behind the request's key; ``None`` without one; 401 for a bad key."""
+def principal_from_request(request: Request, db: Database,
+                           tokens: JwtVerifier | None = None) -> Principal | None:
+    """The principal behind the request's key or token; ``None`` without one; 401 for a bad
+    one. API keys start with ``my_``; anything else is a JWT when JWT is configured."""
     try:
         token = bearer(request)
     except Unauthenticated as malformed:
@@ -43,6 +46,12 @@ def principal_from_request(request: Request, db: Database) -> Principal | None:
         raise
     if token is None:
         return None
+    if tokens is not None and not token.startswith(keys.KEY_PREFIX):
+        try:
+            return tokens.principal(token)
+        except Unauthenticated as refused:
+            record_auth_failure(db, request, refused)
+            raise
     with db.transaction() as session:
         record = keys.verify(session, token)
     if record is None:

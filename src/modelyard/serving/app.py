@@ -20,6 +20,7 @@ from modelyard import __version__
 from modelyard.backends.local import LocalBackend
 from modelyard.control.api import API, build_control_api
 from modelyard.domain.errors import InvalidJSON, ModelyardError, ValidationFailed
+from modelyard.governance import oidc
 from modelyard.serving.dataplane import DataPlane
 from modelyard.serving.fastpath import FastPath
 from modelyard.serving.limits import BodyLimit
@@ -103,6 +104,7 @@ def create_app(yard: Yard, *, start_reconciler: bool = True,
     )
     app.state.yard = yard
     app.state.backend = backend
+    app.state.tokens = oidc.from_settings(settings)
     build_control_api(app, yard, backend)
     for route in DataPlane(backend, metrics).routes():
         app.router.routes.append(route)
