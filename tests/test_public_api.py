@@ -16,7 +16,8 @@ def test_client_and_yard_offer_the_same_verbs() -> None:
     verbs = {"register", "models", "model", "versions", "version", "search", "set_alias",
              "remove_alias", "archive", "delete_model", "create_endpoint", "update_endpoint",
              "endpoint", "list_endpoints", "delete_endpoint", "predict", "create_key",
-             "list_keys", "rotate_key", "revoke_key"}
+             "list_keys", "rotate_key", "revoke_key", "card", "update_card",
+             "audit_verify", "audit_records"}
     for cls in (modelyard.Client, modelyard.Yard):
         missing = {v for v in verbs if not callable(getattr(cls, v, None))}
         assert not missing, (cls.__name__, missing)

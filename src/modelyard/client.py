@@ -187,6 +187,15 @@ class Client:
     def remove_alias(self, name: str, alias: str) -> None:
         self._call("DELETE", f"{API}/models/{name}/aliases/{alias}")
 
+    def card(self, ref: str) -> dict[str, Any]:
+        version = self.version(ref)
+        return dict(self._call("GET", f"{API}/models/{version['model']}/versions/"
+                                      f"{version['version']}/card"))
+
+    def update_card(self, name: str, version: int, **fields: Any) -> dict[str, Any]:
+        return dict(self._call("PATCH", f"{API}/models/{name}/versions/{version}/card",
+                               json=fields))
+
     def archive(self, name: str, version: int) -> dict[str, Any]:
         return dict(self._call("POST", f"{API}/models/{name}/versions/{version}/archive"))
 

@@ -30,6 +30,9 @@ class Settings:
     default_timeout_ms: int = 10_000
     reconcile_interval_s: float = 2.0
     log_level: str = "info"
+    # Model cards: an alias that needs a complete card, and what complete means.
+    card_required_alias: str = "production"
+    card_required_fields: str = "intended_use,owners,risk_level,limitations"
     # OIDC / JWT bearer tokens (off unless a JWKS is given).
     jwt_jwks: str = ""  # JWKS file path or URL
     jwt_issuer: str = ""

@@ -67,8 +67,11 @@ class Yard:
                 f"{self.db.head_revision()}; run 'modelyard db upgrade'"
             )
         self.artifacts = ArtifactStore(self.settings.artifacts_url, self.settings.cache_dir)
+        required = tuple(f.strip() for f in self.settings.card_required_fields.split(",")
+                         if f.strip())
         self.registry = RegistryService(self.db, self.artifacts, self.settings.home / "tmp",
-                                        self.settings.home)
+                                        self.settings.home,
+                                        (self.settings.card_required_alias, required))
         self.endpoints = EndpointService(self.db, self.settings.default_timeout_ms)
         self.access = KeyService(self.db)
         self.principal = principal or Principal.local_admin()
@@ -143,6 +146,19 @@ class Yard:
 
     def remove_alias(self, name: str, alias: str) -> None:
         self.registry.remove_alias(self.principal, name, alias)
+
+    def card(self, ref: str) -> dict[str, Any]:
+        """The version's model card, and the same as Markdown."""
+        card = self.registry.card(self.principal, ref)
+        version = self.version(ref)
+        return {"card": card.to_dict(),
+                "markdown": card.markdown(version.ref, version.lineage)}
+
+    def update_card(self, name: str, version: int, **fields: Any) -> dict[str, Any]:
+        """Change card fields (intended_use, out_of_scope_use, training_data, limitations,
+        owners, risk_level, evaluation); the others stay."""
+        self.registry.update_card(self.principal, name, version, fields)
+        return self.card(f"{name}:{version}")
 
     def archive(self, name: str, version: int) -> ModelVersion:
         return self.registry.archive(self.principal, name, version)

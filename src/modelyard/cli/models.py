@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import typer
+from rich.markdown import Markdown
 from rich.panel import Panel
 
 from modelyard.cli.common import (
@@ -235,3 +236,24 @@ def search(tag: list[str] = typer.Option(..., help="key=value (repeatable, all m
     emit(versions, lambda vs: console.print(table(
         "Versions", ["model", *VERSION_COLUMNS],
         [[v["model"], *row] for v, row in zip(vs, _version_rows(vs), strict=True)])))
+
+
+@app.command()
+@handle_errors
+def card(
+    ref: str = typer.Argument(..., help="name:VERSION or name@ALIAS"),
+    set_: list[str] | None = typer.Option(None, "--set", help="field=value to change first "
+                                          "(intended_use, out_of_scope_use, training_data, "
+                                          "limitations, owners (comma list), risk_level)."),
+) -> None:
+    """Show a version's model card as Markdown, after changing fields with --set.
+
+    Example: modelyard models card churn:3 --set owners=risk-team --set risk_level=high
+    """
+    ops = operations()
+    changes = parse_pairs(set_, "--set")
+    if changes:
+        version = ops.version(ref)
+        ops.update_card(version["model"], version["version"], **changes)
+    result = ops.card(ref)
+    emit(result, lambda r: console.print(Markdown(r["markdown"])))

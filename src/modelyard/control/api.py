@@ -53,6 +53,8 @@ ROUTE_ACTIONS: dict[tuple[str, str], str] = {
     ("POST", f"{API}/models/{{name}}/versions"): "models:write",
     ("GET", f"{API}/models/{{name}}/versions/{{version}}"): "models:read",
     ("POST", f"{API}/models/{{name}}/versions/{{version}}/archive"): "models:write",
+    ("GET", f"{API}/models/{{name}}/versions/{{version}}/card"): "models:read",
+    ("PATCH", f"{API}/models/{{name}}/versions/{{version}}/card"): "models:write",
     ("GET", f"{API}/models/{{name}}/aliases"): "models:read",
     ("GET", f"{API}/models/{{name}}/aliases/{{alias}}"): "models:read",
     ("PUT", f"{API}/models/{{name}}/aliases/{{alias}}"): "aliases:write",
@@ -218,6 +220,21 @@ def build_control_api(app: FastAPI, yard: Yard, backend: Backend) -> None:
     @router.post("/models/{name}/versions/{version}/archive", tags=["models"])
     def archive(name: str, version: int, who: Who) -> dict[str, Any]:
         return registry.archive(who, name, version).to_dict()
+
+    @router.get("/models/{name}/versions/{version}/card", tags=["models"])
+    def get_card(name: str, version: int, who: Who) -> dict[str, Any]:
+        """The model card (lineage fills training data and metrics) and its Markdown."""
+        card = registry.card(who, f"{name}:{version}")
+        found = registry.get_version(who, f"{name}:{version}")
+        return {"card": card.to_dict(), "markdown": card.markdown(found.ref, found.lineage)}
+
+    @router.patch("/models/{name}/versions/{version}/card", tags=["models"],
+                  dependencies=json_body)
+    def update_card(name: str, version: int, body: dict[str, Any], who: Who
+                    ) -> dict[str, Any]:
+        card = registry.update_card(who, name, version, body)
+        found = registry.get_version(who, f"{name}:{version}")
+        return {"card": card.to_dict(), "markdown": card.markdown(found.ref, found.lineage)}
 
     @router.get("/models/{name}/aliases", tags=["aliases"])
     def aliases(name: str, who: Who) -> dict[str, Any]:

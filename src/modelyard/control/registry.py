@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from modelyard import flavors
-from modelyard.domain.errors import InvalidInput, ValidationFailed
+from modelyard.domain.cards import ModelCard
+from modelyard.domain.errors import CardIncomplete, InvalidInput, ValidationFailed
 from modelyard.domain.names import ModelRef, check_alias, check_name
 from modelyard.domain.registry import Alias, Lineage, Model, ModelVersion
 from modelyard.domain.signature import Signature, as_input_dict
@@ -53,8 +54,11 @@ class Registration:
 
 class RegistryService:
     def __init__(self, db: Database, artifacts: ArtifactStore, scratch: Path,
-                 home: Path | None = None) -> None:
+                 home: Path | None = None,
+                 card_policy: tuple[str, tuple[str, ...]] = ("production", ())) -> None:
         self.db = db
+        # (alias, card fields it requires): e.g. production needs owners and limitations.
+        self.card_policy = card_policy
         self.home = home  # the yard's folder: never staged into an artifact
         self.artifacts = artifacts
         self.scratch = scratch
@@ -172,11 +176,44 @@ class RegistryService:
         principal = guard(self.db, principal, "aliases:write", f"alias:{name}@{alias}")
         check_alias(alias)
         with self.db.transaction() as session:
+            self._check_card(session, name, alias, version)
             before = repo.describe_model(session, repo.model_row(session, name)).aliases.get(alias)
             moved = repo.set_alias(session, name, alias, version, principal.name)
             audit.append(session, principal.name, "alias.set", f"{name}@{alias}",
                          before={"version": before}, after={"version": version})
             return moved
+
+    def _check_card(self, session: Any, name: str, alias: str, version: int) -> None:
+        required_alias, fields = self.card_policy
+        if alias != required_alias or not fields:
+            return
+        row = repo.version_row(session, repo.model_row(session, name), version)
+        missing = ModelCard.from_dict(row.card).missing(fields)
+        if missing:
+            raise CardIncomplete(
+                f"{name}:{version} cannot take the {alias!r} alias: its model card lacks "
+                f"{', '.join(missing)} (modelyard models card {name}:{version} --set ...)",
+                field="card", missing=missing)
+
+    def card(self, principal: Principal | None, ref: ModelRef | str) -> ModelCard:
+        """The version's card, with training data and metrics filled from lineage."""
+        guard(self.db, principal, "models:read", "models")
+        ref = ModelRef.parse(ref) if isinstance(ref, str) else ref
+        with self.db.transaction() as session:
+            _, row = repo.resolve(session, ref)
+            return ModelCard.from_dict(row.card).with_lineage(Lineage.from_dict(row.lineage))
+
+    def update_card(self, principal: Principal | None, name: str, version: int,
+                    changes: dict[str, Any]) -> ModelCard:
+        principal = guard(self.db, principal, "models:write", f"card:{name}:{version}")
+        with self.db.transaction() as session:
+            row = repo.version_row(session, repo.model_row(session, name), version)
+            before = ModelCard.from_dict(row.card)
+            after = before.merged(changes)
+            row.card = after.to_dict()
+            audit.append(session, principal.name, "card.update", f"{name}:{version}",
+                         before=before.to_dict(), after=after.to_dict())
+            return after.with_lineage(Lineage.from_dict(row.lineage))
 
     def remove_alias(self, principal: Principal | None, name: str, alias: str) -> None:
         principal = guard(self.db, principal, "aliases:write", f"alias:{name}@{alias}")

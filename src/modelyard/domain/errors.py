@@ -112,6 +112,10 @@ class InUse(Conflict):
     code = "in_use"
 
 
+class CardIncomplete(Conflict):
+    code = "card_incomplete"
+
+
 class VersionArchived(Conflict):
     code = "version_archived"
 

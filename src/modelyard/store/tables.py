@@ -72,6 +72,7 @@ class VersionRow(Base):
     lineage: Mapped[dict[str, Any]] = mapped_column(JSON)
     flavor_options: Mapped[dict[str, Any]] = mapped_column(JSON)
     input_example: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    card: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     description: Mapped[str] = mapped_column(Text, default="")
     status: Mapped[str] = mapped_column(String(16), default="active")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
