@@ -211,3 +211,12 @@ def test_admission_refuses_what_the_queue_could_not_serve_in_time() -> None:
     results = asyncio.run(main())
     batcher.close()
     assert len(results) == 5
+
+
+def test_log_lines_cannot_be_forged() -> None:
+    from modelyard.serving.problems import loggable
+
+    assert loggable("/endpoints/x\nFAKE LOG LINE") == "/endpoints/x\\nFAKE LOG LINE"
+    assert "\r" not in loggable("a\rb") and "\x1b" not in loggable("\x1b[31mred")
+    assert loggable("plain /path") == "plain /path"
+    assert len(loggable("x" * 10_000)) == 300

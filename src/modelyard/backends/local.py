@@ -25,6 +25,7 @@ from modelyard.domain.tensors import decode_many
 from modelyard.serving.batcher import BatchObserver
 from modelyard.serving.deployment import Deployment
 from modelyard.serving.metrics import ServingMetrics
+from modelyard.serving.problems import loggable
 from modelyard.store import endpoints as endpoint_repo
 from modelyard.store import registry as registry_repo
 from modelyard.store.db import Database
@@ -97,7 +98,8 @@ class LocalBackend:
                          version.ref, deployment.warmup_ms)
             except Exception as exc:  # any load failure is reported on the endpoint
                 detail = exc.detail if isinstance(exc, ModelyardError) else repr(exc)
-                log.error("endpoint %s cannot load %s: %s", endpoint.name, version.ref, detail)
+                log.error("endpoint %s cannot load %s: %s", endpoint.name, version.ref,
+                          loggable(detail))
                 table[endpoint.name] = EndpointState(endpoint, "failed", running, detail,
                                                      version.ref)
         retired = [s.deployment for s in self._table.values() if s.deployment is not None and

@@ -15,6 +15,13 @@ from modelyard.domain.errors import ModelyardError
 
 log = logging.getLogger("modelyard.http")
 
+
+def loggable(value: object, limit: int = 300) -> str:
+    """User-controlled text made safe for one log line: control characters (newlines
+    included) escaped, length bounded, so nobody can forge log lines."""
+    text = str(value)[:limit]
+    return text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text
+
 _HTTP_CODES = {
     400: "bad_request",
     401: "unauthenticated",
@@ -56,7 +63,8 @@ def error_response(exc: ModelyardError, request: Request | None = None) -> Respo
 async def modelyard_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ModelyardError)
     if exc.status >= 500:
-        log.error("%s %s -> %s: %s", request.method, request.url.path, exc.code, exc.detail)
+        log.error("%s %s -> %s: %s", loggable(request.method), loggable(request.url.path),
+                  exc.code, loggable(exc.detail))
     return error_response(exc, request)
 
 
@@ -101,7 +109,8 @@ class CatchAll:
         try:
             await self.app(scope, receive, tracking_send)
         except Exception:
-            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            log.exception("unhandled error on %s %s", loggable(scope.get("method")),
+                          loggable(scope.get("path")))
             if started:
                 raise
             path = scope.get("path", "")
