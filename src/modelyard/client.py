@@ -224,18 +224,21 @@ class Client:
     # -- endpoints ---------------------------------------------------------------------
     def create_endpoint(self, name: str, model: str, *, timeout_ms: int | None = None,
                         description: str = "",
-                        deployment: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                        deployment: Mapping[str, Any] | None = None,
+                        auth: str = "public") -> dict[str, Any]:
         return dict(self._call("POST", f"{API}/endpoints", json={
             "name": name, "model": model, "timeout_ms": timeout_ms, "description": description,
-            "deployment": dict(deployment) if deployment is not None else None}))
+            "deployment": dict(deployment) if deployment is not None else None,
+            "auth": auth}))
 
     def update_endpoint(self, name: str, *, model: str | None = None,
                         timeout_ms: int | None = None, description: str | None = None,
-                        deployment: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                        deployment: Mapping[str, Any] | None = None,
+                        auth: str | None = None) -> dict[str, Any]:
         body = {k: v for k, v in {"model": model, "timeout_ms": timeout_ms,
                                   "description": description,
                                   "deployment": dict(deployment) if deployment else None,
-                                  }.items() if v is not None}
+                                  "auth": auth}.items() if v is not None}
         return dict(self._call("PATCH", f"{API}/endpoints/{name}", json=body))
 
     def endpoint(self, name: str) -> dict[str, Any]:

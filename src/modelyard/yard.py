@@ -169,16 +169,21 @@ class Yard:
     # -- endpoints ---------------------------------------------------------------------
     def create_endpoint(self, name: str, model: str, *, timeout_ms: int | None = None,
                         description: str = "",
-                        deployment: Mapping[str, Any] | None = None) -> Endpoint:
-        """``deployment``: batching and queueing settings (see ``DeploymentSpec``)."""
+                        deployment: Mapping[str, Any] | None = None,
+                        auth: str = "public") -> Endpoint:
+        """``deployment``: batching and queueing settings (see ``DeploymentSpec``);
+        ``auth``: who may call it (public, key or jwt)."""
         return self.endpoints.create(self.principal, name, model, timeout_ms=timeout_ms,
-                                     description=description, deployment=deployment)
+                                     description=description, deployment=deployment,
+                                     auth=auth)
 
     def update_endpoint(self, name: str, *, model: str | None = None,
                         timeout_ms: int | None = None, description: str | None = None,
-                        deployment: Mapping[str, Any] | None = None) -> Endpoint:
+                        deployment: Mapping[str, Any] | None = None,
+                        auth: str | None = None) -> Endpoint:
         return self.endpoints.update(self.principal, name, model=model, timeout_ms=timeout_ms,
-                                     description=description, deployment=deployment)
+                                     description=description, deployment=deployment,
+                                     auth=auth)
 
     def endpoint(self, name: str) -> Endpoint:
         return self.endpoints.get(self.principal, name)

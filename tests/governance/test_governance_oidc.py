@@ -132,3 +132,28 @@ def test_alg_none_and_hmac_with_the_public_key_are_refused(
 
 def test_api_keys_still_work_next_to_tokens(http: httpx.Client, admin_key: str) -> None:
     assert get_models(http, admin_key).status_code == 200
+
+
+def test_jwt_endpoints_take_tokens_with_a_predicting_role(
+        http: httpx.Client, yard: Yard, signing_keys: dict[str, Any]) -> None:
+    import numpy as np
+
+    x = np.zeros((1, 3), dtype=np.float32)
+    yard.register("echo", "modelyard.testing.models:Echo", flavor="python", trusted=True,
+                  sample=x)
+    yard.create_endpoint("scored", "echo", auth="jwt")
+    body = {"inputs": x.tolist()}
+    deadline = time.monotonic() + 30
+    while http.get("/v2/models/scored/ready",
+                   headers={"authorization": f"Bearer {token(signing_keys)}"}
+                   ).status_code != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    predictor = token(signing_keys, roles=["predictor"])
+    ok = http.post("/endpoints/scored/predict", json=body,
+                   headers={"authorization": f"Bearer {predictor}"})
+    assert ok.status_code == 200, ok.text
+    nobody = token(signing_keys, roles=["cook"])
+    assert http.post("/endpoints/scored/predict", json=body,
+                     headers={"authorization": f"Bearer {nobody}"}).status_code == 403
+    assert http.post("/endpoints/scored/predict", json=body).status_code == 401

@@ -37,8 +37,10 @@ Loader = Callable[[ModelVersion, DeploymentSpec, BatchObserver | None], Deployme
 
 class LocalBackend:
     def __init__(self, db: Database, load: Loader, interval_s: float = 2.0,
-                 metrics: ServingMetrics | None = None) -> None:
+                 metrics: ServingMetrics | None = None,
+                 on_reconcile: Callable[[], None] | None = None) -> None:
         self.db = db
+        self.on_reconcile = on_reconcile  # e.g. refresh the data plane's key snapshot
         self.load = load
         self.metrics = metrics
         self.interval_s = interval_s
@@ -58,6 +60,8 @@ class LocalBackend:
 
     def reconcile(self) -> None:
         with self._lock:
+            if self.on_reconcile is not None:
+                self.on_reconcile()
             self._reconcile()
 
     def _reconcile(self) -> None:

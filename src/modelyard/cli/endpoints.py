@@ -54,6 +54,7 @@ def create(
     replicas: int | None = REPLICAS,
     cache_entries: int | None = CACHE,
     cache_ttl_s: float | None = CACHE_TTL,
+    auth: str = typer.Option("public", help="Who may call it: public, key or jwt."),
 ) -> None:
     """Create an endpoint serving a model version or alias.
 
@@ -62,9 +63,9 @@ def create(
     endpoint = operations().create_endpoint(
         name, model, timeout_ms=timeout_ms, description=description,
         deployment=_deployment(max_batch_size, max_queue_delay_ms, max_queue_size, replicas,
-                               cache_entries, cache_ttl_s))
+                               cache_entries, cache_ttl_s), auth=auth)
     emit(endpoint, lambda e: console.print(
-        f"endpoint [bold]{e['name']}[/bold] -> {e['model']} "
+        f"endpoint [bold]{e['name']}[/bold] -> {e['model']} ({e['auth']}) "
         f"(POST /endpoints/{e['name']}/predict, /v2/models/{e['name']}/infer)"))
 
 
@@ -81,15 +82,16 @@ def update(
     replicas: int | None = REPLICAS,
     cache_entries: int | None = CACHE,
     cache_ttl_s: float | None = CACHE_TTL,
+    auth: str | None = typer.Option(None, help="public, key or jwt."),
 ) -> None:
-    """Change what an endpoint serves, its deadline or its batching.
+    """Change what an endpoint serves, its deadline, batching or who may call it.
 
     Example: modelyard endpoints update churn --model churn:4 --replicas 2
     """
     endpoint = operations().update_endpoint(
         name, model=model, timeout_ms=timeout_ms, description=description,
         deployment=_deployment(max_batch_size, max_queue_delay_ms, max_queue_size, replicas,
-                               cache_entries, cache_ttl_s))
+                               cache_entries, cache_ttl_s), auth=auth)
     emit(endpoint, lambda e: console.print(f"endpoint {e['name']} -> {e['model']}"))
 
 

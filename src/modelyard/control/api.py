@@ -74,8 +74,8 @@ ROUTE_ACTIONS: dict[tuple[str, str], str] = {
     ("GET", f"{API}/audit"): "audit:read",
     ("GET", f"{API}/audit/verify"): "audit:read",
 }
-# Routes open without a key: health, readiness, metadata, metrics, the OpenAPI document and,
-# for now, inference (per-endpoint auth modes come with the rest of governance).
+# Routes open without a key: health, readiness, metrics, the OpenAPI document; inference and
+# model metadata answer as each endpoint's auth mode says (public, key or jwt).
 PUBLIC_ROUTES = ("/healthz", "/readyz", "/metrics", "/v2", "/v2/health/live",
                  "/v2/health/ready", "/v2/models/{name}", "/v2/models/{name}/ready",
                  "/v2/models/{name}/versions/{version}",
@@ -127,6 +127,8 @@ class EndpointCreate(_Strict):
     timeout_ms: int | None = Field(default=None, ge=1, le=600_000)
     description: str = ""
     deployment: dict[str, Any] | None = Field(default=None, description=DEPLOYMENT_HELP)
+    auth: str = Field(default="public", description="who may call the data plane: public, "
+                      "key (an API key with the predictor role or better) or jwt")
 
 
 class KeyCreate(_Strict):
@@ -141,6 +143,7 @@ class EndpointUpdate(_Strict):
     description: str | None = None
     deployment: dict[str, Any] | None = Field(
         default=None, description=DEPLOYMENT_HELP + " (merged into the current settings)")
+    auth: str | None = None
 
 
 def current_principal(request: Request) -> Principal:
@@ -329,7 +332,7 @@ def build_control_api(app: FastAPI, yard: Yard, backend: Backend) -> None:
     def create_endpoint(body: EndpointCreate, who: Who, response: Response) -> dict[str, Any]:
         endpoint = endpoints.create(who, body.name, body.model,
                                     timeout_ms=body.timeout_ms, description=body.description,
-                                    deployment=body.deployment)
+                                    deployment=body.deployment, auth=body.auth)
         response.headers["Location"] = f"{API}/endpoints/{endpoint.name}"
         return with_status(endpoint, who)
 
@@ -340,11 +343,12 @@ def build_control_api(app: FastAPI, yard: Yard, backend: Backend) -> None:
     @router.patch("/endpoints/{name}", tags=["endpoints"], dependencies=json_body)
     def update_endpoint(name: str, body: EndpointUpdate, who: Who) -> dict[str, Any]:
         if body.model is None and body.timeout_ms is None and body.description is None and \
-                body.deployment is None:
+                body.deployment is None and body.auth is None:
             raise InvalidRequest("nothing to change: give model, timeout_ms, description or "
                                  "deployment")
         updated = endpoints.update(who, name, model=body.model, timeout_ms=body.timeout_ms,
-                                   description=body.description, deployment=body.deployment)
+                                   description=body.description, deployment=body.deployment,
+                                   auth=body.auth)
         return with_status(updated, who)
 
     @router.delete("/endpoints/{name}", status_code=204, tags=["endpoints"])

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from modelyard.domain.deployment import DeploymentSpec
 from modelyard.domain.errors import AlreadyExists, ValidationFailed, VersionArchived
 from modelyard.domain.names import ModelRef, check_name
-from modelyard.domain.registry import Endpoint
+from modelyard.domain.registry import AUTH_MODES, Endpoint
 from modelyard.governance import audit
 from modelyard.governance.audit import guard
 from modelyard.governance.policy import Principal
@@ -20,6 +20,12 @@ from modelyard.store import registry as registry_repo
 from modelyard.store.db import Database
 
 MAX_TIMEOUT_MS = 600_000
+
+
+def check_auth(auth: str | None) -> str | None:
+    if auth is not None and auth not in AUTH_MODES:
+        raise ValidationFailed(f"auth must be one of {', '.join(AUTH_MODES)}", field="auth")
+    return auth
 
 
 def check_timeout(timeout_ms: int | None) -> int | None:
@@ -43,16 +49,17 @@ class EndpointService:
 
     def create(self, principal: Principal | None, name: str, model: str, *,
                timeout_ms: int | None = None, description: str = "",
-               deployment: Mapping[str, Any] | None = None) -> Endpoint:
+               deployment: Mapping[str, Any] | None = None, auth: str = "public") -> Endpoint:
         principal = guard(self.db, principal, "endpoints:write", f"endpoint:{name}")
         check_name(name, "endpoint name", "name")
         ref = ModelRef.parse(model)
         timeout = check_timeout(timeout_ms) or self.default_timeout_ms
         spec = DeploymentSpec.from_dict(deployment)
+        check_auth(auth)
         try:
             with self.db.transaction() as session:
                 self._check_target(session, ref)
-                endpoint = repo.create(session, name, ref, timeout, description, spec)
+                endpoint = repo.create(session, name, ref, timeout, description, spec, auth)
                 audit.append(session, principal.name, "endpoint.create", name,
                              after=endpoint.to_dict())
         except IntegrityError:  # a concurrent create of the same name won the race
@@ -62,18 +69,20 @@ class EndpointService:
 
     def update(self, principal: Principal | None, name: str, *, model: str | None = None,
                timeout_ms: int | None = None, description: str | None = None,
-               deployment: Mapping[str, Any] | None = None) -> Endpoint:
+               deployment: Mapping[str, Any] | None = None,
+               auth: str | None = None) -> Endpoint:
         """Change an endpoint; ``deployment`` settings are merged into the current ones."""
         principal = guard(self.db, principal, "endpoints:write", f"endpoint:{name}")
         ref = ModelRef.parse(model) if model is not None else None
         check_timeout(timeout_ms)
+        check_auth(auth)
         with self.db.transaction() as session:
             if ref is not None:
                 self._check_target(session, ref)
             before = repo.to_endpoint(repo.row(session, name))
             spec = before.deployment.merged(deployment) if deployment is not None else None
             endpoint = repo.update(session, name, ref=ref, timeout_ms=timeout_ms,
-                                   description=description, deployment=spec)
+                                   description=description, deployment=spec, auth=auth)
             audit.append(session, principal.name, "endpoint.update", name,
                          before=before.to_dict(), after=endpoint.to_dict())
         self.on_change()

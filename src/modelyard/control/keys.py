@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from modelyard.domain.errors import Conflict, Forbidden, ValidationFailed
@@ -36,6 +37,8 @@ def check_roles(principal: Principal, roles: list[str]) -> list[str]:
 class KeyService:
     def __init__(self, db: Database) -> None:
         self.db = db
+        # Called after every committed key change (the data plane's key snapshot).
+        self.on_change: Callable[[], None] = lambda: None
 
     def create(self, principal: Principal | None, owner: str, roles: list[str]
                ) -> dict[str, Any]:
@@ -46,7 +49,8 @@ class KeyService:
             secret = repo.create(session, owner, roles)
             record = repo.to_record(repo.key_row(session, secret.partition(".")[0])).to_dict()
             audit.append(session, principal.name, "key.create", record["prefix"], after=record)
-            return {"key": secret, **record}
+        self.on_change()
+        return {"key": secret, **record}
 
     def list(self, principal: Principal | None) -> list[repo.KeyRecord]:
         guard(self.db, principal, "keys:read", "keys")
@@ -66,7 +70,8 @@ class KeyService:
             record = repo.to_record(repo.key_row(session, secret.partition(".")[0])).to_dict()
             audit.append(session, principal.name, "key.rotate", prefix,
                          before={"prefix": prefix}, after=record)
-            return {"key": secret, "replaces": prefix, **record}
+        self.on_change()
+        return {"key": secret, "replaces": prefix, **record}
 
     def revoke(self, principal: Principal | None, prefix: str) -> repo.KeyRecord:
         principal = guard(self.db, principal, "keys:write", f"key:{prefix}")
@@ -81,4 +86,5 @@ class KeyService:
             revoked = repo.revoke(session, prefix)
             audit.append(session, principal.name, "key.revoke", prefix,
                          after=revoked.to_dict())
-            return revoked
+        self.on_change()
+        return revoked

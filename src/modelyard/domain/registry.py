@@ -10,6 +10,7 @@ from modelyard.domain.deployment import DeploymentSpec
 from modelyard.domain.signature import Signature
 
 FLAVORS = ("onnx", "sklearn", "torch", "python")
+AUTH_MODES = ("public", "key", "jwt")
 
 
 @dataclass(frozen=True)
@@ -134,11 +135,13 @@ class Endpoint:
     updated_at: datetime
     generation: int  # bumped on every change; lets the data plane see what is new
     deployment: DeploymentSpec = field(default_factory=DeploymentSpec)
+    auth: str = "public"  # who may call the data plane: public, key or jwt
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "model": self.model_ref,
+            "auth": self.auth,
             "timeout_ms": self.timeout_ms,
             "deployment": self.deployment.to_dict(),
             "description": self.description,

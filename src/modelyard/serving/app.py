@@ -21,6 +21,7 @@ from modelyard.backends.local import LocalBackend
 from modelyard.control.api import API, build_control_api
 from modelyard.domain.errors import InvalidJSON, ModelyardError, ValidationFailed
 from modelyard.governance import oidc
+from modelyard.serving.access import DataPlaneAccess
 from modelyard.serving.dataplane import DataPlane
 from modelyard.serving.fastpath import FastPath
 from modelyard.serving.limits import BodyLimit
@@ -59,7 +60,11 @@ def create_app(yard: Yard, *, start_reconciler: bool = True,
     endpoint is loaded and warm."""
     settings = yard.settings
     metrics = ServingMetrics()
-    backend = LocalBackend(yard.db, yard.deployment, settings.reconcile_interval_s, metrics)
+    tokens = oidc.from_settings(settings)
+    access = DataPlaneAccess(yard.db, tokens)
+    backend = LocalBackend(yard.db, yard.deployment, settings.reconcile_interval_s, metrics,
+                           on_reconcile=access.refresh)
+    yard.access.on_change = access.refresh
     yard.endpoints.on_change = backend.trigger
 
     @contextlib.asynccontextmanager
@@ -104,16 +109,17 @@ def create_app(yard: Yard, *, start_reconciler: bool = True,
     )
     app.state.yard = yard
     app.state.backend = backend
-    app.state.tokens = oidc.from_settings(settings)
+    app.state.tokens = tokens
     build_control_api(app, yard, backend)
-    for route in DataPlane(backend, metrics).routes():
+    for route in DataPlane(backend, metrics, access).routes():
         app.router.routes.append(route)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes,
                        overrides={f"{API}/artifacts": settings.max_artifact_bytes})
     app.add_middleware(RequestId)
     app.add_middleware(CatchAll)
     # Outermost: inference requests skip the framework entirely.
-    app.add_middleware(FastPath, backend=backend, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(FastPath, backend=backend, access=access,
+                       max_body_bytes=settings.max_body_bytes)
     app.state.metrics = metrics
     return app
 

@@ -19,15 +19,18 @@ from modelyard.domain.errors import (
     VersionNotFound,
 )
 from modelyard.domain.signature import Signature
+from modelyard.serving.access import DataPlaneAccess
 from modelyard.serving.codecs import json_response
 from modelyard.serving.deployment import Deployment
 from modelyard.serving.metrics import ServingMetrics
 
 
 class DataPlane:
-    def __init__(self, backend: Backend, metrics: ServingMetrics) -> None:
+    def __init__(self, backend: Backend, metrics: ServingMetrics,
+                 access: DataPlaneAccess) -> None:
         self.backend = backend
         self.metrics = metrics
+        self.access = access
 
     def routes(self) -> list[Route]:
         return [
@@ -44,15 +47,18 @@ class DataPlane:
             Route("/metrics", self.prometheus, methods=["GET"]),
         ]
 
-    def _state(self, name: str) -> EndpointState:
+    def _state(self, name: str, request: Request | None = None) -> EndpointState:
         state = self.backend.state(name)
         if state is None:
             raise EndpointNotFound(f"endpoint {name!r} does not exist", field="endpoint")
+        if request is not None:  # metadata of a protected endpoint is protected too
+            header = request.headers.get("authorization")
+            self.access.check(state.endpoint.auth, header.encode("latin-1") if header else None)
         return state
 
     def _deployment(self, request: Request) -> Deployment:
         name = request.path_params["name"]
-        state = self._state(name)
+        state = self._state(name, request)
         if state.deployment is None:
             raise NotReady(f"endpoint {name!r} is {state.status}"
                            + (f": {state.error}" if state.error else ""))
@@ -78,7 +84,7 @@ class DataPlane:
 
     async def model_ready(self, request: Request) -> Response:
         name = request.path_params["name"]
-        state = self._state(name)
+        state = self._state(name, request)
         ready = state.deployment is not None
         if ready and "version" in request.path_params:
             self._deployment(request)

@@ -26,6 +26,7 @@ from modelyard.domain.errors import (
     VersionNotFound,
 )
 from modelyard.serving import oip
+from modelyard.serving.access import DataPlaneAccess
 from modelyard.serving.batcher import PRIORITIES, Replaced
 from modelyard.serving.codecs import dumps, loads
 from modelyard.serving.dataplane import plain_inputs
@@ -41,8 +42,8 @@ _PROBLEM = b"application/problem+json"
 
 
 class _Request:
-    __slots__ = ("content_type", "header_length", "length", "priority", "request_id",
-                 "timeout_ms")
+    __slots__ = ("authorization", "content_type", "header_length", "length", "priority",
+                 "request_id", "timeout_ms")
 
     def __init__(self, scope: Scope) -> None:
         self.content_type = b""
@@ -51,6 +52,7 @@ class _Request:
         self.priority: bytes | None = None
         self.request_id: bytes | None = None
         self.header_length: bytes | None = None
+        self.authorization: bytes | None = None
         for name, value in scope["headers"]:
             if name == b"content-type":
                 self.content_type = value
@@ -64,6 +66,8 @@ class _Request:
                 self.request_id = value[:128]
             elif name == b"inference-header-content-length":
                 self.header_length = value
+            elif name == b"authorization":
+                self.authorization = value
 
 
 def _route(path: str) -> tuple[str, str, str | None] | None:
@@ -81,9 +85,11 @@ def _route(path: str) -> tuple[str, str, str | None] | None:
 
 
 class FastPath:
-    def __init__(self, app: ASGIApp, backend: Backend, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, backend: Backend, access: DataPlaneAccess,
+                 max_body_bytes: int) -> None:
         self.app = app
         self.backend = backend
+        self.access = access
         self.max_body = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -119,6 +125,10 @@ class FastPath:
         deployment: Deployment | None = None
         extra: list[tuple[bytes, bytes]] = []
         try:
+            # Who may call: decided before the body is read (public endpoints skip it).
+            known = self.backend.state(name)
+            if known is not None:
+                self.access.check(known.endpoint.auth, request.authorization)
             body = await self._body(request, receive)
             if body is None:
                 return  # the client went away
@@ -149,6 +159,8 @@ class FastPath:
             payload, content_type = dumps(problem), _PROBLEM
             if isinstance(exc, Overloaded):
                 extra = [(b"retry-after", b"1")]
+            elif exc.status == 401:
+                extra = [(b"www-authenticate", b'Bearer realm="modelyard"')]
         if deployment is not None:
             extra.append((VERSION_HEADER, deployment.version.ref.encode()))
             observer = deployment.observer

@@ -14,7 +14,8 @@ from modelyard.store.tables import EndpointRow, utcnow
 
 def to_endpoint(row: EndpointRow) -> Endpoint:
     return Endpoint(row.name, row.model_ref, row.timeout_ms, row.description, row.created_at,
-                    row.updated_at, row.generation, DeploymentSpec.from_dict(row.deployment))
+                    row.updated_at, row.generation, DeploymentSpec.from_dict(row.deployment),
+                    row.auth)
 
 
 def row(session: Session, name: str) -> EndpointRow:
@@ -25,13 +26,13 @@ def row(session: Session, name: str) -> EndpointRow:
 
 
 def create(session: Session, name: str, ref: ModelRef, timeout_ms: int,
-           description: str, deployment: DeploymentSpec) -> Endpoint:
+           description: str, deployment: DeploymentSpec, auth: str = "public") -> Endpoint:
     if session.scalars(select(EndpointRow.id).where(EndpointRow.name == name)).first():
         raise AlreadyExists(f"endpoint {name!r} already exists", field="name")
     now = utcnow()
     new = EndpointRow(name=name, model_name=ref.model, model_ref=str(ref),
                       timeout_ms=timeout_ms, description=description,
-                      deployment=deployment.to_dict(), created_at=now,
+                      deployment=deployment.to_dict(), auth=auth, created_at=now,
                       updated_at=now, generation=1)
     session.add(new)
     session.flush()
@@ -39,8 +40,11 @@ def create(session: Session, name: str, ref: ModelRef, timeout_ms: int,
 
 
 def update(session: Session, name: str, *, ref: ModelRef | None, timeout_ms: int | None,
-           description: str | None, deployment: DeploymentSpec | None = None) -> Endpoint:
+           description: str | None, deployment: DeploymentSpec | None = None,
+           auth: str | None = None) -> Endpoint:
     found = row(session, name)
+    if auth is not None:
+        found.auth = auth
     if deployment is not None:
         found.deployment = deployment.to_dict()
     if ref is not None:

@@ -122,6 +122,8 @@ class EndpointRow(Base):
     timeout_ms: Mapped[int] = mapped_column(Integer)
     deployment: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict,
                                                        server_default=text("'{}'"))
+    auth: Mapped[str] = mapped_column(String(16), default="public",
+                                      server_default=text("'public'"))
     description: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
