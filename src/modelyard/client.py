@@ -268,10 +268,12 @@ class Client:
             time.sleep(0.1)
 
     # -- API keys ----------------------------------------------------------------------
-    def create_key(self, owner: str, roles: Sequence[str]) -> dict[str, Any]:
+    def create_key(self, owner: str, roles: Sequence[str], *, rate_per_s: float | None = None,
+                   daily_quota: int | None = None) -> dict[str, Any]:
         """A new API key; its secret (``key``) is in the answer this once."""
-        return dict(self._call("POST", f"{API}/keys", json={"owner": owner,
-                                                            "roles": list(roles)}))
+        return dict(self._call("POST", f"{API}/keys", json={
+            "owner": owner, "roles": list(roles), "rate_per_s": rate_per_s,
+            "daily_quota": daily_quota}))
 
     def list_keys(self) -> list[dict[str, Any]]:
         return list(self._call("GET", f"{API}/keys"))

@@ -195,9 +195,12 @@ class Yard:
         self.endpoints.delete(self.principal, name)
 
     # -- API keys ----------------------------------------------------------------------
-    def create_key(self, owner: str, roles: Sequence[str]) -> dict[str, Any]:
-        """A new API key; its secret (``key``) is returned this once and never stored."""
-        return self.access.create(self.principal, owner, list(roles))
+    def create_key(self, owner: str, roles: Sequence[str], *, rate_per_s: float | None = None,
+                   daily_quota: int | None = None) -> dict[str, Any]:
+        """A new API key; its secret (``key``) is returned this once and never stored.
+        ``rate_per_s`` / ``daily_quota`` bound its calls to ``auth=key`` endpoints."""
+        return self.access.create(self.principal, owner, list(roles), rate_per_s=rate_per_s,
+                                  daily_quota=daily_quota)
 
     def list_keys(self) -> list[dict[str, Any]]:
         return [k.to_dict() for k in self.access.list(self.principal)]

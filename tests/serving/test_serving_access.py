@@ -87,3 +87,30 @@ def test_jwt_endpoints_refuse_when_no_jwks_is_configured(served: httpx.Client,
     client.wait_ready("tokens")
     r = served.post("/endpoints/tokens/predict", json=BODY, headers=auth("eyJ.x.y"))
     assert_problem(r, 401, "unauthenticated")
+
+
+def test_rate_limit_and_daily_quota_answer_429_and_survive_a_restart(
+        served: httpx.Client, client: Client, yard: Yard, server: BackgroundServer) -> None:
+    limited = client.create_key("burst", ["predictor"], rate_per_s=1)["key"]
+    codes = [served.post("/endpoints/closed/predict", json=BODY, headers=auth(limited))
+             for _ in range(4)]
+    assert codes[0].status_code == 200
+    refused = next(r for r in codes if r.status_code == 429)
+    assert_problem(refused, 429, "rate_limited", "authorization")
+    assert int(refused.headers["retry-after"]) >= 1
+
+    quota = client.create_key("trial", ["predictor"], daily_quota=2)
+    for _ in range(2):
+        assert served.post("/endpoints/closed/predict", json=BODY,
+                           headers=auth(quota["key"])).status_code == 200
+    over = served.post("/endpoints/closed/predict", json=BODY, headers=auth(quota["key"]))
+    assert_problem(over, 429, "quota_exceeded")
+    # The count is in the store: a fresh access snapshot (as after a restart) still refuses.
+    from modelyard.serving.access import DataPlaneAccess
+
+    server.server.config.app.state.backend.reconcile()  # a reconcile flushes the counts
+    restarted = DataPlaneAccess(yard.db, None)
+    restarted.refresh()
+    with pytest.raises(Exception) as again:
+        restarted.check("key", f"Bearer {quota['key']}".encode())
+    assert getattr(again.value, "code", None) == "quota_exceeded"

@@ -23,12 +23,15 @@ def create(
     owner: str = typer.Option(..., help="Who or what uses the key."),
     role: list[str] = typer.Option(..., help="viewer, predictor, developer, approver, "
                                    "operator or admin (repeatable)."),
+    rate_per_s: float | None = typer.Option(None, help="Data-plane calls per second."),
+    daily_quota: int | None = typer.Option(None, help="Data-plane calls per UTC day."),
 ) -> None:
     """Create a key. Its secret is printed once; keep it somewhere safe.
 
-    Example: modelyard keys create --owner ci --role developer
+    Example: modelyard keys create --owner app --role predictor --rate-per-s 50
     """
-    emit(operations().create_key(owner, role), _show_secret)
+    emit(operations().create_key(owner, role, rate_per_s=rate_per_s, daily_quota=daily_quota),
+         _show_secret)
 
 
 @app.command("list")

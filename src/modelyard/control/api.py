@@ -135,6 +135,8 @@ class KeyCreate(_Strict):
     owner: str = Field(description="who or what uses the key (a person, a service)")
     roles: list[str] = Field(description="viewer, predictor, developer, approver, operator, "
                              "admin; never more than the caller holds")
+    rate_per_s: float | None = Field(default=None, description="data-plane calls per second")
+    daily_quota: int | None = Field(default=None, description="data-plane calls per UTC day")
 
 
 class EndpointUpdate(_Strict):
@@ -364,7 +366,8 @@ def build_control_api(app: FastAPI, yard: Yard, backend: Backend) -> None:
     @router.post("/keys", status_code=201, tags=["keys"], dependencies=json_body)
     def create_key(body: KeyCreate, who: Who) -> dict[str, Any]:
         """The answer holds the secret (``key``): it is shown this once and never stored."""
-        return yard.access.create(who, body.owner, body.roles)
+        return yard.access.create(who, body.owner, body.roles, rate_per_s=body.rate_per_s,
+                                  daily_quota=body.daily_quota)
 
     @router.post("/keys/{prefix}/rotate", status_code=201, tags=["keys"])
     def rotate_key(prefix: str, who: Who) -> dict[str, Any]:

@@ -34,19 +34,31 @@ def check_roles(principal: Principal, roles: list[str]) -> list[str]:
     return sorted(set(roles))
 
 
+def check_limits(rate_per_s: float | None, daily_quota: int | None) -> None:
+    if rate_per_s is not None and not 0 < rate_per_s <= 1_000_000:
+        raise ValidationFailed("rate_per_s must be above 0 and at most 1000000",
+                               field="rate_per_s")
+    if daily_quota is not None and not 0 < daily_quota <= 10**12:
+        raise ValidationFailed("daily_quota must be a positive count", field="daily_quota")
+
+
 class KeyService:
     def __init__(self, db: Database) -> None:
         self.db = db
         # Called after every committed key change (the data plane's key snapshot).
         self.on_change: Callable[[], None] = lambda: None
 
-    def create(self, principal: Principal | None, owner: str, roles: list[str]
+    def create(self, principal: Principal | None, owner: str, roles: list[str], *,
+               rate_per_s: float | None = None, daily_quota: int | None = None
                ) -> dict[str, Any]:
-        """A new key: the secret is in the answer under ``key`` and nowhere else, ever."""
+        """A new key: the secret is in the answer under ``key`` and nowhere else, ever.
+        ``rate_per_s`` and ``daily_quota`` bound its data-plane calls (429 beyond)."""
         principal = guard(self.db, principal, "keys:write", f"key:{owner}")
         owner, roles = check_owner(owner), check_roles(principal, roles)
+        check_limits(rate_per_s, daily_quota)
         with self.db.transaction() as session:
-            secret = repo.create(session, owner, roles)
+            secret = repo.create(session, owner, roles, rate_per_s=rate_per_s,
+                                 daily_quota=daily_quota)
             record = repo.to_record(repo.key_row(session, secret.partition(".")[0])).to_dict()
             audit.append(session, principal.name, "key.create", record["prefix"], after=record)
         self.on_change()
@@ -65,7 +77,8 @@ class KeyService:
             if old.revoked_at is not None:
                 raise Conflict(f"key {prefix} is revoked; create a new one", field="prefix")
             roles = check_roles(principal, list(old.roles))
-            secret = repo.create(session, old.owner, roles)
+            secret = repo.create(session, old.owner, roles, rate_per_s=old.rate_per_s,
+                                 daily_quota=old.daily_quota)
             repo.revoke(session, prefix)
             record = repo.to_record(repo.key_row(session, secret.partition(".")[0])).to_dict()
             audit.append(session, principal.name, "key.rotate", prefix,

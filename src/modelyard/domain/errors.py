@@ -138,6 +138,20 @@ class ModelFailed(ModelyardError):
     code, status, title = "model_failed", 500, "Model failed"
 
 
+class TooManyRequests(ModelyardError):
+    """A key went past its rate limit or daily quota; ``retry_after_s`` says when to retry."""
+
+    code, status, title = "rate_limited", 429, "Too many requests"
+
+    def __init__(self, detail: str, *, retry_after_s: int = 1, **extra: object) -> None:
+        super().__init__(detail, field="authorization", **extra)
+        self.retry_after_s = max(1, retry_after_s)
+
+
+class QuotaExceeded(TooManyRequests):
+    code = "quota_exceeded"
+
+
 class Overloaded(ModelyardError):
     """Load shedding: the request was refused at once instead of queued."""
 

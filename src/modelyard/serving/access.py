@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import threading
+import time
+from datetime import UTC, datetime, timedelta
 
 from cachetools import TTLCache
 from sqlalchemy import select
 
-from modelyard.domain.errors import Forbidden, Unauthenticated
+from modelyard.domain.errors import Forbidden, QuotaExceeded, TooManyRequests, Unauthenticated
 from modelyard.governance.oidc import JwtVerifier
 from modelyard.governance.policy import ACTIONS, Principal
 from modelyard.store.db import Database
-from modelyard.store.keys import KEY_PREFIX
+from modelyard.store.keys import KEY_PREFIX, add_usage, usage_on
 from modelyard.store.tables import ApiKeyRow
 
 _PREDICT = ACTIONS["predict"]
@@ -30,17 +33,38 @@ class DataPlaneAccess:
     def __init__(self, db: Database, tokens: JwtVerifier | None) -> None:
         self.db = db
         self.tokens = tokens
-        self._keys: dict[str, tuple[str, frozenset[str]]] = {}
+        self._keys: dict[str, tuple[str, frozenset[str], float | None, int | None]] = {}
         self._verified: TTLCache[str, Principal] = TTLCache(maxsize=10_000, ttl=60)
         self._lock = threading.Lock()
+        # Rate limits: a token bucket per key (capacity = one second of its rate, at least 1).
+        self._buckets: dict[str, list[float]] = {}
+        # Daily quotas: calls today per key (stored + not yet flushed), flushed on refresh.
+        self._day = _today()
+        self._used: dict[str, int] = {}
+        self._unflushed: dict[tuple[str, str], int] = {}
 
     def refresh(self) -> None:
-        """Reload the active keys (hash and roles only) from the store."""
+        """Flush usage counts, then reload the active keys (hashes, roles, limits) and
+        today's usage from the store."""
+        with self._lock:
+            pending, self._unflushed = self._unflushed, {}
+        today = _today()
         with self.db.transaction() as session:
+            if pending:
+                add_usage(session, pending)
             rows = session.execute(select(ApiKeyRow.prefix, ApiKeyRow.key_hash,
-                                          ApiKeyRow.roles)
+                                          ApiKeyRow.roles, ApiKeyRow.rate_per_s,
+                                          ApiKeyRow.daily_quota)
                                    .where(ApiKeyRow.revoked_at.is_(None))).all()
-        self._keys = {prefix: (key_hash, frozenset(roles)) for prefix, key_hash, roles in rows}
+            stored = usage_on(session, today)
+        with self._lock:
+            self._keys = {p: (h, frozenset(r), rate, quota) for p, h, r, rate, quota in rows}
+            # Stored counts include the flush; calls counted since then go on top.
+            used = dict(stored)
+            for (prefix, day), calls in self._unflushed.items():
+                if day == today:
+                    used[prefix] = used.get(prefix, 0) + calls
+            self._day, self._used = today, used
 
     def check(self, mode: str, authorization: bytes | None) -> None:
         if mode == "public":
@@ -49,6 +73,33 @@ class DataPlaneAccess:
         principal = self._by_key(token) if mode == "key" else self._by_token(token)
         if not principal.roles & _PREDICT:
             raise Forbidden(f"{principal.name} may not call this endpoint")
+        if mode == "key":
+            self._count(token.partition(".")[0])
+
+    def _count(self, prefix: str) -> None:
+        """Spend one call of the key's rate and quota, or refuse with 429."""
+        _, _, rate, quota = self._keys[prefix]
+        if rate is None and quota is None:
+            return
+        now = time.monotonic()
+        today = _today()
+        with self._lock:
+            if today != self._day:
+                self._day, self._used = today, {}
+            if quota is not None and self._used.get(prefix, 0) >= quota:
+                raise QuotaExceeded(f"key {prefix} used its {quota} calls for today (UTC)",
+                                    retry_after_s=_seconds_to_midnight())
+            if rate is not None:
+                capacity = max(1.0, rate)
+                tokens, last = self._buckets.get(prefix, [capacity, now])
+                tokens = min(capacity, tokens + (now - last) * rate)
+                if tokens < 1:
+                    raise TooManyRequests(f"key {prefix} is limited to {rate:g} calls/s",
+                                          retry_after_s=math.ceil((1 - tokens) / rate))
+                self._buckets[prefix] = [tokens - 1, now]
+            self._used[prefix] = self._used.get(prefix, 0) + 1
+            key = (prefix, today)
+            self._unflushed[key] = self._unflushed.get(key, 0) + 1
 
     def _by_key(self, token: str) -> Principal:
         prefix, dot, _ = token.partition(".")
@@ -70,6 +121,16 @@ class DataPlaneAccess:
         with self._lock:
             self._verified[token] = principal
         return principal
+
+
+def _today() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%d")
+
+
+def _seconds_to_midnight() -> int:
+    now = datetime.now(UTC)
+    midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return int((midnight - now).total_seconds()) + 1
 
 
 def _bearer(authorization: bytes | None) -> str:

@@ -22,6 +22,7 @@ from modelyard.domain.errors import (
     NotReady,
     Overloaded,
     PayloadTooLarge,
+    TooManyRequests,
     UnsupportedMediaType,
     VersionNotFound,
 )
@@ -161,6 +162,8 @@ class FastPath:
                 extra = [(b"retry-after", b"1")]
             elif exc.status == 401:
                 extra = [(b"www-authenticate", b'Bearer realm="modelyard"')]
+            elif isinstance(exc, TooManyRequests):
+                extra = [(b"retry-after", str(exc.retry_after_s).encode())]
         if deployment is not None:
             extra.append((VERSION_HEADER, deployment.version.ref.encode()))
             observer = deployment.observer

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from modelyard.domain.errors import NotFound
-from modelyard.store.tables import ApiKeyRow, utcnow
+from modelyard.store.tables import ApiKeyRow, KeyUsageRow, utcnow
 
 
 class KeyNotFound(NotFound):
@@ -31,9 +31,13 @@ class KeyRecord:
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None = None
+    rate_per_s: float | None = None
+    daily_quota: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "rate_per_s": self.rate_per_s,
+            "daily_quota": self.daily_quota,
             "prefix": self.prefix,
             "owner": self.owner,
             "roles": list(self.roles),
@@ -45,19 +49,20 @@ class KeyRecord:
 
 def to_record(row: ApiKeyRow) -> KeyRecord:
     return KeyRecord(row.prefix, row.owner, tuple(row.roles), row.created_at, row.last_used_at,
-                     row.revoked_at)
+                     row.revoked_at, row.rate_per_s, row.daily_quota)
 
 
 def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def create(session: Session, owner: str, roles: list[str]) -> str:
+def create(session: Session, owner: str, roles: list[str], *,
+           rate_per_s: float | None = None, daily_quota: int | None = None) -> str:
     """Create a key; the full secret is returned once and never stored."""
     prefix = KEY_PREFIX + secrets.token_hex(6)
     secret = f"{prefix}.{secrets.token_urlsafe(32)}"
     session.add(ApiKeyRow(prefix=prefix, key_hash=_hash(secret), owner=owner, roles=roles,
-                          created_at=utcnow()))
+                          created_at=utcnow(), rate_per_s=rate_per_s, daily_quota=daily_quota))
     session.flush()
     return secret
 
@@ -96,3 +101,29 @@ def touch(session: Session, prefix: str) -> None:
     row = session.scalars(select(ApiKeyRow).where(ApiKeyRow.prefix == prefix)).one_or_none()
     if row is not None:
         row.last_used_at = utcnow()
+
+
+def add_usage(session: Session, counts: dict[tuple[str, str], int]) -> None:
+    """Add data-plane calls per (prefix, day) in one statement per row (upsert)."""
+    dialect = session.get_bind().dialect.name
+    for (prefix, day), calls in counts.items():
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            stmt = pg_insert(KeyUsageRow).values(prefix=prefix, day=day, calls=calls)
+            session.execute(stmt.on_conflict_do_update(
+                index_elements=["prefix", "day"],
+                set_={"calls": KeyUsageRow.calls + stmt.excluded.calls}))
+        else:
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            lite = sqlite_insert(KeyUsageRow).values(prefix=prefix, day=day, calls=calls)
+            session.execute(lite.on_conflict_do_update(
+                index_elements=["prefix", "day"],
+                set_={"calls": KeyUsageRow.calls + lite.excluded.calls}))
+
+
+def usage_on(session: Session, day: str) -> dict[str, int]:
+    rows = session.execute(select(KeyUsageRow.prefix, KeyUsageRow.calls)
+                           .where(KeyUsageRow.day == day))
+    return {prefix: int(calls) for prefix, calls in rows}

@@ -10,6 +10,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -140,6 +141,17 @@ class ApiKeyRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    rate_per_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    daily_quota: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class KeyUsageRow(Base):
+    """Data-plane calls per key and UTC day, so quotas survive a restart."""
+
+    __tablename__ = "key_usage"
+    prefix: Mapped[str] = mapped_column(String(32), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)  # YYYY-MM-DD (UTC)
+    calls: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class AuditRow(Base):
