@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from modelyard.governance.redaction import redact
 from modelyard.store.tables import AuditHeadRow, AuditRow, utcnow
 
 GENESIS = "0" * 64
@@ -31,12 +32,12 @@ request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request
 
 
 def scrub(value: Any) -> Any:
-    """Drop secrets from a before/after document."""
+    """Drop secrets and redact PII from a before/after document."""
     if isinstance(value, dict):
         return {k: ("[removed]" if k in SECRET_FIELDS else scrub(v)) for k, v in value.items()}
     if isinstance(value, list):
         return [scrub(v) for v in value]
-    return value
+    return redact(value)
 
 
 def canonical(fields: dict[str, Any]) -> bytes:
