@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from modelyard.domain.errors import ValidationFailed
+from modelyard.domain.errors import ValidationFailed, reject_unknown
 
 RISK_LEVELS = ("minimal", "limited", "high", "unacceptable")
 TEXT_FIELDS = ("intended_use", "out_of_scope_use", "training_data", "limitations")
@@ -43,12 +43,7 @@ class ModelCard:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> ModelCard:
-        data = dict(data or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValidationFailed(f"unknown card field {unknown[0]!r}; fields are "
-                                   f"{', '.join(sorted(known))}", field=f"card.{unknown[0]}")
+        data = reject_unknown(data, {f.name for f in fields(cls)}, "card field", "card")
         for name in (*TEXT_FIELDS, "risk_level"):
             if name in data and not isinstance(data[name], str):
                 raise ValidationFailed(f"{name} must be text", field=f"card.{name}")

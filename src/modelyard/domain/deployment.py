@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from modelyard.domain.errors import ValidationFailed
+from modelyard.domain.errors import ValidationFailed, reject_unknown
 
 
 @dataclass(frozen=True)
@@ -45,12 +45,8 @@ class DeploymentSpec:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> DeploymentSpec:
-        data = dict(data or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValidationFailed(f"unknown deployment setting {unknown[0]!r}; known: "
-                                   f"{', '.join(sorted(known))}", field=f"deployment.{unknown[0]}")
+        data = reject_unknown(data, {f.name for f in fields(cls)}, "deployment setting",
+                              "deployment")
         try:
             if "preferred_batch_sizes" in data:
                 data["preferred_batch_sizes"] = tuple(int(b) for b in data["preferred_batch_sizes"])

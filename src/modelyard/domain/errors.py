@@ -168,3 +168,15 @@ class ArtifactCorrupted(ModelyardError):
 
 class FlavorUnavailable(ModelyardError):
     code, status, title = "flavor_unavailable", 400, "Flavor not available"
+
+
+def reject_unknown(data: Any, known: set[str], what: str, prefix: str) -> dict[str, Any]:
+    """``data`` as a dict, refusing keys outside ``known`` (a typo must not pass silently)."""
+    if data is not None and not isinstance(data, dict):
+        raise ValidationFailed(f"{what} must be an object", field=prefix)
+    data = dict(data or {})
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValidationFailed(f"unknown {what} {unknown[0]!r}; known: {', '.join(sorted(known))}",
+                               field=f"{prefix}.{unknown[0]}")
+    return data
