@@ -166,6 +166,11 @@ class Yard:
     def delete_model(self, name: str) -> None:
         self.registry.delete_model(self.principal, name)
 
+    def collect_garbage(self, *, min_age_s: float = 3600, delete: bool = False) -> list[str]:
+        """Stored artifacts no version uses (from failed or deleted registrations)."""
+        return self.registry.collect_garbage(self.principal, min_age_s=min_age_s,
+                                             delete=delete)
+
     # -- endpoints ---------------------------------------------------------------------
     def create_endpoint(self, name: str, model: str, *, timeout_ms: int | None = None,
                         description: str = "",

@@ -162,3 +162,22 @@ def test_keys_are_created_shown_once_listed_and_revoked(yard_dir: Path) -> None:
     run(yard_dir, "keys", "revoke", rotated["prefix"], "--yes")
     out = run(yard_dir, "keys", "create", "--owner", "x", "--role", "root", ok=False)
     assert "validation_failed" in out
+
+
+def test_gc_lists_then_deletes_only_unreferenced_artifacts(
+    yard_dir: Path, model_files: tuple[Path, Path], classifier, tabular  # type: ignore[no-untyped-def]
+) -> None:
+    skops_file, sample = model_files
+    run(yard_dir, "models", "register", "keep", str(skops_file), "--sample", str(sample))
+    run(yard_dir, "models", "register", "gone", str(skops_file), "--sample", str(sample),
+        "--to-onnx")
+    run(yard_dir, "models", "delete", "gone", "--yes")
+    listed = json.loads(run(yard_dir, "--json", "gc", "--min-age-s", "0"))
+    assert len(listed["unreferenced"]) == 1
+    assert json.loads(run(yard_dir, "--json", "gc"))["unreferenced"] == []  # too young
+    deleted = json.loads(run(yard_dir, "--json", "gc", "--yes", "--min-age-s", "0"))
+    assert deleted["deleted"] == listed["unreferenced"]
+    assert json.loads(run(yard_dir, "--json", "gc", "--min-age-s", "0"))["unreferenced"] == []
+    x, _, _ = tabular
+    out = json.loads(run(yard_dir, "--json", "predict", "keep", "-d", json.dumps(x[:1].tolist())))
+    assert "probabilities" in out  # the model still in use kept its artifact

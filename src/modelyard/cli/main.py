@@ -171,5 +171,25 @@ def predict(
     emit(outputs, lambda o: console.print_json(json.dumps(o)))
 
 
+@app.command()
+@handle_errors
+def gc(
+    yes: bool = typer.Option(False, "--yes", help="Delete them (default: only list)."),
+    min_age_s: float = typer.Option(3600, help="Leave blobs younger than this (an upload "
+                                    "whose registration may be on its way)."),
+) -> None:
+    """List (or delete, with --yes) stored artifacts that no version uses.
+
+    Example: modelyard gc --yes
+    """
+    from modelyard.yard import Yard
+
+    with Yard(STATE.yard_path) as yard:
+        digests = yard.collect_garbage(min_age_s=min_age_s, delete=yes)
+    emit({"deleted" if yes else "unreferenced": digests}, lambda _: console.print(
+        f"{'deleted' if yes else 'unreferenced (use --yes to delete)'}: {len(digests)} "
+        "artifact(s)" + "".join(f"\n  {d}" for d in digests)))
+
+
 def main() -> None:
     app()

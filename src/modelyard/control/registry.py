@@ -244,6 +244,24 @@ class RegistryService:
             used = repo.referenced_digests(session)
         return [d for d in self.artifacts.digests() if d not in used]
 
+    def collect_garbage(self, principal: Principal | None, *, min_age_s: float = 3600,
+                        delete: bool = False) -> list[str]:
+        """Unreferenced blobs older than ``min_age_s`` (younger ones may be an upload whose
+        registration is on its way); removed, and the removal audited, when ``delete``."""
+        principal = guard(self.db, principal, "artifacts:delete", "artifacts")
+        candidates = [d for d in self.unreferenced_artifacts()
+                      if (self.artifacts.age_s(d) or 0.0) >= min_age_s]
+        if delete and candidates:
+            with self.db.transaction() as session:
+                still_unused = [d for d in candidates
+                                if d not in repo.referenced_digests(session)]
+                audit.append(session, principal.name, "artifacts.gc", "artifacts",
+                             after={"deleted": still_unused})
+            for digest in still_unused:
+                self.artifacts.delete(digest)
+            return still_unused
+        return candidates
+
     def load_predictor(self, version: ModelVersion) -> Predictor:
         folder = self.artifacts.materialize(version.artifact_digest)
         flavor = flavors.get(version.flavor)

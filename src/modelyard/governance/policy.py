@@ -22,6 +22,7 @@ ACTIONS: dict[str, frozenset[str]] = {
     "aliases:write": _WRITE,
     "artifacts:read": _READ,
     "artifacts:write": _WRITE,
+    "artifacts:delete": frozenset({"admin"}),
     "endpoints:read": _READ,
     "endpoints:write": _WRITE,
     "endpoints:delete": frozenset({"operator", "admin"}),

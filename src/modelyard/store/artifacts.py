@@ -125,6 +125,20 @@ class ArtifactStore:
             shutil.rmtree(tmp_dir, ignore_errors=True)
         return folder
 
+    def age_s(self, digest: str) -> float | None:
+        """Seconds since the blob was written, where the store says (local, S3)."""
+        import time
+        from datetime import datetime
+
+        try:
+            info = self.fs.info(self._key(check_digest(digest)))
+        except FileNotFoundError:
+            return None
+        stamp = info.get("mtime") or info.get("LastModified") or info.get("created")
+        if isinstance(stamp, datetime):
+            stamp = stamp.timestamp()
+        return time.time() - float(stamp) if stamp is not None else None
+
     def digests(self) -> Iterator[str]:
         for path in self.fs.glob(f"{self.root}/sha256/*/*.tar"):
             name = str(path).rsplit("/", 1)[-1][:-4]
