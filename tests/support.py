@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import tarfile
 import time
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,3 +113,17 @@ def wait_until_serving(http: httpx.Client, endpoint: str, ref: str, body: dict[s
         assert time.monotonic() < deadline, f"{endpoint} still serves " \
             f"{response.headers['modelyard-model-version']}, not {ref}"
         time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def server_with(shared: Shared, **settings: Any) -> Iterator[httpx.Client]:
+    """A second server over the shared yard with some settings changed, and an admin client."""
+    limited = Yard(settings=shared.settings.with_(**settings))
+    try:
+        with BackgroundServer(limited) as srv, httpx.Client(
+            base_url=srv.url, timeout=30,
+            headers={"authorization": f"Bearer {shared.admin_key}"},
+        ) as c:
+            yield c
+    finally:
+        limited.close()

@@ -19,13 +19,13 @@ import skops.io as sio
 from sklearn.linear_model import LogisticRegression
 
 from modelyard import Yard
-from modelyard.serving.server import BackgroundServer
 from support import (
     API,
     Shared,
     assert_problem,
     link,
     sample_tensor,
+    server_with,
     sha256,
     tar_bytes,
     upload,
@@ -239,15 +239,8 @@ ARTIFACT_LIMIT = 64 * 1024
 @pytest.fixture(scope="module")
 def small_artifacts(shared: Shared) -> Iterator[httpx.Client]:
     """A second server over the shared yard that takes artifacts of at most 64 KiB."""
-    limited = Yard(settings=shared.settings.with_(max_artifact_bytes=ARTIFACT_LIMIT))
-    try:
-        with BackgroundServer(limited) as srv, httpx.Client(
-            base_url=srv.url, timeout=30,
-            headers={"authorization": f"Bearer {shared.admin_key}"},
-        ) as c:
-            yield c
-    finally:
-        limited.close()
+    with server_with(shared, max_artifact_bytes=ARTIFACT_LIMIT) as c:
+        yield c
 
 
 def test_artifact_over_the_limit_is_413(small_artifacts: httpx.Client, unchanged: None) -> None:

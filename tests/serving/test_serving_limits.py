@@ -10,9 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from modelyard import Yard
-from modelyard.serving.server import BackgroundServer
-from support import Shared, assert_problem
+from support import Shared, assert_problem, server_with
 
 LIMIT = 4096
 JSON = {"content-type": "application/json"}
@@ -22,15 +20,8 @@ JSON = {"content-type": "application/json"}
 def small(shared: Shared) -> Iterator[httpx.Client]:
     """A second server over the shared yard whose request bodies may be at most LIMIT bytes
     (endpoint ``churn`` is loaded at start-up)."""
-    limited = Yard(settings=shared.settings.with_(max_body_bytes=LIMIT))
-    try:
-        with BackgroundServer(limited) as srv, httpx.Client(
-            base_url=srv.url, timeout=30,
-            headers={"authorization": f"Bearer {shared.admin_key}"},
-        ) as c:
-            yield c
-    finally:
-        limited.close()
+    with server_with(shared, max_body_bytes=LIMIT) as c:
+        yield c
 
 
 def _big_json() -> bytes:
