@@ -2,26 +2,43 @@
 
 The canonical form (sorted entries, regular files only, zeroed owners and times) makes the
 sha256 of an archive a content address: the same files always give the same digest.
-Extraction refuses absolute paths, ``..``, links that leave the folder, devices, and archives
-that expand past a size limit, and it never leaves a half-extracted folder behind.
+Extraction refuses absolute paths, ``..``, links that leave the folder, devices, archives
+that expand past a size limit or past a compression ratio (bombs), and archives with too many
+members, and it never leaves a half-extracted folder behind.
 """
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import hashlib
+import lzma
 import os
+import posixpath
 import shutil
 import stat
+import struct
 import tarfile
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import IO, BinaryIO, cast
 
 from modelyard.domain.errors import InvalidArtifact
 
 CHUNK = 1 << 20
+DEFAULT_MAX_RATIO = 200
+"""Expanded bytes per archive byte. Model weights compress a few times at most; deflate of
+zeros reaches ~1000, so anything past this is a bomb rather than a model."""
+DEFAULT_MAX_MEMBERS = 100_000
+"""Each member costs memory to list and a file to create; millions of tiny ones are an attack."""
+_TAR_META_READ = 1 << 20
+"""Largest single read while listing a tar: only pax and GNU long-name headers read more
+than one 512-byte block, and tarfile holds them in memory whole."""
+_TAR_HEADER_ALLOWANCE = 16 << 10
+"""Decompressed bytes per tar member beyond its data: header, pax header, padding."""
 
 
 def sha256_file(path: Path) -> str:
@@ -148,58 +165,206 @@ def _link_stays_inside(member: str, target: str) -> bool:
     return True
 
 
-def extract(archive: Path, dest: Path, *, max_bytes: int) -> None:
+def extract(archive: Path, dest: Path, *, max_bytes: int,
+            max_ratio: float = DEFAULT_MAX_RATIO,
+            max_members: int = DEFAULT_MAX_MEMBERS) -> None:
     """Extract a tar (any compression) or zip archive into the empty folder ``dest``.
 
-    Raises InvalidArtifact, after removing whatever was written, if anything is unsafe.
+    Refused: more than ``max_bytes`` once expanded, more than ``max_ratio`` expanded bytes per
+    byte of the archive file, more than ``max_members`` entries, or anything unsafe. Raises
+    InvalidArtifact, after removing whatever was written.
     """
     try:
+        limits = _Limits(max_bytes, max_ratio, max_members, max(archive.stat().st_size, 1))
         # Tar first: a tar whose last member is a zip (skops files are) looks like a zip too.
-        if tarfile.is_tarfile(archive):
-            _extract_tar(archive, dest, max_bytes)
-        elif zipfile.is_zipfile(archive):
-            _extract_zip(archive, dest, max_bytes)
-        else:
-            raise InvalidArtifact("the artifact is neither a tar nor a zip archive")
+        if not _extract_tar(archive, dest, limits):
+            if zipfile.is_zipfile(archive):
+                _extract_zip(archive, dest, limits)
+            else:
+                raise InvalidArtifact("the artifact is neither a tar nor a zip archive")
     except InvalidArtifact:
         _empty(dest)
         raise
-    except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError) as exc:
+    except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError, zlib.error,
+            lzma.LZMAError) as exc:
         _empty(dest)
         raise InvalidArtifact(f"the archive is damaged: {exc}") from exc
 
 
-def _extract_tar(archive: Path, dest: Path, max_bytes: int) -> None:
-    with tarfile.open(archive, mode="r:*") as tar:
-        members = tar.getmembers()
-        total = 0
-        for m in members:
-            _check_member_name(m.name)
-            if m.issym() or m.islnk():
-                if not _link_stays_inside(m.name, m.linkname):
-                    raise InvalidArtifact(
-                        f"link {m.name!r} -> {m.linkname!r} points outside the folder"
-                    )
-            elif not (m.isfile() or m.isdir()):
-                raise InvalidArtifact(f"archive member {m.name!r} is not a file or folder")
-            total += max(m.size, 0)
-            if total > max_bytes:
-                raise InvalidArtifact(f"the archive expands past {max_bytes} bytes")
-        # The stdlib "data" filter re-checks all of the above as a second line of defence.
-        tar.extractall(dest, members=members, filter="data")
+class _Limits:
+    """The caps of one extraction, checked as members are counted."""
+
+    def __init__(self, max_bytes: int, max_ratio: float, max_members: int,
+                 archive_size: int) -> None:
+        self.max_bytes = max_bytes
+        self.max_ratio = max_ratio
+        self.max_members = max_members
+        self.archive_size = archive_size
+
+    @property
+    def expanded_cap(self) -> int:
+        """The most bytes that can pass both the size and the ratio cap."""
+        return min(self.max_bytes, int(self.max_ratio * self.archive_size))
+
+    def check_count(self, count: int) -> None:
+        if count > self.max_members:
+            raise InvalidArtifact(f"the archive has more than {self.max_members} members")
+
+    def check_total(self, total: int, note: str = "") -> None:
+        if total > self.max_bytes:
+            raise InvalidArtifact(f"the archive expands past {self.max_bytes} bytes{note}")
+        ratio = total / self.archive_size
+        if ratio > self.max_ratio:
+            raise InvalidArtifact(
+                f"the archive expands {ratio:.0f} times its size ({total} bytes from "
+                f"{self.archive_size}){note}; the limit is {self.max_ratio:g} times: "
+                "a compression bomb, not a model")
 
 
-def _extract_zip(archive: Path, dest: Path, max_bytes: int) -> None:
+class _BoundedStream:
+    """A read-only view of a (decompressed) tar stream that refuses to go past ``limit``.
+
+    Member sizes bound what tarfile writes, but not what it decompresses: pax and GNU
+    long-name headers are read into memory whole and never show up as member sizes. Refusing
+    big single reads while listing (``max_read``) and any read or seek past ``limit`` bounds
+    both the memory and the CPU a crafted archive can take.
+    """
+
+    def __init__(self, raw: IO[bytes], limit: int, max_read: int | None) -> None:
+        self.raw = raw
+        self.limit = limit
+        self.max_read = max_read
+
+    def read(self, size: int | None = -1) -> bytes:
+        pos = self.raw.tell()
+        allowed = self.limit - pos
+        if size is None or size < 0:
+            size = allowed + 1
+        if self.max_read is not None and size > self.max_read:
+            raise InvalidArtifact(f"a tar header block of {size} bytes is larger than "
+                                  f"{self.max_read}")
+        data = self.raw.read(min(size, allowed + 1))
+        if len(data) > allowed:
+            raise self._past_limit()
+        return data
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        if whence not in (os.SEEK_SET, os.SEEK_CUR):
+            raise OSError("only absolute and relative seeks are supported")
+        target = self.raw.tell() + offset if whence == os.SEEK_CUR else offset
+        if target > self.limit:
+            raise self._past_limit()
+        return self.raw.seek(target)
+
+    def tell(self) -> int:
+        return self.raw.tell()
+
+    def _past_limit(self) -> InvalidArtifact:
+        return InvalidArtifact(f"the decompressed archive runs past {self.limit} bytes, more "
+                               "than its members account for")
+
+
+def _decompressed(archive: Path) -> IO[bytes]:
+    """``archive`` opened through the decompressor its magic bytes name (as tarfile's r:*)."""
+    with open(archive, "rb") as fh:
+        magic = fh.read(6)
+    if magic.startswith(b"\x1f\x8b"):
+        return cast(IO[bytes], gzip.open(archive, "rb"))
+    if magic.startswith(b"BZh"):
+        return cast(IO[bytes], bz2.open(archive, "rb"))
+    if magic.startswith(b"\xfd7zXZ\x00"):
+        return cast(IO[bytes], lzma.open(archive, "rb"))
+    return open(archive, "rb")
+
+
+def _extract_tar(archive: Path, dest: Path, limits: _Limits) -> bool:
+    """Extract if ``archive`` is a tar; False (nothing written) if it is not one."""
+    with _decompressed(archive) as raw:
+        stream = _BoundedStream(raw, limits.expanded_cap + _TAR_HEADER_ALLOWANCE,
+                                _TAR_META_READ)
+        try:
+            tar = tarfile.TarFile(fileobj=stream, mode="r")  # type: ignore[arg-type]
+        except (tarfile.ReadError, OSError, EOFError, zlib.error, lzma.LZMAError):
+            return False
+        with tar:
+            members = []
+            total = 0
+            for m in tar:  # lazily: each header is checked before the next is decompressed
+                members.append(m)
+                limits.check_count(len(members))
+                stream.limit = limits.expanded_cap + _TAR_HEADER_ALLOWANCE * (len(members) + 1)
+                _check_member_name(m.name)
+                if m.issym() or m.islnk():
+                    if not _link_stays_inside(m.name, m.linkname):
+                        raise InvalidArtifact(
+                            f"link {m.name!r} -> {m.linkname!r} points outside the folder"
+                        )
+                elif not (m.isfile() or m.isdir()):
+                    raise InvalidArtifact(f"archive member {m.name!r} is not a file or folder")
+                # tarfile writes exactly m.size bytes for a file (sparse ones: the expanded
+                # size), failing on short data and never writing more: sizes bound the disk.
+                total += max(m.size, 0)
+                limits.check_total(total)
+            # Where it cannot link, tarfile copies the target instead: count links as copies.
+            limits.check_total(total + _linked_bytes(members),
+                               " (links counted as copies of their targets)")
+            stream.max_read = None
+            # The stdlib "data" filter re-checks all of the above as a second line of defence.
+            tar.extractall(dest, members=members, filter="data")
+    return True
+
+
+def _linked_bytes(members: list[tarfile.TarInfo]) -> int:
+    """Bytes tarfile would write if every link became a copy of the file it names."""
+    by_name = {posixpath.normpath(m.name): m for m in members}  # the last one wins, as in tar
+    total = 0
+    for m in members:
+        target: tarfile.TarInfo | None = m
+        for _ in range(40):  # a chain of links; a loop ends here as a dangling link
+            if target is None or not (target.issym() or target.islnk()):
+                break
+            name = (posixpath.join(posixpath.dirname(target.name), target.linkname)
+                    if target.issym() else target.linkname)
+            target = by_name.get(posixpath.normpath(name))
+        if target is not m and target is not None and target.isfile():
+            total += max(target.size, 0)
+    return total
+
+
+def _zip_entry_count(archive: Path) -> int | None:
+    """The entry count the end-of-central-directory record declares, read before zipfile
+    builds an object per entry; None where the record cannot be found."""
+    with open(archive, "rb") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        fh.seek(max(size - (22 + 0xFFFF), 0))
+        tail = fh.read()
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or at + 22 > len(tail):
+        return None
+    count: int = struct.unpack_from("<H", tail, at + 10)[0]
+    if count != 0xFFFF:
+        return count
+    zip64 = at - 20 - 56  # the zip64 record sits just before its 20-byte locator
+    if zip64 < 0 or tail[zip64:zip64 + 4] != b"PK\x06\x06":
+        return None
+    count64: int = struct.unpack_from("<Q", tail, zip64 + 32)[0]
+    return count64
+
+
+def _extract_zip(archive: Path, dest: Path, limits: _Limits) -> None:
+    declared = _zip_entry_count(archive)
+    if declared is not None:
+        limits.check_count(declared)
     with zipfile.ZipFile(archive) as zf:
         infos = zf.infolist()
+        limits.check_count(len(infos))
         total = 0
         for info in infos:
             _check_member_name(info.filename)
             if stat.S_ISLNK(info.external_attr >> 16):
                 raise InvalidArtifact(f"zip member {info.filename!r} is a symlink")
             total += info.file_size
-            if total > max_bytes:
-                raise InvalidArtifact(f"the archive expands past {max_bytes} bytes")
+            limits.check_total(total)
         root = dest.resolve()
         for info in infos:
             target = (dest / _check_member_name(info.filename)).resolve()
@@ -209,6 +374,8 @@ def _extract_zip(archive: Path, dest: Path, max_bytes: int) -> None:
                 target.mkdir(parents=True, exist_ok=True)
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
+            # zipfile stops at the header's file_size (then fails the CRC), so a lying header
+            # cannot write more than was counted; the check below keeps that true regardless.
             with zf.open(info) as src, open(target, "wb") as out:
                 written = 0
                 while chunk := src.read(CHUNK):
