@@ -29,7 +29,7 @@ def main() -> None:
         yard, _ = Yard.init(Path(home) / "yard")
         yard.register("echo", "modelyard.testing.models:Echo", flavor="python", trusted=True,
                       sample=x)
-        yard.create_endpoint("echo", "echo", deployment={"max_batch_size": 1})
+        yard.create_endpoint("echo", "echo", auth="public", deployment={"max_batch_size": 1})
         with BackgroundServer(yard) as server, httpx.Client(base_url=server.url,
                                                             timeout=60) as http:
             as_json = {"inputs": [{"name": "input", "datatype": "FP32", "shape": list(x.shape),

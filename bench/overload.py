@@ -100,7 +100,7 @@ def main() -> None:
         yard, _ = Yard.init(home)
         yard.register("slow", "modelyard.testing.models:Sleepy", flavor="python", trusted=True,
                       sample=np.zeros((2, 20), dtype=np.float32))
-        yard.create_endpoint("slow", "slow", timeout_ms=DEADLINE_MS, deployment={
+        yard.create_endpoint("slow", "slow", auth="public", timeout_ms=DEADLINE_MS, deployment={
             "max_batch_size": 8, "max_queue_size": 64, "max_queue_delay_ms": 1})
         yard.close()
         port = free_port()

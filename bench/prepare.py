@@ -40,7 +40,7 @@ def prepare(model_file: Path, yards: Path) -> None:
             yard.register("bench", estimator, sample=sample, to_onnx=True)
         else:
             yard.register("bench", path=model_file, sample=sample, trusted=True)
-        yard.create_endpoint("bench", "bench", deployment=deployment)
+        yard.create_endpoint("bench", "bench", auth="public", deployment=deployment)
         yard.close()
         (home / "ready").write_text("ok\n")
         print(f"prepared {home}")

@@ -16,12 +16,16 @@ from typing import Any, TypedDict, Unpack
 
 import numpy as np
 
+from modelyard.control.approvals import ApprovalService
 from modelyard.control.endpoints import EndpointService
 from modelyard.control.keys import KeyService
+from modelyard.control.projects import ProjectService
 from modelyard.control.registry import Registration, RegistryService
+from modelyard.domain.approvals import Approval
 from modelyard.domain.deployment import DeploymentSpec
 from modelyard.domain.errors import ModelyardError
 from modelyard.domain.names import ModelRef
+from modelyard.domain.projects import Project
 from modelyard.domain.registry import Alias, Endpoint, Lineage, Model, ModelVersion, fingerprint
 from modelyard.domain.signature import Signature, as_input_dict
 from modelyard.governance import audit
@@ -69,10 +73,14 @@ class Yard:
         self.artifacts = ArtifactStore(self.settings.artifacts_url, self.settings.cache_dir)
         required = tuple(f.strip() for f in self.settings.card_required_fields.split(",")
                          if f.strip())
+        self.approvals = ApprovalService(self.db)
+        self.projects = ProjectService(self.db)
         self.registry = RegistryService(self.db, self.artifacts, self.settings.home / "tmp",
                                         self.settings.home,
-                                        (self.settings.card_required_alias, required))
-        self.endpoints = EndpointService(self.db, self.settings.default_timeout_ms)
+                                        (self.settings.card_required_alias, required),
+                                        approvals=self.approvals)
+        self.endpoints = EndpointService(self.db, self.settings.default_timeout_ms,
+                                         approvals=self.approvals)
         self.access = KeyService(self.db)
         self.principal = principal or Principal.local_admin()
         self._deployments: dict[tuple[str, str], Deployment] = {}
@@ -141,11 +149,27 @@ class Yard:
     def search(self, tags: Mapping[str, str]) -> list[ModelVersion]:
         return self.registry.search(self.principal, dict(tags))
 
-    def set_alias(self, name: str, alias: str, version: int) -> Alias:
+    def set_alias(self, name: str, alias: str, version: int) -> Alias | Approval:
+        """Move an alias; a pending ``Approval`` instead when the project's policy holds
+        moves of ``production`` back for four-eyes approval."""
         return self.registry.set_alias(self.principal, name, alias, version)
 
-    def remove_alias(self, name: str, alias: str) -> None:
-        self.registry.remove_alias(self.principal, name, alias)
+    def remove_alias(self, name: str, alias: str) -> Approval | None:
+        return self.registry.remove_alias(self.principal, name, alias)
+
+    def sign(self, name: str, version: int, private_key: bytes | str | Path
+             ) -> dict[str, Any]:
+        """Sign a version with an Ed25519 private key (PEM bytes or a file) and attach the
+        signature; the project must trust the matching public key."""
+        from modelyard.governance import signing
+
+        pem = private_key if isinstance(private_key, bytes) else Path(private_key).read_bytes()
+        found = self.version(f"{name}:{version}")
+        signature = signing.sign(pem, name, found.artifact_digest)
+        return self.registry.add_signature(self.principal, name, version, signature)
+
+    def signatures(self, name: str, version: int) -> list[dict[str, Any]]:
+        return self.registry.signatures(self.principal, name, version)
 
     def card(self, ref: str) -> dict[str, Any]:
         """The version's model card, and the same as Markdown."""
@@ -175,9 +199,9 @@ class Yard:
     def create_endpoint(self, name: str, model: str, *, timeout_ms: int | None = None,
                         description: str = "",
                         deployment: Mapping[str, Any] | None = None,
-                        auth: str = "public") -> Endpoint:
+                        auth: str = "key") -> Endpoint:
         """``deployment``: batching and queueing settings (see ``DeploymentSpec``);
-        ``auth``: who may call it (public, key or jwt)."""
+        ``auth``: who may call it: key (the default), jwt, or public (admins only)."""
         return self.endpoints.create(self.principal, name, model, timeout_ms=timeout_ms,
                                      description=description, deployment=deployment,
                                      auth=auth)
@@ -185,7 +209,7 @@ class Yard:
     def update_endpoint(self, name: str, *, model: str | None = None,
                         timeout_ms: int | None = None, description: str | None = None,
                         deployment: Mapping[str, Any] | None = None,
-                        auth: str | None = None) -> Endpoint:
+                        auth: str | None = None) -> Endpoint | Approval:
         return self.endpoints.update(self.principal, name, model=model, timeout_ms=timeout_ms,
                                      description=description, deployment=deployment,
                                      auth=auth)
@@ -198,6 +222,44 @@ class Yard:
 
     def delete_endpoint(self, name: str) -> None:
         self.endpoints.delete(self.principal, name)
+
+    # -- projects and approvals --------------------------------------------------------
+    def create_project(self, name: str, description: str = "",
+                       policy: Mapping[str, Any] | None = None) -> Project:
+        """A project (models and endpoints grouped, roles granted as ``role@project``);
+        ``policy``: approvals_required, approval_actions, approval_expiry_h,
+        signatures_required, trusted_keys, card_required."""
+        return self.projects.create(self.principal, name, description,
+                                    dict(policy) if policy is not None else None)
+
+    def list_projects(self) -> list[Project]:
+        return self.projects.list(self.principal)
+
+    def project(self, name: str) -> Project:
+        return self.projects.get(self.principal, name)
+
+    def update_project(self, name: str, *, description: str | None = None,
+                       policy: Mapping[str, Any] | None = None) -> Project:
+        """Merge ``policy`` fields into the project's policy (yard-wide admins only)."""
+        return self.projects.update(self.principal, name, description=description,
+                                    policy=dict(policy) if policy is not None else None)
+
+    def list_approvals(self, status: str | None = None, project: str | None = None
+                       ) -> list[Approval]:
+        return self.approvals.list(self.principal, status, project)
+
+    def approval(self, approval_id: int) -> Approval:
+        return self.approvals.get(self.principal, approval_id)
+
+    def approve(self, approval_id: int, comment: str = "") -> Approval:
+        """Approve a pending change; the approval that completes it executes the change."""
+        return self.approvals.approve(self.principal, approval_id, comment)
+
+    def reject(self, approval_id: int, comment: str = "") -> Approval:
+        return self.approvals.reject(self.principal, approval_id, comment)
+
+    def cancel_approval(self, approval_id: int) -> Approval:
+        return self.approvals.cancel(self.principal, approval_id)
 
     # -- API keys ----------------------------------------------------------------------
     def create_key(self, owner: str, roles: Sequence[str], *, rate_per_s: float | None = None,
@@ -245,7 +307,6 @@ class Yard:
     def predict(self, target: str, inputs: Any) -> dict[str, np.ndarray]:
         """Predict in-process with an endpoint's model, or a model reference
         (``name``, ``name:3``, ``name@champion``)."""
-        authorize(self.principal, "predict")
         try:
             ref = ModelRef.parse(self.endpoint(target).model_ref)
         except ModelyardError as exc:
@@ -253,6 +314,7 @@ class Yard:
                 raise
             ref = ModelRef.parse(target)
         version = self.version(str(ref))
+        authorize(self.principal, "predict", version.project)
         key = (version.ref, version.artifact_digest)
         if key not in self._deployments:
             self._deployments[key] = self.deployment(version)
@@ -278,6 +340,7 @@ class RegisterOptions(TypedDict, total=False):
     trusted: bool  # accept pickles / project code the registrant made
     trusted_types: Sequence[str]  # skops types the registrant reviewed
     to_onnx: bool  # convert a scikit-learn model to ONNX (needs sample)
+    project: str | None  # a new model's project (default: "default")
 
 
 def registration(**options: Unpack[RegisterOptions]) -> Registration:
@@ -299,7 +362,8 @@ def registration(**options: Unpack[RegisterOptions]) -> Registration:
                         description=options.get("description", ""),
                         trusted=options.get("trusted", False),
                         trusted_types=tuple(options.get("trusted_types", ())),
-                        to_onnx=options.get("to_onnx", False))
+                        to_onnx=options.get("to_onnx", False),
+                        project=options.get("project"))
 
 
 def write_secret(path: Path, secret: str) -> None:

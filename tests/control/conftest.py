@@ -28,7 +28,7 @@ def shared(shared_settings: Settings, classifier: LogisticRegression,
     try:
         yard.register("churn", classifier, sample=tabular[0][:5], tags={"team": "risk"})
         yard.set_alias("churn", "champion", 1)
-        yard.create_endpoint("churn", "churn@champion")
+        yard.create_endpoint("churn", "churn@champion", auth="public")
         with BackgroundServer(yard) as srv:
             yield Shared(shared_settings, yard, key, srv)
     finally:

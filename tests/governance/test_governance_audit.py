@@ -23,7 +23,7 @@ def history(yard: Yard, client: Client, server: BackgroundServer, classifier: ob
     """A little life: register, alias, endpoint, a key, a refused change. Returns the key."""
     client.register("churn", classifier, sample=x[:3])
     client.set_alias("churn", "champion", 1)
-    client.create_endpoint("churn", "churn@champion")
+    client.create_endpoint("churn", "churn@champion", auth="public")
     viewer = client.create_key("dashboard", ["viewer"])["key"]
     with httpx.Client(base_url=server.url, headers={"authorization": f"Bearer {viewer}",
                                                     "x-request-id": "req-42"}) as http:

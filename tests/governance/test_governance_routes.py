@@ -69,7 +69,7 @@ def request_for(method: str, path: str) -> dict[str, Any]:
     policy and meets a 404 (or a harmless success), a refused one gets 403."""
     filled = (path.replace("{name}", "ghost").replace("{version}", "7")
               .replace("{alias}", "nobody").replace("{digest}", "0" * 64)
-              .replace("{prefix}", "my_000000000000"))
+              .replace("{prefix}", "my_000000000000").replace("{approval_id}", "4242"))
     kwargs: dict[str, Any] = {"method": method, "url": filled}
     if path.endswith("/artifacts") and method == "POST":
         data = _archive()
@@ -82,6 +82,10 @@ def request_for(method: str, path: str) -> dict[str, Any]:
         kwargs["json"] = {"description": "x"}
     elif method == "PUT":
         kwargs["json"] = {"version": 1}
+    elif path.endswith("/projects") and method == "POST":
+        kwargs["json"] = {"name": "ghost-project"}
+    elif path.endswith("/signatures") and method == "POST":
+        kwargs["json"] = {"key_id": "0" * 16, "algorithm": "ed25519", "signature": "AA=="}
     elif path.endswith("/keys") and method == "POST":
         kwargs["json"] = {"owner": "matrix", "roles": ["viewer"]}
     return kwargs

@@ -85,7 +85,7 @@ def test_traffic_keeps_flowing_while_the_alias_moves(
     client.register("churn", classifier, sample=x[:5])
     client.register("churn", other, sample=x[:5], to_onnx=True)
     client.set_alias("churn", "champion", 1)
-    client.create_endpoint("churn", "churn@champion")
+    client.create_endpoint("churn", "churn@champion", auth="public")
     client.wait_ready("churn")
 
     stop = threading.Event()
@@ -158,7 +158,7 @@ def test_request_in_flight_survives_an_alias_move(
     client.register("churn", classifier, sample=x[:5])
     client.register("churn", LogisticRegression(C=0.01).fit(x, label), sample=x[:5])
     client.set_alias("churn", "champion", 1)
-    client.create_endpoint("churn", "churn@champion")
+    client.create_endpoint("churn", "churn@champion", auth="public")
     client.wait_ready("churn")
     with httpx.Client(base_url=server.url, timeout=30) as c:  # churn:1 has taken traffic
         first = c.post("/endpoints/churn/predict", json={"inputs": x[:1].tolist()})

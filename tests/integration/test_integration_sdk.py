@@ -72,7 +72,7 @@ def test_register_serve_promote_archive_delete(client: Client, http: httpx.Clien
     # Alias and serve through it.
     alias = client.set_alias("churn", "champion", 1)
     assert (alias["model"], alias["alias"], alias["version"]) == ("churn", "champion", 1)
-    created = client.create_endpoint("churn", "churn@champion")
+    created = client.create_endpoint("churn", "churn@champion", auth="public")
     assert created["model"] == "churn@champion"
     ready = client.wait_ready("churn", timeout_s=30)
     assert ready["status"]["serving"] == ready["status"]["target"] == "churn:1"
@@ -140,8 +140,8 @@ def test_register_from_a_path(client: Client, http: httpx.Client, tmp_path: Path
     assert r2["flavor"] == "onnx"
     assert r2["signature"]["outputs"][0]["name"] == "prediction"
 
-    client.create_endpoint("churn", "churn:1")
-    client.create_endpoint("ridge", "ridge")  # latest active version
+    client.create_endpoint("churn", "churn:1", auth="public")
+    client.create_endpoint("ridge", "ridge", auth="public")  # latest active version
     client.wait_ready("churn")
     client.wait_ready("ridge")
     np.testing.assert_allclose(client.predict("churn", x[:8])["probabilities"],

@@ -27,7 +27,7 @@ def database_url(tmp_path: Path) -> str:
 def triton(yard: Yard, classifier: object, tabular: tuple[np.ndarray, ...]
            ) -> Iterator[tuple[object, object]]:
     yard.register("churn", classifier, sample=tabular[0][:4], to_onnx=True)
-    yard.create_endpoint("churn", "churn")
+    yard.create_endpoint("churn", "churn", auth="public")
     with BackgroundServer(yard) as server:
         client = httpclient.InferenceServerClient(server.url.removeprefix("http://"))
         try:

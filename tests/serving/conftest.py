@@ -27,7 +27,7 @@ def shared(shared_settings: Settings, classifier: LogisticRegression,
     assert key is not None
     try:
         yard.register("churn", classifier, sample=tabular[0][:5])
-        yard.create_endpoint("churn", "churn:1")
+        yard.create_endpoint("churn", "churn:1", auth="public")
         # The server loads every endpoint before it accepts traffic.
         with BackgroundServer(yard) as srv:
             yield Shared(shared_settings, yard, key, srv)

@@ -30,7 +30,7 @@ def database_url(tmp_path: Path) -> str:
 def served(yard: Yard, server: BackgroundServer, client: Client) -> Iterator[httpx.Client]:
     yard.register("echo", "modelyard.testing.models:Echo", flavor="python", trusted=True,
                   sample=X)
-    client.create_endpoint("open", "echo")
+    client.create_endpoint("open", "echo", auth="public")
     client.create_endpoint("closed", "echo", auth="key")
     client.wait_ready("open")
     client.wait_ready("closed")
@@ -112,5 +112,5 @@ def test_rate_limit_and_daily_quota_answer_429_and_survive_a_restart(
     restarted = DataPlaneAccess(yard.db, None)
     restarted.refresh()
     with pytest.raises(Exception) as again:
-        restarted.check("key", f"Bearer {quota['key']}".encode())
+        restarted.check(yard.endpoint("closed"), f"Bearer {quota['key']}".encode())
     assert getattr(again.value, "code", None) == "quota_exceeded"

@@ -36,8 +36,8 @@ def echo(yard: Yard) -> Yard:
                   sample=X)
     yard.register("slow", "modelyard.testing.models:Sleepy", flavor="python", trusted=True,
                   sample=X)
-    yard.create_endpoint("echo", "echo", deployment={"cache_max_entries": 100})
-    yard.create_endpoint("slow", "slow", timeout_ms=5000,
+    yard.create_endpoint("echo", "echo", auth="public", deployment={"cache_max_entries": 100})
+    yard.create_endpoint("slow", "slow", auth="public", timeout_ms=5000,
                          deployment={"max_batch_size": 1, "max_queue_size": 2})
     return yard
 
@@ -135,10 +135,10 @@ def test_deployment_settings_are_checked_and_applied(echo: Yard, server: Backgro
                                                      admin_key: str) -> None:
     with Client(server.url, admin_key) as client:
         with pytest.raises(Exception) as bad:
-            client.create_endpoint("e2", "echo", deployment={"max_batch_size": 0})
+            client.create_endpoint("e2", "echo", auth="public", deployment={"max_batch_size": 0})
         assert getattr(bad.value, "field", None) == "deployment.max_batch_size"
         with pytest.raises(Exception) as unknown:
-            client.create_endpoint("e2", "echo", deployment={"max_batch": 8})
+            client.create_endpoint("e2", "echo", auth="public", deployment={"max_batch": 8})
         assert getattr(unknown.value, "status", None) == 422
         updated = client.update_endpoint("echo", deployment={"replicas": 2})
         assert updated["deployment"]["replicas"] == 2

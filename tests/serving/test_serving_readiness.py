@@ -106,7 +106,7 @@ def test_ready_only_after_warm_up(client: Client, http: httpx.Client,
                                   gate: threading.Event) -> None:
     client.register("gated", GatedModel, sample=SAMPLE, trusted=True)
     GatedModel.hold = True
-    created = client.create_endpoint("gated", "gated:1")
+    created = client.create_endpoint("gated", "gated:1", auth="public")
     assert created["status"]["ready"] is False
 
     loading = _poll(client, "gated", lambda s: s["status"] == "loading")["status"]
@@ -143,7 +143,8 @@ def test_endpoint_status_shows_serving_and_target(
 ) -> None:
     client.register("churn", classifier, sample=tabular[0][:5])
     client.set_alias("churn", "champion", 1)
-    client.create_endpoint("churn", "churn@champion", timeout_ms=2500, description="prod")
+    client.create_endpoint("churn", "churn@champion", auth="public", timeout_ms=2500,
+                           description="prod")
     client.wait_ready("churn")
     doc = client.endpoint("churn")
     assert doc["name"] == "churn"
@@ -167,7 +168,7 @@ def test_target_that_stops_resolving_keeps_the_old_version_serving(
 ) -> None:
     client.register("churn", classifier, sample=tabular[0][:5])
     client.set_alias("churn", "champion", 1)
-    client.create_endpoint("churn", "churn@champion")
+    client.create_endpoint("churn", "churn@champion", auth="public")
     client.wait_ready("churn")
     client.remove_alias("churn", "champion")
     state = _poll(client, "churn", lambda s: s["status"] == "failed")["status"]
@@ -182,7 +183,7 @@ def test_load_failure_is_reported_on_the_endpoint(client: Client, http: httpx.Cl
     client.register("broken", BrokenOnLoad, sample=SAMPLE, trusted=True)
     BrokenOnLoad.broken = True
     try:
-        client.create_endpoint("broken", "broken:1")
+        client.create_endpoint("broken", "broken:1", auth="public")
         state = _poll(client, "broken", lambda s: s["status"] == "failed")["status"]
     finally:
         BrokenOnLoad.broken = False
@@ -201,7 +202,7 @@ def test_load_failure_is_reported_on_the_endpoint(client: Client, http: httpx.Cl
 
 def test_model_failure_is_a_500_problem(client: Client, http: httpx.Client) -> None:
     client.register("failing", FailingModel, sample=SAMPLE, trusted=True)
-    client.create_endpoint("failing", "failing:1")
+    client.create_endpoint("failing", "failing:1", auth="public")
     client.wait_ready("failing")
     ok = http.post("/endpoints/failing/predict", json={"inputs": [[1, 2, 3]]})
     assert ok.status_code == 200
@@ -215,7 +216,7 @@ def test_model_failure_is_a_500_problem(client: Client, http: httpx.Client) -> N
 
 def test_deadline_exceeded_is_504(client: Client, http: httpx.Client) -> None:
     client.register("sleepy", SleepyModel, sample=SAMPLE, trusted=True)
-    client.create_endpoint("sleepy", "sleepy:1", timeout_ms=150)
+    client.create_endpoint("sleepy", "sleepy:1", auth="public", timeout_ms=150)
     client.wait_ready("sleepy")
     fast = http.post("/endpoints/sleepy/predict", json={"inputs": [[0, 0, 0]]})
     assert fast.status_code == 200
@@ -245,7 +246,7 @@ def test_endpoints_load_before_the_server_takes_traffic(
 ) -> None:
     """Endpoints that exist at start-up are loaded and warm before the port answers."""
     yard.register("churn", classifier, sample=tabular[0][:5])
-    yard.create_endpoint("churn", "churn:1")
+    yard.create_endpoint("churn", "churn:1", auth="public")
     with BackgroundServer(yard) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
         assert c.get("/v2/health/ready").json() == {"ready": True}
         first = c.post("/endpoints/churn/predict", json={"inputs": tabular[0][:2].tolist()})
@@ -260,7 +261,7 @@ def test_repointing_an_endpoint_switches_the_served_version(
     x = tabular[0][:3]
     client.register("churn", classifier, sample=x)
     client.register("ltv", regressor, sample=x)
-    client.create_endpoint("main", "churn:1")
+    client.create_endpoint("main", "churn:1", auth="public")
     client.wait_ready("main")
     updated = client.update_endpoint("main", model="ltv:1", description="now ltv")
     assert updated["model"] == "ltv:1"
@@ -299,10 +300,11 @@ def test_wait_ready_waits_for_a_repointed_endpoint(
     client.register("churn", classifier, sample=x)
     client.register("ltv", regressor, sample=x)
     client.register("gated", GatedModel, sample=SAMPLE, trusted=True)
-    client.create_endpoint("main", "churn:1")
+    client.create_endpoint("main", "churn:1", auth="public")
     client.wait_ready("main")
     GatedModel.hold = True
-    client.create_endpoint("a-gated", "gated:1")  # sorts first: reconciled before "main"
+    # "a-gated" sorts first: it is reconciled before "main"
+    client.create_endpoint("a-gated", "gated:1", auth="public")
     _poll(client, "a-gated", lambda s: s["status"] == "loading")
     client.update_endpoint("main", model="ltv:1")
     threading.Timer(0.5, gate.set).start()

@@ -453,7 +453,15 @@ def race(yard: Yard, monkeypatch: pytest.MonkeyPatch, first: Callable[[], int],
             assert second_entered.wait(30)
             time.sleep(0.3)  # let the second transaction reach the database and block
 
+    real_project_of = store_registry.project_of
+
+    def spy_project_of(*args: Any, **kw: Any) -> Any:  # the first query of a registration
+        if threading.current_thread().name == "second":
+            second_entered.set()
+        return real_project_of(*args, **kw)
+
     monkeypatch.setattr(store_registry, "ensure_model", spy_ensure_model)
+    monkeypatch.setattr(store_registry, "project_of", spy_project_of)
     yard.registry.before_commit = hold
     results: list[int] = []
     failures: list[BaseException] = []
@@ -516,7 +524,15 @@ def test_concurrent_creation_of_the_same_endpoint(
             time.sleep(0.3)  # the second transaction reaches the database and blocks
         return created
 
+    real_project_of = store_registry.project_of
+
+    def spy_project_of(*args: Any, **kw: Any) -> Any:  # the first query of a create
+        if threading.current_thread().name == "second":
+            second_entered.set()
+        return real_project_of(*args, **kw)
+
     monkeypatch.setattr(store_registry, "resolve", spy_resolve)
+    monkeypatch.setattr(store_registry, "project_of", spy_project_of)
     monkeypatch.setattr(store_endpoints, "create", slow_create)
     outcomes: dict[str, object] = {}
 

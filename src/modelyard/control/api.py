@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelyard.backends.base import Backend
 from modelyard.control.endpoints import EndpointService
 from modelyard.control.registry import RegistryService
+from modelyard.domain.approvals import Approval
 from modelyard.domain.errors import (
     DigestMismatch,
     InvalidRequest,
@@ -71,6 +72,17 @@ ROUTE_ACTIONS: dict[tuple[str, str], str] = {
     ("POST", f"{API}/keys"): "keys:write",
     ("POST", f"{API}/keys/{{prefix}}/rotate"): "keys:write",
     ("DELETE", f"{API}/keys/{{prefix}}"): "keys:write",
+    ("GET", f"{API}/models/{{name}}/versions/{{version}}/signatures"): "models:read",
+    ("POST", f"{API}/models/{{name}}/versions/{{version}}/signatures"): "models:write",
+    ("GET", f"{API}/projects"): "projects:read",
+    ("POST", f"{API}/projects"): "projects:write",
+    ("GET", f"{API}/projects/{{name}}"): "projects:read",
+    ("PATCH", f"{API}/projects/{{name}}"): "projects:write",
+    ("GET", f"{API}/approvals"): "approvals:read",
+    ("GET", f"{API}/approvals/{{approval_id}}"): "approvals:read",
+    ("POST", f"{API}/approvals/{{approval_id}}/approve"): "approvals:decide",
+    ("POST", f"{API}/approvals/{{approval_id}}/reject"): "approvals:decide",
+    ("POST", f"{API}/approvals/{{approval_id}}/cancel"): "approvals:read",
     ("GET", f"{API}/audit"): "audit:read",
     ("GET", f"{API}/audit/verify"): "audit:read",
 }
@@ -111,12 +123,17 @@ class RegisterRequest(_Strict):
     description: str = ""
     trusted: bool = False
     trusted_types: list[str] = []
+    project: str | None = Field(default=None, description="a new model's project "
+                                "(default: default); a model never changes project")
 
 
 class AliasRequest(_Strict):
     version: int = Field(ge=1)
 
 
+POLICY_HELP = ("approvals_required (0-10), approval_actions (alias:production, endpoint:auth, "
+               "rollout:promote), approval_expiry_h, signatures_required, trusted_keys "
+               "(Ed25519 public keys, PEM), card_required (model-card fields)")
 DEPLOYMENT_HELP = ("batching and queueing: max_batch_size, max_queue_delay_ms, max_queue_size, "
                    "replicas, preferred_batch_sizes, pad, cache_max_entries, cache_ttl_s")
 
@@ -127,8 +144,9 @@ class EndpointCreate(_Strict):
     timeout_ms: int | None = Field(default=None, ge=1, le=600_000)
     description: str = ""
     deployment: dict[str, Any] | None = Field(default=None, description=DEPLOYMENT_HELP)
-    auth: str = Field(default="public", description="who may call the data plane: public, "
-                      "key (an API key with the predictor role or better) or jwt")
+    auth: str = Field(default="key", description="who may call the data plane: key (an "
+                      "API key with the predictor role or better in the endpoint's project), "
+                      "jwt, or public (no credentials; only an admin may choose it)")
 
 
 class KeyCreate(_Strict):
@@ -137,6 +155,28 @@ class KeyCreate(_Strict):
                              "admin; never more than the caller holds")
     rate_per_s: float | None = Field(default=None, description="data-plane calls per second")
     daily_quota: int | None = Field(default=None, description="data-plane calls per UTC day")
+
+
+class ProjectCreate(_Strict):
+    name: str
+    description: str = ""
+    policy: dict[str, Any] | None = Field(default=None, description=POLICY_HELP)
+
+
+class ProjectUpdate(_Strict):
+    description: str | None = None
+    policy: dict[str, Any] | None = Field(default=None, description=POLICY_HELP +
+                                          " (merged into the current policy)")
+
+
+class Decision(_Strict):
+    comment: str = Field(default="", max_length=2000)
+
+
+class SignatureIn(_Strict):
+    key_id: str = Field(max_length=64)
+    algorithm: str = Field(max_length=16)
+    signature: str = Field(max_length=256, description="base64 Ed25519 signature")
 
 
 class EndpointUpdate(_Strict):
@@ -213,7 +253,7 @@ def build_control_api(app: FastAPI, yard: Yard, backend: Backend) -> None:
                             data_fingerprint=body.data_fingerprint,
                             code_revision=body.code_revision, parent=body.parent,
                             description=body.description, trusted=body.trusted,
-                            trusted_types=body.trusted_types)
+                            trusted_types=body.trusted_types, project=body.project)
         version = registry.register_stored(who, name, body.artifact, spec)
         response.headers["Location"] = f"{API}/models/{name}/versions/{version.version}"
         return version.to_dict()
@@ -252,14 +292,19 @@ def build_control_api(app: FastAPI, yard: Yard, backend: Backend) -> None:
         return registry.get_version(who, f"{name}@{alias}").to_dict()
 
     @router.put("/models/{name}/aliases/{alias}", tags=["aliases"], dependencies=json_body)
-    def set_alias(name: str, alias: str, body: AliasRequest, who: Who) -> dict[str, Any]:
+    def set_alias(name: str, alias: str, body: AliasRequest, who: Who) -> Any:
+        """Answers 202 with a pending approval when the project holds the move back."""
         result = registry.set_alias(who, name, alias, body.version)
+        if isinstance(result, Approval):
+            return pending(result)
         backend.trigger()
         return result.to_dict()
 
     @router.delete("/models/{name}/aliases/{alias}", status_code=204, tags=["aliases"])
     def remove_alias(name: str, alias: str, who: Who) -> Response:
-        registry.remove_alias(who, name, alias)
+        result = registry.remove_alias(who, name, alias)
+        if result is not None:
+            return pending(result)
         backend.trigger()
         return Response(status_code=204)
 
@@ -343,7 +388,9 @@ def build_control_api(app: FastAPI, yard: Yard, backend: Backend) -> None:
         return with_status(endpoints.get(who, name), who)
 
     @router.patch("/endpoints/{name}", tags=["endpoints"], dependencies=json_body)
-    def update_endpoint(name: str, body: EndpointUpdate, who: Who) -> dict[str, Any]:
+    def update_endpoint(name: str, body: EndpointUpdate, who: Who) -> Any:
+        """Answers 202 with a pending approval when the project holds an auth change back
+        (the other changes apply at once)."""
         if body.model is None and body.timeout_ms is None and body.description is None and \
                 body.deployment is None and body.auth is None:
             raise InvalidRequest("nothing to change: give model, timeout_ms, description or "
@@ -351,6 +398,8 @@ def build_control_api(app: FastAPI, yard: Yard, backend: Backend) -> None:
         updated = endpoints.update(who, name, model=body.model, timeout_ms=body.timeout_ms,
                                    description=body.description, deployment=body.deployment,
                                    auth=body.auth)
+        if isinstance(updated, Approval):
+            return pending(updated)
         return with_status(updated, who)
 
     @router.delete("/endpoints/{name}", status_code=204, tags=["endpoints"])
@@ -377,6 +426,67 @@ def build_control_api(app: FastAPI, yard: Yard, backend: Backend) -> None:
     def revoke_key(prefix: str, who: Who) -> dict[str, Any]:
         return yard.access.revoke(who, prefix).to_dict()
 
+    # -- signatures -----------------------------------------------------------------------
+    @router.get("/models/{name}/versions/{version}/signatures", tags=["models"])
+    def list_signatures(name: str, version: int, who: Who) -> list[dict[str, Any]]:
+        return registry.signatures(who, name, version)
+
+    @router.post("/models/{name}/versions/{version}/signatures", status_code=201,
+                 tags=["models"], dependencies=json_body)
+    def add_signature(name: str, version: int, body: SignatureIn, who: Who
+                      ) -> dict[str, Any]:
+        """Attach an Ed25519 signature over the version's artifact digest and model name
+        (``modelyard models sign``); it must verify with a key the project trusts."""
+        return registry.add_signature(who, name, version, body.model_dump())
+
+    # -- projects -------------------------------------------------------------------------
+    @router.get("/projects", tags=["projects"])
+    def list_projects(who: Who) -> list[dict[str, Any]]:
+        return [p.to_dict() for p in yard.projects.list(who)]
+
+    @router.post("/projects", status_code=201, tags=["projects"], dependencies=json_body)
+    def create_project(body: ProjectCreate, who: Who, response: Response) -> dict[str, Any]:
+        project = yard.projects.create(who, body.name, body.description, body.policy)
+        response.headers["Location"] = f"{API}/projects/{project.name}"
+        return project.to_dict()
+
+    @router.get("/projects/{name}", tags=["projects"])
+    def get_project(name: str, who: Who) -> dict[str, Any]:
+        return yard.projects.get(who, name).to_dict()
+
+    @router.patch("/projects/{name}", tags=["projects"], dependencies=json_body)
+    def update_project(name: str, body: ProjectUpdate, who: Who) -> dict[str, Any]:
+        if body.description is None and body.policy is None:
+            raise InvalidRequest("nothing to change: give description or policy")
+        return yard.projects.update(who, name, description=body.description,
+                                    policy=body.policy).to_dict()
+
+    # -- approvals ------------------------------------------------------------------------
+    @router.get("/approvals", tags=["approvals"])
+    def list_approvals(who: Who, status: str | None = None, project: str | None = None
+                       ) -> list[dict[str, Any]]:
+        return [a.to_dict() for a in yard.approvals.list(who, status, project)]
+
+    @router.get("/approvals/{approval_id}", tags=["approvals"])
+    def get_approval(approval_id: int, who: Who) -> dict[str, Any]:
+        return yard.approvals.get(who, approval_id).to_dict()
+
+    @router.post("/approvals/{approval_id}/approve", tags=["approvals"])
+    def approve(approval_id: int, who: Who, body: Decision | None = None) -> dict[str, Any]:
+        """The approval that reaches the required number executes the change, once."""
+        decided = yard.approvals.approve(who, approval_id, body.comment if body else "")
+        if decided.status == "executed":
+            backend.trigger()
+        return decided.to_dict()
+
+    @router.post("/approvals/{approval_id}/reject", tags=["approvals"])
+    def reject(approval_id: int, who: Who, body: Decision | None = None) -> dict[str, Any]:
+        return yard.approvals.reject(who, approval_id, body.comment if body else "").to_dict()
+
+    @router.post("/approvals/{approval_id}/cancel", tags=["approvals"])
+    def cancel(approval_id: int, who: Who) -> dict[str, Any]:
+        return yard.approvals.cancel(who, approval_id).to_dict()
+
     # -- audit ----------------------------------------------------------------------------
     @router.get("/audit", tags=["audit"])
     def audit_records(who: Who, since: datetime | None = None,
@@ -393,6 +503,12 @@ def build_control_api(app: FastAPI, yard: Yard, backend: Backend) -> None:
             return audit.verify(session).to_dict()
 
     app.include_router(router)
+
+
+def pending(approval: Approval) -> JSONResponse:
+    """202 Accepted: the change waits for approvals at the Location given."""
+    return JSONResponse(approval.to_dict(), status_code=202,
+                        headers={"Location": f"{API}/approvals/{approval.id}"})
 
 
 def _store_upload(yard: Yard, upload: Path) -> tuple[str, int]:

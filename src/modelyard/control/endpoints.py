@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from modelyard.control.approvals import ApprovalService
+from modelyard.domain.approvals import Approval
 from modelyard.domain.deployment import DeploymentSpec
 from modelyard.domain.errors import AlreadyExists, ValidationFailed, VersionArchived
 from modelyard.domain.names import ModelRef, check_name
@@ -16,8 +19,10 @@ from modelyard.governance import audit
 from modelyard.governance.audit import guard
 from modelyard.governance.policy import Principal
 from modelyard.store import endpoints as repo
+from modelyard.store import projects as projects_repo
 from modelyard.store import registry as registry_repo
 from modelyard.store.db import Database
+from modelyard.store.tables import EndpointRow
 
 MAX_TIMEOUT_MS = 600_000
 
@@ -36,30 +41,55 @@ def check_timeout(timeout_ms: int | None) -> int | None:
 
 
 class EndpointService:
-    def __init__(self, db: Database, default_timeout_ms: int) -> None:
+    def __init__(self, db: Database, default_timeout_ms: int,
+                 approvals: ApprovalService | None = None) -> None:
         self.db = db
         self.default_timeout_ms = default_timeout_ms
         # Called after every committed change so an in-process data plane converges at once.
         self.on_change: Callable[[], None] = lambda: None
+        self.approvals = approvals or ApprovalService(db)
+        self.approvals.register("endpoint:auth", self._apply_auth, lambda: self.on_change())
 
-    def _check_target(self, session: Session, ref: ModelRef) -> None:
-        _, row = registry_repo.resolve(session, ref)
+    def _target_project(self, session: Session, ref: ModelRef) -> str:
+        """The project of the model ``ref`` names (an endpoint lives in its model's)."""
+        model, row = registry_repo.resolve(session, ref)
         if ref.version is not None and row.status != "active":
             raise VersionArchived(f"{ref} is archived and cannot be served", field="model")
+        return model.project
+
+    def _project_of(self, name: str) -> str | None:
+        with self.db.transaction() as session:
+            return session.scalars(select(EndpointRow.project)
+                                   .where(EndpointRow.name == name)).first()
+
+    def _guard(self, principal: Principal | None, action: str, name: str
+               ) -> tuple[Principal, str | None]:
+        project = self._project_of(name)
+        who = guard(self.db, principal, action, f"endpoint:{name}", project,
+                    anywhere=project is None)
+        return who, project
 
     def create(self, principal: Principal | None, name: str, model: str, *,
                timeout_ms: int | None = None, description: str = "",
-               deployment: Mapping[str, Any] | None = None, auth: str = "public") -> Endpoint:
-        principal = guard(self.db, principal, "endpoints:write", f"endpoint:{name}")
+               deployment: Mapping[str, Any] | None = None, auth: str = "key") -> Endpoint:
+        """A new endpoint in its model's project. ``auth="public"`` (no credentials at all)
+        needs an admin of that project."""
         check_name(name, "endpoint name", "name")
         ref = ModelRef.parse(model)
         timeout = check_timeout(timeout_ms) or self.default_timeout_ms
         spec = DeploymentSpec.from_dict(deployment)
         check_auth(auth)
+        with self.db.transaction() as session:
+            project = registry_repo.project_of(session, ref.model)
+        principal = guard(self.db, principal, "endpoints:write", f"endpoint:{name}", project,
+                          anywhere=project is None)
+        if auth == "public" and project is not None:
+            guard(self.db, principal, "endpoints:publish", f"endpoint:{name}", project)
         try:
             with self.db.transaction() as session:
-                self._check_target(session, ref)
-                endpoint = repo.create(session, name, ref, timeout, description, spec, auth)
+                project = self._target_project(session, ref)
+                endpoint = repo.create(session, name, ref, timeout, description, spec, auth,
+                                       project)
                 audit.append(session, principal.name, "endpoint.create", name,
                              after=endpoint.to_dict())
         except IntegrityError:  # a concurrent create of the same name won the race
@@ -70,26 +100,59 @@ class EndpointService:
     def update(self, principal: Principal | None, name: str, *, model: str | None = None,
                timeout_ms: int | None = None, description: str | None = None,
                deployment: Mapping[str, Any] | None = None,
-               auth: str | None = None) -> Endpoint:
-        """Change an endpoint; ``deployment`` settings are merged into the current ones."""
-        principal = guard(self.db, principal, "endpoints:write", f"endpoint:{name}")
+               auth: str | None = None) -> Endpoint | Approval:
+        """Change an endpoint; ``deployment`` settings are merged into the current ones.
+        A change of ``auth`` the project holds back for approval is split off: the other
+        changes apply now and the answer is the pending approval for the auth change."""
+        principal, project = self._guard(principal, "endpoints:write", name)
         ref = ModelRef.parse(model) if model is not None else None
         check_timeout(timeout_ms)
         check_auth(auth)
+        if auth == "public" and project is not None:
+            guard(self.db, principal, "endpoints:publish", f"endpoint:{name}", project)
+        pending: Approval | None = None
         with self.db.transaction() as session:
-            if ref is not None:
-                self._check_target(session, ref)
-            before = repo.to_endpoint(repo.row(session, name))
-            spec = before.deployment.merged(deployment) if deployment is not None else None
-            endpoint = repo.update(session, name, ref=ref, timeout_ms=timeout_ms,
-                                   description=description, deployment=spec, auth=auth)
-            audit.append(session, principal.name, "endpoint.update", name,
-                         before=before.to_dict(), after=endpoint.to_dict())
+            current = repo.row(session, name)
+            if ref is not None and self._target_project(session, ref) != current.project:
+                raise ValidationFailed(
+                    f"endpoint {name!r} serves models of project {current.project!r}",
+                    field="model")
+            policy = projects_repo.get(session, current.project).policy
+            if auth is not None and auth != current.auth and \
+                    policy.needs_approval("endpoint:auth"):
+                pending = self.approvals.request(
+                    session, principal, policy, current.project, "endpoint:auth",
+                    f"endpoint:{name}", {"endpoint": name, "auth": auth})
+                auth = None
+            if ref is None and timeout_ms is None and description is None and \
+                    deployment is None and auth is None:
+                endpoint = repo.to_endpoint(current)
+            else:
+                endpoint = self._apply(session, principal, name, ref=ref,
+                                       timeout_ms=timeout_ms, description=description,
+                                       deployment=deployment, auth=auth)
         self.on_change()
+        return pending if pending is not None else endpoint
+
+    def _apply(self, session: Session, who: Principal, name: str, *, ref: ModelRef | None,
+               timeout_ms: int | None, description: str | None,
+               deployment: Mapping[str, Any] | None, auth: str | None) -> Endpoint:
+        before = repo.to_endpoint(repo.row(session, name))
+        spec = before.deployment.merged(deployment) if deployment is not None else None
+        endpoint = repo.update(session, name, ref=ref, timeout_ms=timeout_ms,
+                               description=description, deployment=spec, auth=auth)
+        audit.append(session, who.name, "endpoint.update", name,
+                     before=before.to_dict(), after=endpoint.to_dict())
         return endpoint
 
+    def _apply_auth(self, session: Session, who: Principal, change: dict[str, Any]
+                    ) -> dict[str, Any]:
+        endpoint = self._apply(session, who, change["endpoint"], ref=None, timeout_ms=None,
+                               description=None, deployment=None, auth=change["auth"])
+        return {"endpoint": endpoint.name, "auth": endpoint.auth}
+
     def delete(self, principal: Principal | None, name: str) -> None:
-        principal = guard(self.db, principal, "endpoints:delete", f"endpoint:{name}")
+        principal, _ = self._guard(principal, "endpoints:delete", name)
         with self.db.transaction() as session:
             before = repo.to_endpoint(repo.row(session, name))
             repo.remove(session, name)
@@ -98,11 +161,12 @@ class EndpointService:
         self.on_change()
 
     def get(self, principal: Principal | None, name: str) -> Endpoint:
-        principal = guard(self.db, principal, "endpoints:read", "endpoints")
+        self._guard(principal, "endpoints:read", name)
         with self.db.transaction() as session:
             return repo.to_endpoint(repo.row(session, name))
 
     def list(self, principal: Principal | None) -> list[Endpoint]:
-        principal = guard(self.db, principal, "endpoints:read", "endpoints")
+        who = guard(self.db, principal, "endpoints:read", "endpoints", anywhere=True)
         with self.db.transaction() as session:
-            return repo.all_endpoints(session)
+            return [e for e in repo.all_endpoints(session)
+                    if who.may("endpoints:read", e.project)]

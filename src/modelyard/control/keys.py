@@ -8,7 +8,7 @@ from typing import Any
 from modelyard.domain.errors import Conflict, Forbidden, ValidationFailed
 from modelyard.governance import audit
 from modelyard.governance.audit import guard
-from modelyard.governance.policy import ROLES, Principal, grantable_roles
+from modelyard.governance.policy import ROLES, Principal, grantable_roles, parse_grant
 from modelyard.store import keys as repo
 from modelyard.store.db import Database
 
@@ -21,13 +21,13 @@ def check_owner(owner: str) -> str:
 
 
 def check_roles(principal: Principal, roles: list[str]) -> list[str]:
-    if not roles:
-        raise ValidationFailed(f"give at least one role: {', '.join(ROLES)}", field="roles")
-    unknown = sorted(set(roles) - set(ROLES))
-    if unknown:
-        raise ValidationFailed(f"unknown role {unknown[0]!r}; roles are {', '.join(ROLES)}",
-                               field="roles")
-    beyond = sorted(set(roles) - grantable_roles(principal))
+    """Valid grants (``role`` or ``role@project``) the principal holds itself."""
+    if not isinstance(roles, list) or not roles:
+        raise ValidationFailed(f"give at least one role: {', '.join(ROLES)} (optionally "
+                               "ROLE@PROJECT)", field="roles")
+    for grant in roles:
+        parse_grant(grant)
+    beyond = sorted(grantable_roles(principal, roles))
     if beyond:
         raise Forbidden(f"{principal.name} cannot grant roles it does not hold: {beyond}",
                         field="roles")

@@ -20,16 +20,27 @@ from typing import Any
 import numpy as np
 
 from modelyard import flavors
+from modelyard.control.approvals import ApprovalService
+from modelyard.domain.approvals import Approval
 from modelyard.domain.cards import ModelCard
-from modelyard.domain.errors import CardIncomplete, InvalidInput, ValidationFailed
+from modelyard.domain.errors import (
+    AliasNotFound,
+    CardIncomplete,
+    InvalidInput,
+    SignatureRequired,
+    ValidationFailed,
+    VersionArchived,
+)
 from modelyard.domain.names import ModelRef, check_alias, check_name
+from modelyard.domain.projects import DEFAULT_PROJECT, ProjectPolicy
 from modelyard.domain.registry import Alias, Lineage, Model, ModelVersion
 from modelyard.domain.signature import Signature, as_input_dict
 from modelyard.domain.tensors import to_jsonable
 from modelyard.flavors.base import Flavor, Predictor
-from modelyard.governance import audit
+from modelyard.governance import audit, signing
 from modelyard.governance.audit import guard
 from modelyard.governance.policy import Principal
+from modelyard.store import projects as projects_repo
 from modelyard.store import registry as repo
 from modelyard.store.archive import pack_to_file, stage
 from modelyard.store.artifacts import ArtifactStore
@@ -50,12 +61,14 @@ class Registration:
     trusted: bool = False
     trusted_types: Sequence[str] = ()
     to_onnx: bool = False
+    project: str | None = None  # a new model's project (default: "default")
 
 
 class RegistryService:
     def __init__(self, db: Database, artifacts: ArtifactStore, scratch: Path,
                  home: Path | None = None,
-                 card_policy: tuple[str, tuple[str, ...]] = ("production", ())) -> None:
+                 card_policy: tuple[str, tuple[str, ...]] = ("production", ()),
+                 approvals: ApprovalService | None = None) -> None:
         self.db = db
         # (alias, card fields it requires): e.g. production needs owners and limitations.
         self.card_policy = card_policy
@@ -64,13 +77,41 @@ class RegistryService:
         self.scratch = scratch
         # Test seam: called after the artifact is stored and before the metadata commit.
         self.before_commit: Callable[[], None] = lambda: None
+        self.approvals = approvals or ApprovalService(db)
+        self.approvals.register("alias:production", self._apply_alias)
+
+    def _guard(self, principal: Principal | None, action: str, name: str,
+               target: str) -> tuple[Principal, str | None]:
+        """Authorise ``action`` on model ``name`` in its project (``None``: no such model,
+        decided for any project; the call then answers 404)."""
+        with self.db.transaction() as session:
+            project = repo.project_of(session, name)
+        who = guard(self.db, principal, action, target, project, anywhere=project is None)
+        return who, project
+
+    def _guard_new(self, principal: Principal | None, name: str, spec: Registration
+                   ) -> tuple[Principal, str]:
+        """Registration: the project is the model's, or the one asked for when it is new."""
+        with self.db.transaction() as session:
+            existing = repo.project_of(session, name)
+        wanted = spec.project
+        if wanted is not None:
+            check_name(wanted, "project name", "project")
+        project = existing or wanted or DEFAULT_PROJECT
+        who = guard(self.db, principal, "models:write", f"model:{name}", project)
+        if existing is not None and wanted is not None and wanted != existing:
+            raise ValidationFailed(f"model {name!r} belongs to project {existing!r}",
+                                   field="project")
+        with self.db.transaction() as session:
+            projects_repo.row(session, project)  # 404 for an unknown project
+        return who, project
 
     # -- registration -------------------------------------------------------------------
     def register_object(self, principal: Principal | None, name: str, model: Any,
                         spec: Registration) -> ModelVersion:
         """Register an in-memory model (an estimator, a module, an ONNX proto, a class)."""
-        principal = guard(self.db, principal, "models:write", f"model:{name}")
         check_name(name, "model name", "name")
+        principal, spec.project = self._guard_new(principal, name, spec)
         sample = prepare_sample(spec.sample, spec.signature)
         with self._workdir() as folder:
             flavor, trusted_types = save_object(model, folder, spec, sample)
@@ -79,8 +120,8 @@ class RegistryService:
     def register_path(self, principal: Principal | None, name: str, path: Path,
                       spec: Registration) -> ModelVersion:
         """Register a model file or folder from the local disk."""
-        principal = guard(self.db, principal, "models:write", f"model:{name}")
         check_name(name, "model name", "name")
+        principal, spec.project = self._guard_new(principal, name, spec)
         sample = prepare_sample(spec.sample, spec.signature)
         with self._workdir() as folder:
             stage(Path(path), folder, exclude=self.home)
@@ -95,8 +136,8 @@ class RegistryService:
     def register_stored(self, principal: Principal | None, name: str, digest: str,
                         spec: Registration) -> ModelVersion:
         """Register an artifact already in the store (uploaded earlier by digest)."""
-        principal = guard(self.db, principal, "models:write", f"model:{name}")
         check_name(name, "model name", "name")
+        principal, spec.project = self._guard_new(principal, name, spec)
         sample = prepare_sample(spec.sample, spec.signature)
         source = self.artifacts.materialize(digest)
         with self._workdir() as folder:
@@ -121,7 +162,11 @@ class RegistryService:
         finally:
             archive.unlink(missing_ok=True)
         with self.db.transaction() as session:
-            model = repo.ensure_model(session, name, principal.name)
+            model = repo.ensure_model(session, name, principal.name,
+                                      project=spec.project or DEFAULT_PROJECT)
+            if model.project != (spec.project or DEFAULT_PROJECT):  # created meanwhile
+                raise ValidationFailed(f"model {name!r} belongs to project {model.project!r}",
+                                       field="project")
             row = repo.add_version(session, model, flavor=flavor.name, digest=digest, size=size,
                                    signature=signature, lineage=lineage, options=options,
                                    description=spec.description, actor=principal.name)
@@ -140,51 +185,83 @@ class RegistryService:
     # -- reads -------------------------------------------------------------------------
     def list_models(self, principal: Principal | None, tags: dict[str, str] | None = None
                     ) -> list[Model]:
-        principal = guard(self.db, principal, "models:read", "models")
+        who = guard(self.db, principal, "models:read", "models", anywhere=True)
         with self.db.transaction() as session:
-            return repo.list_models(session, tags)
+            return [m for m in repo.list_models(session, tags)
+                    if who.may("models:read", m.project)]
 
     def get_model(self, principal: Principal | None, name: str) -> Model:
-        principal = guard(self.db, principal, "models:read", "models")
+        self._guard(principal, "models:read", name, f"model:{name}")
         with self.db.transaction() as session:
             return repo.describe_model(session, repo.model_row(session, name))
 
     def list_versions(self, principal: Principal | None, name: str) -> list[ModelVersion]:
-        principal = guard(self.db, principal, "models:read", "models")
+        self._guard(principal, "models:read", name, f"model:{name}")
         with self.db.transaction() as session:
             return repo.list_versions(session, name)
 
     def get_version(self, principal: Principal | None, ref: ModelRef | str) -> ModelVersion:
-        principal = guard(self.db, principal, "models:read", "models")
         ref = ModelRef.parse(ref) if isinstance(ref, str) else ref
+        self._guard(principal, "models:read", ref.model, f"model:{ref.model}")
         with self.db.transaction() as session:
             model, row = repo.resolve(session, ref)
             return repo.describe_version(session, model, row)
 
     def search(self, principal: Principal | None, tags: dict[str, str]) -> list[ModelVersion]:
-        principal = guard(self.db, principal, "models:read", "models")
+        who = guard(self.db, principal, "models:read", "models", anywhere=True)
         with self.db.transaction() as session:
-            return repo.search_versions(session, tags)
+            return [v for v in repo.search_versions(session, tags)
+                    if who.may("models:read", v.project)]
 
     def alias_history(self, principal: Principal | None, name: str) -> list[dict[str, Any]]:
-        principal = guard(self.db, principal, "models:read", "models")
+        self._guard(principal, "models:read", name, f"model:{name}")
         with self.db.transaction() as session:
             return repo.alias_history(session, name)
 
     # -- changes -----------------------------------------------------------------------
-    def set_alias(self, principal: Principal | None, name: str, alias: str, version: int) -> Alias:
-        principal = guard(self.db, principal, "aliases:write", f"alias:{name}@{alias}")
+    def set_alias(self, principal: Principal | None, name: str, alias: str, version: int
+                  ) -> Alias | Approval:
+        """Point ``alias`` at ``version``. When the project's policy holds back moves of the
+        ``production`` alias, the answer is a pending approval instead of the move."""
+        who, project = self._guard(principal, "aliases:write", name, f"alias:{name}@{alias}")
         check_alias(alias)
         with self.db.transaction() as session:
-            self._check_card(session, name, alias, version)
-            before = repo.describe_model(session, repo.model_row(session, name)).aliases.get(alias)
-            moved = repo.set_alias(session, name, alias, version, principal.name)
-            audit.append(session, principal.name, "alias.set", f"{name}@{alias}",
-                         before={"version": before}, after={"version": version})
-            return moved
+            policy = projects_repo.get(session, project or DEFAULT_PROJECT).policy
+            self._check_card(session, policy, name, alias, version)
+            if alias == "production" and policy.needs_approval("alias:production"):
+                if repo.version_row(session, repo.model_row(session, name), version).status \
+                        != "active":
+                    raise VersionArchived(f"{name}:{version} is archived", field="version")
+                return self.approvals.request(
+                    session, who, policy, project or DEFAULT_PROJECT, "alias:production",
+                    f"{name}@{alias}", {"model": name, "alias": alias, "version": version})
+            moved = self._apply_alias(session, who, {"model": name, "alias": alias,
+                                                     "version": version})
+            return Alias(**moved)
 
-    def _check_card(self, session: Any, name: str, alias: str, version: int) -> None:
+    def _apply_alias(self, session: Any, who: Principal, change: dict[str, Any]
+                     ) -> dict[str, Any]:
+        """Move or remove (``version`` None) an alias, audited; approvals call this too."""
+        name, alias, version = change["model"], change["alias"], change["version"]
+        before = repo.describe_model(session, repo.model_row(session, name)).aliases.get(alias)
+        if version is None:
+            repo.remove_alias(session, name, alias, who.name)
+            audit.append(session, who.name, "alias.remove", f"{name}@{alias}",
+                         before={"version": before})
+            return {"model": name, "name": alias, "version": None}
+        policy = projects_repo.get(session, repo.model_row(session, name).project).policy
+        self._check_card(session, policy, name, alias, version)
+        moved = repo.set_alias(session, name, alias, version, who.name)
+        audit.append(session, who.name, "alias.set", f"{name}@{alias}",
+                     before={"version": before}, after={"version": version})
+        return {"model": moved.model, "name": moved.name, "version": moved.version,
+                "updated_by": moved.updated_by, "updated_at": moved.updated_at}
+
+    def _check_card(self, session: Any, policy: ProjectPolicy, name: str, alias: str,
+                    version: int) -> None:
         required_alias, fields = self.card_policy
+        if policy.card_required is not None:
+            fields = policy.card_required
         if alias != required_alias or not fields:
             return
         row = repo.version_row(session, repo.model_row(session, name), version)
@@ -197,15 +274,15 @@ class RegistryService:
 
     def card(self, principal: Principal | None, ref: ModelRef | str) -> ModelCard:
         """The version's card, with training data and metrics filled from lineage."""
-        guard(self.db, principal, "models:read", "models")
         ref = ModelRef.parse(ref) if isinstance(ref, str) else ref
+        self._guard(principal, "models:read", ref.model, f"model:{ref.model}")
         with self.db.transaction() as session:
             _, row = repo.resolve(session, ref)
             return ModelCard.from_dict(row.card).with_lineage(Lineage.from_dict(row.lineage))
 
     def update_card(self, principal: Principal | None, name: str, version: int,
                     changes: dict[str, Any]) -> ModelCard:
-        principal = guard(self.db, principal, "models:write", f"card:{name}:{version}")
+        principal, _ = self._guard(principal, "models:write", name, f"card:{name}:{version}")
         with self.db.transaction() as session:
             row = repo.version_row(session, repo.model_row(session, name), version)
             before = ModelCard.from_dict(row.card)
@@ -215,16 +292,24 @@ class RegistryService:
                          before=before.to_dict(), after=after.to_dict())
             return after.with_lineage(Lineage.from_dict(row.lineage))
 
-    def remove_alias(self, principal: Principal | None, name: str, alias: str) -> None:
-        principal = guard(self.db, principal, "aliases:write", f"alias:{name}@{alias}")
+    def remove_alias(self, principal: Principal | None, name: str, alias: str
+                     ) -> Approval | None:
+        """Remove an alias; removing ``production`` may wait for approvals like a move."""
+        who, project = self._guard(principal, "aliases:write", name, f"alias:{name}@{alias}")
         with self.db.transaction() as session:
-            before = repo.describe_model(session, repo.model_row(session, name)).aliases.get(alias)
-            repo.remove_alias(session, name, alias, principal.name)
-            audit.append(session, principal.name, "alias.remove", f"{name}@{alias}",
-                         before={"version": before})
+            policy = projects_repo.get(session, project or DEFAULT_PROJECT).policy
+            if alias == "production" and policy.needs_approval("alias:production"):
+                if alias not in repo.describe_model(session, repo.model_row(session, name)
+                                                    ).aliases:
+                    raise AliasNotFound(f"{name} has no alias {alias!r}", field="alias")
+                return self.approvals.request(
+                    session, who, policy, project or DEFAULT_PROJECT, "alias:production",
+                    f"{name}@{alias}", {"model": name, "alias": alias, "version": None})
+            self._apply_alias(session, who, {"model": name, "alias": alias, "version": None})
+            return None
 
     def archive(self, principal: Principal | None, name: str, version: int) -> ModelVersion:
-        principal = guard(self.db, principal, "models:write", f"version:{name}:{version}")
+        principal, _ = self._guard(principal, "models:write", name, f"version:{name}:{version}")
         with self.db.transaction() as session:
             row = repo.archive_version(session, name, version)
             audit.append(session, principal.name, "version.archive", f"{name}:{version}",
@@ -232,7 +317,7 @@ class RegistryService:
             return repo.describe_version(session, repo.model_row(session, name), row)
 
     def delete_model(self, principal: Principal | None, name: str) -> None:
-        principal = guard(self.db, principal, "models:delete", f"model:{name}")
+        principal, _ = self._guard(principal, "models:delete", name, f"model:{name}")
         with self.db.transaction() as session:
             before = repo.describe_model(session, repo.model_row(session, name)).to_dict()
             repo.delete_model(session, name)
@@ -262,7 +347,62 @@ class RegistryService:
             return still_unused
         return candidates
 
+    # -- signatures ----------------------------------------------------------------------
+    def add_signature(self, principal: Principal | None, name: str, version: int,
+                      signature: dict[str, Any]) -> dict[str, Any]:
+        """Attach an Ed25519 signature (``modelyard models sign``); it must verify against
+        one of the project's trusted keys, so a stored signature always means something."""
+        who, project = self._guard(principal, "models:write", name,
+                                   f"signature:{name}:{version}")
+        if not isinstance(signature, dict):
+            raise ValidationFailed("signature must be an object", field="signature")
+        with self.db.transaction() as session:
+            row = repo.version_row(session, repo.model_row(session, name), version)
+            policy = projects_repo.get(session, project or DEFAULT_PROJECT).policy
+            if not policy.trusted_keys:
+                raise ValidationFailed(
+                    f"project {project!r} trusts no signing key yet: add one to its policy "
+                    "(trusted_keys) first", field="signature")
+            key_id = signing.verify(signature, [k.encode() for k in policy.trusted_keys],
+                                    name, row.artifact_digest)
+            if key_id is None:
+                raise ValidationFailed(
+                    f"the signature does not verify for {name}:{version} with any key the "
+                    f"project {project!r} trusts", field="signature")
+            stored = repo.add_signature(session, row, key_id, str(signature["signature"]),
+                                        who.name)
+            audit.append(session, who.name, "version.sign", f"{name}:{version}",
+                         after=stored)
+            return stored
+
+    def signatures(self, principal: Principal | None, name: str, version: int
+                   ) -> list[dict[str, Any]]:
+        self._guard(principal, "models:read", name, f"model:{name}")
+        with self.db.transaction() as session:
+            row = repo.version_row(session, repo.model_row(session, name), version)
+            return repo.signatures(session, row)
+
+    def check_signed(self, version: ModelVersion) -> str | None:
+        """Before a load: when the project requires signatures, the key id of a trusted key
+        that signed this version, or SignatureRequired. ``None`` when none are required."""
+        with self.db.transaction() as session:
+            policy = projects_repo.get(session, version.project).policy
+            if not policy.signatures_required:
+                return None
+            row = repo.version_row(session, repo.model_row(session, version.model),
+                                   version.version)
+            stored = repo.signatures(session, row)
+        trusted = [k.encode() for k in policy.trusted_keys]
+        key_id = signing.verify_any(stored, trusted, version.model, version.artifact_digest)
+        if key_id is None:
+            raise SignatureRequired(
+                f"project {version.project!r} requires a signature by a trusted key, and "
+                f"{version.ref} has none that verifies (modelyard models sign {version.ref})",
+                field="model")
+        return key_id
+
     def load_predictor(self, version: ModelVersion) -> Predictor:
+        self.check_signed(version)
         folder = self.artifacts.materialize(version.artifact_digest)
         flavor = flavors.get(version.flavor)
         return flavor.load(folder, version.flavor_options, trusted=version.lineage.trusted)

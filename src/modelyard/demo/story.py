@@ -26,7 +26,7 @@ from modelyard.domain.errors import ModelyardError
 from modelyard.domain.registry import fingerprint
 from modelyard.serving.server import BackgroundServer, free_port
 from modelyard.settings import Settings
-from modelyard.yard import Yard
+from modelyard.yard import Yard, write_secret
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -88,10 +88,12 @@ def run(yard_path: Path | None, port: int, check: bool, console: Console) -> int
             description="Customer lifetime value in dollars (scaler + ridge, skops format).")
         for name in ("churn", "ltv"):
             try:
-                yard.endpoint(name)
+                if yard.endpoint(name).auth != "key":  # made public by an older demo
+                    yard.update_endpoint(name, auth="key")
             except ModelyardError:
-                yard.create_endpoint(name, f"{name}@champion",
+                yard.create_endpoint(name, f"{name}@champion", auth="key",
                                      description=f"demo endpoint for {name}")
+        key_file = _demo_key(yard, settings.home / "demo-predictor.key")
         progress.update(step, advance=1, description="yard ready")
 
     console.print(f"yard: [bold]{settings.home}[/bold]")
@@ -114,12 +116,12 @@ def run(yard_path: Path | None, port: int, check: bool, console: Console) -> int
     console.print(f"server ready on [bold]{server.url}[/bold] in "
                   f"{time.perf_counter() - started:.2f} s")
     try:
-        ok = _call(server.url, data.x, console)
+        ok = _call(server.url, data.x, key_file.read_text().strip(), console)
         if check:
             console.print("[green]demo check passed[/green]" if ok else
                           "[red]demo check failed[/red]")
             return 0 if ok else 1
-        _show_usage(server.url, data.x, console)
+        _show_usage(server.url, data.x, key_file, console)
         try:
             while server.thread.is_alive():
                 time.sleep(0.5)
@@ -131,10 +133,28 @@ def run(yard_path: Path | None, port: int, check: bool, console: Console) -> int
         yard.close()
 
 
-def _call(url: str, x: np.ndarray, console: Console) -> bool:
+def _demo_key(yard: Yard, path: Path) -> Path:
+    """A predictor-only key for the demo's calls, made once and kept next to the yard
+    (readable by its owner only), so the endpoints need no public access."""
+    if path.is_file():
+        prefix = path.read_text().strip().partition(".")[0]
+        if any(k["prefix"] == prefix and k["revoked_at"] is None for k in yard.list_keys()):
+            return path
+    created = yard.create_key("demo-client", ["predictor"])
+    write_secret(path, created["key"])
+    return path
+
+
+def _call(url: str, x: np.ndarray, key: str, console: Console) -> bool:
     ok = True
     customers = x[:2].astype(float).round(2).tolist()
-    with httpx.Client(base_url=url, timeout=30) as http:
+    with httpx.Client(base_url=url, timeout=30) as anonymous:
+        r = anonymous.post("/endpoints/churn/predict", json={"instances": customers})
+        console.print(Panel(f"the endpoints need a key (auth=key):\n{r.status_code} {r.text}",
+                            title="no credentials", expand=False))
+        ok &= r.status_code == 401
+    with httpx.Client(base_url=url, timeout=30,
+                      headers={"Authorization": f"Bearer {key}"}) as http:
         body = {"instances": customers}
         r = http.post("/endpoints/churn/predict", json=body)
         console.print(Panel(Syntax(f"POST /endpoints/churn/predict\n{json.dumps(body)}\n\n"
@@ -165,14 +185,16 @@ def _call(url: str, x: np.ndarray, console: Console) -> bool:
     return ok
 
 
-def _show_usage(url: str, x: np.ndarray, console: Console) -> None:
+def _show_usage(url: str, x: np.ndarray, key_file: Path, console: Console) -> None:
     body = json.dumps({"instances": x[:1].astype(float).round(2).tolist()})
+    auth = f'"Authorization: Bearer $(cat {shlex.quote(str(key_file))})"'
     curl = (f"curl -s {url}/endpoints/churn/predict -H 'Content-Type: application/json' "
-            f"-d {shlex.quote(body)}")
+            f"-H {auth} -d {shlex.quote(body)}")
     console.print(Panel(
         f"data plane:    {url}/endpoints/<name>/predict\n"
         f"               {url}/v2/models/<name>/infer  (Open Inference Protocol v2)\n"
         f"control plane: {url}/api/v1  (OpenAPI: {url}/openapi.json)\n"
+        f"predictor key: {key_file} (role predictor; the admin key is separate)\n"
         f"features:      {', '.join(FEATURES)}",
         title="serving", border_style="green", expand=False), highlight=False)
     console.print("try (one line):", style="bold")

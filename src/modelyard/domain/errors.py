@@ -100,8 +100,28 @@ class ArtifactNotFound(NotFound):
     code = "artifact_not_found"
 
 
+class ProjectNotFound(NotFound):
+    code = "project_not_found"
+
+
+class ApprovalNotFound(NotFound):
+    code = "approval_not_found"
+
+
 class Conflict(ModelyardError):
     code, status, title = "conflict", 409, "Conflict"
+
+
+class ApprovalClosed(Conflict):
+    """The approval request was already executed, rejected, cancelled or has expired."""
+
+    code = "approval_closed"
+
+
+class SignatureRequired(Conflict):
+    """The project requires a valid signature by one of its trusted keys."""
+
+    code = "signature_required"
 
 
 class AlreadyExists(Conflict):
@@ -126,6 +146,18 @@ class Unauthenticated(ModelyardError):
 
 class Forbidden(ModelyardError):
     code, status, title = "forbidden", 403, "Not allowed"
+
+
+class SelfApproval(Forbidden):
+    """Four eyes: the requester of a change can never approve it."""
+
+    code = "self_approval"
+
+
+class CrossOrigin(Forbidden):
+    """A browser-style cross-origin request tried to change something."""
+
+    code = "cross_origin"
 
 
 class NotReady(ModelyardError):

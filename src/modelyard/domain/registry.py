@@ -66,6 +66,7 @@ class ModelVersion:
     created_by: str
     aliases: tuple[str, ...] = ()
     input_example: list[dict[str, Any]] | None = None  # a few sample rows as OIP tensors
+    project: str = "default"
 
     @property
     def ref(self) -> str:
@@ -74,6 +75,7 @@ class ModelVersion:
     def to_dict(self) -> dict[str, Any]:
         return {
             "model": self.model,
+            "project": self.project,
             "version": self.version,
             "flavor": self.flavor,
             "artifact": {"sha256": self.artifact_digest, "size": self.artifact_size},
@@ -114,10 +116,12 @@ class Model:
     created_at: datetime
     latest_version: int | None
     aliases: dict[str, int]
+    project: str = "default"
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
+            "project": self.project,
             "description": self.description,
             "created_at": self.created_at.isoformat(),
             "latest_version": self.latest_version,
@@ -135,11 +139,13 @@ class Endpoint:
     updated_at: datetime
     generation: int  # bumped on every change; lets the data plane see what is new
     deployment: DeploymentSpec = field(default_factory=DeploymentSpec)
-    auth: str = "public"  # who may call the data plane: public, key or jwt
+    auth: str = "key"  # who may call the data plane: public, key or jwt
+    project: str = "default"  # always its model's project
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
+            "project": self.project,
             "model": self.model_ref,
             "auth": self.auth,
             "timeout_ms": self.timeout_ms,

@@ -128,17 +128,18 @@ def records(session: Session, since: datetime | None = None, limit: int | None =
                "prev_hash": row.prev_hash, "hash": row.hash}
 
 
-def guard(db: Any, principal: Any, action: str, target: str) -> Any:
+def guard(db: Any, principal: Any, action: str, target: str, project: str | None = None,
+          *, anywhere: bool = False) -> Any:
     """``authorize``, with every refusal written to the chain (in its own transaction, since
     the refused change never gets one)."""
     from modelyard.domain.errors import ModelyardError
     from modelyard.governance.policy import authorize
 
     try:
-        return authorize(principal, action)
+        return authorize(principal, action, project, anywhere=anywhere)
     except ModelyardError as exc:
         actor = principal.name if principal is not None else "anonymous"
         with db.transaction() as session:
             append(session, actor, action, target, outcome="denied",
-                   after={"reason": exc.detail})
+                   after={"reason": exc.detail, "project": project})
         raise

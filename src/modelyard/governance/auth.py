@@ -64,4 +64,5 @@ def principal_from_request(request: Request, db: Database,
         with db.transaction() as session:
             keys.touch(session, record.prefix)
         _last_touch[record.prefix] = now
-    return Principal(f"key:{record.owner}:{record.prefix}", frozenset(record.roles))
+    return Principal(f"key:{record.owner}:{record.prefix}", frozenset(record.roles),
+                     subject=record.owner.strip().lower())

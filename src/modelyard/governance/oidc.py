@@ -16,7 +16,7 @@ from typing import Any
 import jwt
 
 from modelyard.domain.errors import Unauthenticated, ValidationFailed
-from modelyard.governance.policy import ROLES, Principal
+from modelyard.governance.policy import Principal, parse_grant
 
 ALGORITHMS = ["RS256", "ES256"]
 LEEWAY_S = 30
@@ -81,16 +81,21 @@ class JwtVerifier:
                                 options={"require": ["exp", "iss", "aud", "sub"]})
         except jwt.PyJWTError as exc:
             raise Unauthenticated(f"token refused: {exc}", field="authorization") from None
-        return Principal(f"jwt:{claims['sub']}", frozenset(self.roles(claims)))
+        return Principal(f"jwt:{claims['sub']}", frozenset(self.roles(claims)),
+                         subject=str(claims["sub"]).lower())
 
     def roles(self, claims: Mapping[str, Any]) -> set[str]:
         raw = claims.get(self.roles_claim, [])
         values = raw.split() if isinstance(raw, str) else raw if isinstance(raw, list) else []
         roles = set()
         for value in values:
-            role = self.role_map.get(str(value), str(value))
-            if role in ROLES:
-                roles.add(role)
+            # A mapped value may be scoped: {"fraud-team": "developer@fraud"}.
+            grant = self.role_map.get(str(value), str(value))
+            try:
+                parse_grant(grant)
+            except ValidationFailed:
+                continue  # claims name other systems' groups too
+            roles.add(grant)
         return roles
 
 

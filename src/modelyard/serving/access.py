@@ -15,18 +15,27 @@ import math
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from cachetools import TTLCache
 from sqlalchemy import select
 
-from modelyard.domain.errors import Forbidden, QuotaExceeded, TooManyRequests, Unauthenticated
+from modelyard.domain.errors import (
+    Forbidden,
+    ModelyardError,
+    QuotaExceeded,
+    TooManyRequests,
+    Unauthenticated,
+)
+from modelyard.domain.registry import Endpoint
+from modelyard.governance import audit
 from modelyard.governance.oidc import JwtVerifier
-from modelyard.governance.policy import ACTIONS, Principal
+from modelyard.governance.policy import Principal
 from modelyard.store.db import Database
 from modelyard.store.keys import KEY_PREFIX, add_usage, usage_on
 from modelyard.store.tables import ApiKeyRow
 
-_PREDICT = ACTIONS["predict"]
+_MAX_REFUSAL_KINDS = 1000
 
 
 class DataPlaneAccess:
@@ -42,6 +51,8 @@ class DataPlaneAccess:
         self._day = _today()
         self._used: dict[str, int] = {}
         self._unflushed: dict[tuple[str, str], int] = {}
+        # Refused calls since the last flush: (actor, endpoint, code) -> (count, detail).
+        self._refusals: dict[tuple[str, str, str], tuple[int, str]] = {}
 
     def refresh(self) -> None:
         """Flush usage counts, then reload the active keys (hashes, roles, limits) and
@@ -52,6 +63,7 @@ class DataPlaneAccess:
         with self.db.transaction() as session:
             if pending:
                 add_usage(session, pending)
+            self._flush_refusals(session)
             rows = session.execute(select(ApiKeyRow.prefix, ApiKeyRow.key_hash,
                                           ApiKeyRow.roles, ApiKeyRow.rate_per_s,
                                           ApiKeyRow.daily_quota)
@@ -66,15 +78,43 @@ class DataPlaneAccess:
                     used[prefix] = used.get(prefix, 0) + calls
             self._day, self._used = today, used
 
-    def check(self, mode: str, authorization: bytes | None) -> None:
-        if mode == "public":
+    def check(self, endpoint: Endpoint, authorization: bytes | None) -> None:
+        """Allow a call to ``endpoint`` under its auth mode, or raise 401/403 (429 beyond
+        the key's rate or quota). Refusals are audited, in batches (see ``_refused``)."""
+        if endpoint.auth == "public":
             return
-        token = _bearer(authorization)
-        principal = self._by_key(token) if mode == "key" else self._by_token(token)
-        if not principal.roles & _PREDICT:
-            raise Forbidden(f"{principal.name} may not call this endpoint")
-        if mode == "key":
-            self._count(token.partition(".")[0])
+        actor = "anonymous"
+        try:
+            token = _bearer(authorization)
+            principal = self._by_key(token) if endpoint.auth == "key" else \
+                self._by_token(token)
+            actor = principal.name
+            if not principal.may("predict", endpoint.project):
+                raise Forbidden(f"{principal.name} may not call endpoints of project "
+                                f"{endpoint.project!r}")
+            if endpoint.auth == "key":
+                self._count(token.partition(".")[0])
+        except (Unauthenticated, Forbidden, TooManyRequests) as refused:
+            self._refused(actor, endpoint.name, refused)
+            raise
+
+    def _refused(self, actor: str, endpoint: str, error: ModelyardError) -> None:
+        """Count a refusal for the audit chain. Writing a record per refused call would let
+        anyone flood the chain (and the database) from outside; instead each reconcile
+        writes one record per (actor, endpoint, reason) with how many calls it stands for."""
+        key = (actor, endpoint, error.code)
+        with self._lock:
+            if key not in self._refusals and len(self._refusals) >= _MAX_REFUSAL_KINDS:
+                key = ("(many)", endpoint, error.code)
+            count, _ = self._refusals.get(key, (0, ""))
+            self._refusals[key] = (count + 1, error.detail)
+
+    def _flush_refusals(self, session: Any) -> None:
+        with self._lock:
+            refusals, self._refusals = self._refusals, {}
+        for (actor, endpoint, code), (count, detail) in sorted(refusals.items()):
+            audit.append(session, actor, "predict", f"endpoint:{endpoint}", outcome="denied",
+                         after={"reason": detail, "code": code, "calls": count})
 
     def _count(self, prefix: str) -> None:
         """Spend one call of the key's rate and quota, or refuse with 429."""

@@ -53,7 +53,7 @@ class DataPlane:
             raise EndpointNotFound(f"endpoint {name!r} does not exist", field="endpoint")
         if request is not None:  # metadata of a protected endpoint is protected too
             header = request.headers.get("authorization")
-            self.access.check(state.endpoint.auth, header.encode("latin-1") if header else None)
+            self.access.check(state.endpoint, header.encode("latin-1") if header else None)
         return state
 
     def _deployment(self, request: Request) -> Deployment:

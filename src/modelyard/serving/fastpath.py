@@ -129,7 +129,7 @@ class FastPath:
             # Who may call: decided before the body is read (public endpoints skip it).
             known = self.backend.state(name)
             if known is not None:
-                self.access.check(known.endpoint.auth, request.authorization)
+                self.access.check(known.endpoint, request.authorization)
             body = await self._body(request, receive)
             if body is None:
                 return  # the client went away

@@ -9,13 +9,13 @@ from modelyard.domain.deployment import DeploymentSpec
 from modelyard.domain.errors import AlreadyExists, EndpointNotFound
 from modelyard.domain.names import ModelRef
 from modelyard.domain.registry import Endpoint
-from modelyard.store.tables import EndpointRow, utcnow
+from modelyard.store.tables import DEFAULT_PROJECT, EndpointRow, utcnow
 
 
 def to_endpoint(row: EndpointRow) -> Endpoint:
     return Endpoint(row.name, row.model_ref, row.timeout_ms, row.description, row.created_at,
                     row.updated_at, row.generation, DeploymentSpec.from_dict(row.deployment),
-                    row.auth)
+                    row.auth, row.project)
 
 
 def row(session: Session, name: str) -> EndpointRow:
@@ -26,13 +26,15 @@ def row(session: Session, name: str) -> EndpointRow:
 
 
 def create(session: Session, name: str, ref: ModelRef, timeout_ms: int,
-           description: str, deployment: DeploymentSpec, auth: str = "public") -> Endpoint:
+           description: str, deployment: DeploymentSpec, auth: str = "key",
+           project: str = DEFAULT_PROJECT) -> Endpoint:
     if session.scalars(select(EndpointRow.id).where(EndpointRow.name == name)).first():
         raise AlreadyExists(f"endpoint {name!r} already exists", field="name")
     now = utcnow()
     new = EndpointRow(name=name, model_name=ref.model, model_ref=str(ref),
                       timeout_ms=timeout_ms, description=description,
-                      deployment=deployment.to_dict(), auth=auth, created_at=now,
+                      deployment=deployment.to_dict(), auth=auth, project=project,
+                      created_at=now,
                       updated_at=now, generation=1)
     session.add(new)
     session.flush()

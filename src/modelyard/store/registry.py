@@ -24,11 +24,13 @@ from modelyard.domain.names import ModelRef
 from modelyard.domain.registry import Alias, Lineage, Model, ModelVersion
 from modelyard.domain.signature import Signature
 from modelyard.store.tables import (
+    DEFAULT_PROJECT,
     AliasEventRow,
     AliasRow,
     EndpointRow,
     ModelRow,
     VersionRow,
+    VersionSignatureRow,
     VersionTagRow,
     utcnow,
 )
@@ -44,14 +46,15 @@ def model_row(session: Session, name: str, *, lock: bool = False) -> ModelRow:
     return row
 
 
-def ensure_model(session: Session, name: str, actor: str, description: str = "") -> ModelRow:
+def ensure_model(session: Session, name: str, actor: str, description: str = "",
+                 project: str = DEFAULT_PROJECT) -> ModelRow:
     """The model row, created if new, locked for the rest of the transaction.
 
     INSERT .. ON CONFLICT DO NOTHING first: a plain SELECT .. FOR UPDATE locks nothing while
     the row does not exist, so two first registrations would both try to insert it.
     """
     values = {"name": name, "description": description, "created_by": actor,
-              "created_at": utcnow()}
+              "created_at": utcnow(), "project": project}
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         session.execute(pg_insert(ModelRow).values(**values)
@@ -64,7 +67,7 @@ def ensure_model(session: Session, name: str, actor: str, description: str = "")
     ).one_or_none()
     if row is None:
         row = ModelRow(name=name, description=description, created_by=actor,
-                       created_at=utcnow())
+                       created_at=utcnow(), project=project)
         session.add(row)
         session.flush()
     return row
@@ -172,6 +175,7 @@ def to_version(model: ModelRow, row: VersionRow, aliases: list[str] | None = Non
         created_by=row.created_by,
         aliases=tuple(aliases or ()),
         input_example=(row.input_example or {}).get("tensors"),
+        project=model.project,
     )
 
 
@@ -202,7 +206,12 @@ def describe_model(session: Session, row: ModelRow) -> Model:
             .where(AliasRow.model_id == row.id)
         )
     }
-    return Model(row.name, row.description, row.created_at, latest, aliases)
+    return Model(row.name, row.description, row.created_at, latest, aliases, row.project)
+
+
+def project_of(session: Session, name: str) -> str | None:
+    """The model's project, or None when there is no such model."""
+    return session.scalars(select(ModelRow.project).where(ModelRow.name == name)).first()
 
 
 def list_models(session: Session, tags: dict[str, str] | None = None) -> list[Model]:
@@ -317,3 +326,30 @@ def delete_model(session: Session, name: str) -> None:
 
 def referenced_digests(session: Session) -> set[str]:
     return set(session.scalars(select(VersionRow.artifact_digest).distinct()))
+
+
+def add_signature(session: Session, version: VersionRow, key_id: str, signature: str,
+                  actor: str) -> dict[str, Any]:
+    """Store a verified signature (one per key and version; a repeat replaces nothing)."""
+    existing = session.scalars(select(VersionSignatureRow).where(
+        VersionSignatureRow.version_id == version.id,
+        VersionSignatureRow.key_id == key_id)).one_or_none()
+    if existing is None:
+        existing = VersionSignatureRow(version_id=version.id, key_id=key_id,
+                                       algorithm="ed25519", signature=signature,
+                                       added_by=actor, added_at=utcnow())
+        session.add(existing)
+        session.flush()
+    return _signature_dict(existing)
+
+
+def signatures(session: Session, version: VersionRow) -> list[dict[str, Any]]:
+    rows = session.scalars(select(VersionSignatureRow)
+                           .where(VersionSignatureRow.version_id == version.id)
+                           .order_by(VersionSignatureRow.id))
+    return [_signature_dict(r) for r in rows]
+
+
+def _signature_dict(row: VersionSignatureRow) -> dict[str, Any]:
+    return {"key_id": row.key_id, "algorithm": row.algorithm, "signature": row.signature,
+            "added_by": row.added_by, "added_at": row.added_at.isoformat()}

@@ -48,10 +48,28 @@ class Base(DeclarativeBase):
     pass
 
 
+DEFAULT_PROJECT = "default"
+
+
+class ProjectRow(Base):
+    """A project groups models and endpoints; roles can be granted per project, and its
+    policy (approvals, signatures, model cards) applies to what it holds."""
+
+    __tablename__ = "projects"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    policy: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(256))
+
+
 class ModelRow(Base):
     __tablename__ = "models"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
+    project: Mapped[str] = mapped_column(String(128), default=DEFAULT_PROJECT,
+                                         server_default=text("'default'"), index=True)
     description: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     created_by: Mapped[str] = mapped_column(String(256))
@@ -78,6 +96,22 @@ class VersionRow(Base):
     status: Mapped[str] = mapped_column(String(16), default="active")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     created_by: Mapped[str] = mapped_column(String(256))
+
+
+class VersionSignatureRow(Base):
+    """An Ed25519 signature over a version's artifact digest and model name."""
+
+    __tablename__ = "version_signatures"
+    __table_args__ = (UniqueConstraint("version_id", "key_id",
+                                       name="uq_version_signatures_version_key"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id", ondelete="CASCADE"),
+                                            index=True)
+    key_id: Mapped[str] = mapped_column(String(64))
+    algorithm: Mapped[str] = mapped_column(String(16))
+    signature: Mapped[str] = mapped_column(String(256))
+    added_by: Mapped[str] = mapped_column(String(256))
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class VersionTagRow(Base):
@@ -120,10 +154,12 @@ class EndpointRow(Base):
     name: Mapped[str] = mapped_column(String(128), unique=True)
     model_name: Mapped[str] = mapped_column(String(128), index=True)
     model_ref: Mapped[str] = mapped_column(String(300))
+    project: Mapped[str] = mapped_column(String(128), default=DEFAULT_PROJECT,
+                                         server_default=text("'default'"), index=True)
     timeout_ms: Mapped[int] = mapped_column(Integer)
     deployment: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict,
                                                        server_default=text("'{}'"))
-    auth: Mapped[str] = mapped_column(String(16), default="public",
+    auth: Mapped[str] = mapped_column(String(16), default="key",
                                       server_default=text("'public'"))
     description: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -181,3 +217,38 @@ class AuditHeadRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class ApprovalRow(Base):
+    """A change waiting for four-eyes approval; executed once when enough approvers agree."""
+
+    __tablename__ = "approvals"
+    __table_args__ = (Index("ix_approvals_status", "status"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project: Mapped[str] = mapped_column(String(128), index=True)
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(512))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    requested_by: Mapped[str] = mapped_column(String(256))
+    requester_subject: Mapped[str] = mapped_column(String(256))
+    requester_roles: Mapped[list[str]] = mapped_column(JSON)
+    required: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))  # pending executed rejected expired failed
+    reason: Mapped[str] = mapped_column(Text, default="")
+    result: Mapped[Any] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class ApprovalVoteRow(Base):
+    """One approver's decision; one per subject (person), whatever key they use."""
+
+    __tablename__ = "approval_votes"
+    approval_id: Mapped[int] = mapped_column(ForeignKey("approvals.id", ondelete="CASCADE"),
+                                             primary_key=True)
+    subject: Mapped[str] = mapped_column(String(256), primary_key=True)
+    actor: Mapped[str] = mapped_column(String(256))
+    decision: Mapped[str] = mapped_column(String(16))  # approve or reject
+    comment: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
