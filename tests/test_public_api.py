@@ -17,7 +17,9 @@ def test_client_and_yard_offer_the_same_verbs() -> None:
              "remove_alias", "archive", "delete_model", "create_endpoint", "update_endpoint",
              "endpoint", "list_endpoints", "delete_endpoint", "predict", "create_key",
              "list_keys", "rotate_key", "revoke_key", "card", "update_card",
-             "audit_verify", "audit_records"}
+             "audit_verify", "audit_records", "sign", "signatures", "create_project",
+             "list_projects", "project", "update_project", "list_approvals", "approval",
+             "approve", "reject", "cancel_approval"}
     for cls in (modelyard.Client, modelyard.Yard):
         missing = {v for v in verbs if not callable(getattr(cls, v, None))}
         assert not missing, (cls.__name__, missing)

@@ -148,7 +148,7 @@ class Client:
             "data_fingerprint": lineage.data_fingerprint,
             "code_revision": lineage.code_revision, "parent": lineage.parent,
             "description": spec.description, "trusted": spec.trusted,
-            "trusted_types": types,
+            "trusted_types": types, "project": spec.project,
         }
         return dict(self._call("POST", f"{API}/models/{name}/versions", json=body))
 
@@ -181,11 +181,28 @@ class Client:
                                params=[("tag", f"{k}={v}") for k, v in tags.items()]))
 
     def set_alias(self, name: str, alias: str, version: int) -> dict[str, Any]:
+        """The alias, or (answer 202) a pending approval with ``status: pending`` when the
+        project holds moves of ``production`` back for four-eyes approval."""
         return dict(self._call("PUT", f"{API}/models/{name}/aliases/{alias}",
                                json={"version": version}))
 
-    def remove_alias(self, name: str, alias: str) -> None:
-        self._call("DELETE", f"{API}/models/{name}/aliases/{alias}")
+    def remove_alias(self, name: str, alias: str) -> dict[str, Any] | None:
+        """``None``, or a pending approval (see ``set_alias``)."""
+        return self._call("DELETE", f"{API}/models/{name}/aliases/{alias}")
+
+    def sign(self, name: str, version: int, private_key: bytes | str | Path
+             ) -> dict[str, Any]:
+        """Sign here with an Ed25519 private key (PEM bytes or a file; it never leaves this
+        machine) and attach the signature to the version."""
+        from modelyard.governance import signing
+
+        pem = private_key if isinstance(private_key, bytes) else Path(private_key).read_bytes()
+        digest = self.version(f"{name}:{version}")["artifact"]["sha256"]
+        return dict(self._call("POST", f"{API}/models/{name}/versions/{version}/signatures",
+                               json=signing.sign(pem, name, digest)))
+
+    def signatures(self, name: str, version: int) -> list[dict[str, Any]]:
+        return list(self._call("GET", f"{API}/models/{name}/versions/{version}/signatures"))
 
     def card(self, ref: str) -> dict[str, Any]:
         version = self.version(ref)
@@ -225,7 +242,7 @@ class Client:
     def create_endpoint(self, name: str, model: str, *, timeout_ms: int | None = None,
                         description: str = "",
                         deployment: Mapping[str, Any] | None = None,
-                        auth: str = "public") -> dict[str, Any]:
+                        auth: str = "key") -> dict[str, Any]:
         return dict(self._call("POST", f"{API}/endpoints", json={
             "name": name, "model": model, "timeout_ms": timeout_ms, "description": description,
             "deployment": dict(deployment) if deployment is not None else None,
@@ -285,6 +302,44 @@ class Client:
         return dict(self._call("DELETE", f"{API}/keys/{prefix}"))
 
     # -- audit -------------------------------------------------------------------------
+    # -- projects and approvals --------------------------------------------------------
+    def create_project(self, name: str, description: str = "",
+                       policy: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        return dict(self._call("POST", f"{API}/projects", json={
+            "name": name, "description": description,
+            "policy": dict(policy) if policy is not None else None}))
+
+    def list_projects(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", f"{API}/projects"))
+
+    def project(self, name: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"{API}/projects/{name}"))
+
+    def update_project(self, name: str, *, description: str | None = None,
+                       policy: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        return dict(self._call("PATCH", f"{API}/projects/{name}", json={
+            "description": description,
+            "policy": dict(policy) if policy is not None else None}))
+
+    def list_approvals(self, status: str | None = None, project: str | None = None
+                       ) -> list[dict[str, Any]]:
+        params = {k: v for k, v in (("status", status), ("project", project)) if v}
+        return list(self._call("GET", f"{API}/approvals", params=params))
+
+    def approval(self, approval_id: int) -> dict[str, Any]:
+        return dict(self._call("GET", f"{API}/approvals/{approval_id}"))
+
+    def approve(self, approval_id: int, comment: str = "") -> dict[str, Any]:
+        return dict(self._call("POST", f"{API}/approvals/{approval_id}/approve",
+                               json={"comment": comment}))
+
+    def reject(self, approval_id: int, comment: str = "") -> dict[str, Any]:
+        return dict(self._call("POST", f"{API}/approvals/{approval_id}/reject",
+                               json={"comment": comment}))
+
+    def cancel_approval(self, approval_id: int) -> dict[str, Any]:
+        return dict(self._call("POST", f"{API}/approvals/{approval_id}/cancel"))
+
     def audit_verify(self) -> dict[str, Any]:
         return dict(self._call("GET", f"{API}/audit/verify"))
 
