@@ -6,6 +6,7 @@ from typing import Any
 
 import typer
 
+from modelyard.cli.approvals import is_pending, print_pending
 from modelyard.cli.common import console, emit, handle_errors, operations, table
 
 app = typer.Typer(help="Create and manage serving endpoints.", no_args_is_help=True)
@@ -39,6 +40,8 @@ QUEUE_SIZE = typer.Option(None, help="Requests that may wait; more are refused (
 REPLICAS = typer.Option(None, help="Model copies serving in parallel.")
 CACHE = typer.Option(None, help="Response cache entries (deterministic models only).")
 CACHE_TTL = typer.Option(None, help="Response cache time to live, in seconds.")
+AUTH_HELP = ("Who may call it: key (an API key; the default), jwt (an OIDC token) or public "
+             "(no credentials; only an admin may make an endpoint public).")
 
 
 @app.command()
@@ -54,7 +57,7 @@ def create(
     replicas: int | None = REPLICAS,
     cache_entries: int | None = CACHE,
     cache_ttl_s: float | None = CACHE_TTL,
-    auth: str = typer.Option("public", help="Who may call it: public, key or jwt."),
+    auth: str = typer.Option("key", help=AUTH_HELP),
 ) -> None:
     """Create an endpoint serving a model version or alias.
 
@@ -82,17 +85,33 @@ def update(
     replicas: int | None = REPLICAS,
     cache_entries: int | None = CACHE,
     cache_ttl_s: float | None = CACHE_TTL,
-    auth: str | None = typer.Option(None, help="public, key or jwt."),
+    auth: str | None = typer.Option(None, help="key, jwt or public (public needs an admin)."),
 ) -> None:
     """Change what an endpoint serves, its deadline, batching or who may call it.
 
+    When the project holds auth changes back for approval, the other changes apply at once
+    and the auth change waits: the command prints the pending request.
+
     Example: modelyard endpoints update churn --model churn:4 --replicas 2
     """
+    deployment = _deployment(max_batch_size, max_queue_delay_ms, max_queue_size, replicas,
+                             cache_entries, cache_ttl_s)
     endpoint = operations().update_endpoint(
         name, model=model, timeout_ms=timeout_ms, description=description,
-        deployment=_deployment(max_batch_size, max_queue_delay_ms, max_queue_size, replicas,
-                               cache_entries, cache_ttl_s), auth=auth)
-    emit(endpoint, lambda e: console.print(f"endpoint {e['name']} -> {e['model']}"))
+        deployment=deployment, auth=auth)
+    if is_pending(endpoint):
+        others = model is not None or timeout_ms is not None or description is not None \
+            or deployment is not None
+
+        def render(a: dict[str, Any]) -> None:
+            if others:
+                console.print(f"endpoint {name}: the other changes are applied")
+            print_pending(f"auth={auth} for endpoint {name}", a)
+
+        emit(endpoint, render)
+        return
+    emit(endpoint, lambda e: console.print(f"endpoint {e['name']} -> {e['model']} "
+                                           f"({e['auth']})"))
 
 
 @app.command("list")

@@ -12,6 +12,7 @@ import typer
 from rich.markdown import Markdown
 from rich.panel import Panel
 
+from modelyard.cli.approvals import is_pending, print_pending
 from modelyard.cli.common import (
     console,
     emit,
@@ -95,10 +96,12 @@ def register(
     data: Path | None = typer.Option(None, help="Training data file, fingerprinted (sha256)."),
     code_revision: str | None = typer.Option(None, help="Code revision (default: git HEAD)."),
     parent: str | None = typer.Option(None, help="Version this derives from, e.g. churn:3."),
+    project: str | None = typer.Option(None, help="Project of a new model (default: "
+                                       "'default'); later versions stay in the model's."),
 ) -> None:
     """Register a new model version from a file or folder.
 
-    Example: modelyard models register churn ./churn.onnx --tag team=growth
+    Example: modelyard models register churn ./churn.onnx --project fraud --tag team=growth
     """
     metrics = parse_pairs(metric, "metric")
     try:
@@ -118,7 +121,7 @@ def register(
         description=description, tags=parse_pairs(tag, "tag"),
         params=parse_pairs(param, "param"), metrics=metric_values,
         data_fingerprint=_data_fingerprint(data),
-        code_revision=code_revision or _git_revision(), parent=parent,
+        code_revision=code_revision or _git_revision(), parent=parent, project=project,
     )
     emit(version, lambda v: console.print(
         f"registered [bold]{v['model']}:{v['version']}[/bold] ({v['flavor']}, "
@@ -185,17 +188,26 @@ def alias(
 ) -> None:
     """Point an alias at a version (atomically), or remove it.
 
+    When the model's project holds changes of 'production' back for approval, the alias
+    does not move yet: the command prints the pending request and how to approve it.
+
     Example: modelyard models alias churn champion 3
     """
     ops = operations()
     if delete:
-        ops.remove_alias(name, alias_name)
+        removed = ops.remove_alias(name, alias_name)
+        if is_pending(removed):
+            emit(removed, lambda a: print_pending(f"removing {name}@{alias_name}", a))
+            return
         emit({"model": name, "alias": alias_name, "deleted": True},
              lambda _: console.print(f"removed alias {name}@{alias_name}"))
         return
     if version is None:
         raise typer.BadParameter("give the VERSION to point the alias at, or --delete")
     result = ops.set_alias(name, alias_name, version)
+    if is_pending(result):
+        emit(result, lambda a: print_pending(f"{name}@{alias_name} -> {version}", a))
+        return
     emit(result, lambda r: console.print(f"{name}@{alias_name} -> {r['version']}"))
 
 
@@ -257,3 +269,56 @@ def card(
         ops.update_card(version["model"], version["version"], **changes)
     result = ops.card(ref)
     emit(result, lambda r: console.print(Markdown(r["markdown"])))
+
+
+def _version_number(ref: str) -> tuple[str, int]:
+    """``name:3`` or ``name@alias`` (resolved now) as (name, version)."""
+    parsed = ModelRef.parse(ref)
+    if parsed.version is not None:
+        return parsed.model, parsed.version
+    if parsed.alias is None:
+        raise typer.BadParameter(f"give a version: {parsed.model}:VERSION (or "
+                                 f"{parsed.model}@ALIAS)")
+    return parsed.model, int(operations().version(ref)["version"])
+
+
+@app.command()
+@handle_errors
+def sign(
+    ref: str = typer.Argument(..., help="name:VERSION (or name@ALIAS, resolved now)"),
+    key: Path = typer.Option(..., "--key", "-k", metavar="PRIVATE.pem",
+                             help="Ed25519 private key (from 'modelyard keys "
+                             "signing-keygen'); it is used here and never sent."),
+) -> None:
+    """Sign a version's artifact and attach the signature.
+
+    The project must already trust the matching public key (projects update --trust-key);
+    a project with --require-signatures only serves versions signed this way.
+
+    Example: modelyard models sign churn:3 --key ~/.modelyard/modelyard-signing.key
+    """
+    name, number = _version_number(ref)
+    try:
+        pem = key.read_bytes()
+    except OSError as exc:
+        raise ValidationFailed(f"cannot read the private key {key}: {exc.strerror or exc}",
+                               field="key") from None
+    stored = operations().sign(name, number, pem)
+    emit(stored, lambda s: console.print(
+        f"signed [bold]{name}:{number}[/bold] with key {s['key_id']}", highlight=False))
+
+
+@app.command()
+@handle_errors
+def signatures(ref: str = typer.Argument(..., help="name:VERSION or name@ALIAS")) -> None:
+    """List the signatures attached to a version (each verified when it was attached).
+
+    Example: modelyard models signatures churn:3
+    """
+    name, number = _version_number(ref)
+    found = operations().signatures(name, number)
+    emit(found, lambda ss: console.print(table(
+        f"Signatures of {name}:{number}", ["key id", "algorithm", "added by", "added"],
+        [[s["key_id"], s["algorithm"], s["added_by"], s["added_at"][:19]] for s in ss],
+        empty=f"{name}:{number} has no signatures: sign it with "
+        f"'modelyard models sign {name}:{number} --key PRIVATE.pem'")))
