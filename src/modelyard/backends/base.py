@@ -18,6 +18,9 @@ class EndpointState:
     deployment: Deployment | None = None
     error: str | None = None
     target: str | None = None  # "model:version" the reference resolved to at last reconcile
+    # A failure that can heal without any change to the endpoint (a signature added later)
+    # is retried on every reconcile; others wait for a change.
+    retry: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         serving = self.deployment.version.ref if self.deployment else None

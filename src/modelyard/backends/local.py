@@ -18,7 +18,7 @@ import numpy as np
 
 from modelyard.backends.base import EndpointState
 from modelyard.domain.deployment import DeploymentSpec
-from modelyard.domain.errors import ModelyardError
+from modelyard.domain.errors import ModelyardError, SignatureRequired
 from modelyard.domain.names import ModelRef
 from modelyard.domain.registry import Endpoint, ModelVersion
 from modelyard.domain.tensors import decode_many
@@ -86,7 +86,7 @@ class LocalBackend:
                 table[endpoint.name] = EndpointState(endpoint, "ready", running, None, version.ref)
                 continue
             if current is not None and current.target == version.ref and current.error and \
-                    current.endpoint.generation == endpoint.generation:
+                    current.endpoint.generation == endpoint.generation and not current.retry:
                 table[endpoint.name] = current  # failed to load before; don't retry in a loop
                 continue
             # Show "loading" while the new version loads; the old one keeps serving.
@@ -102,10 +102,12 @@ class LocalBackend:
                          version.ref, deployment.warmup_ms)
             except Exception as exc:  # any load failure is reported on the endpoint
                 detail = exc.detail if isinstance(exc, ModelyardError) else repr(exc)
-                log.error("endpoint %s cannot load %s: %s", endpoint.name, version.ref,
-                          loggable(detail))
-                table[endpoint.name] = EndpointState(endpoint, "failed", running, detail,
-                                                     version.ref)
+                if current is None or current.error != detail:  # retries log once
+                    log.error("endpoint %s cannot load %s: %s", endpoint.name, version.ref,
+                              loggable(detail))
+                table[endpoint.name] = EndpointState(
+                    endpoint, "failed", running, detail, version.ref,
+                    retry=isinstance(exc, SignatureRequired))
         retired = [s.deployment for s in self._table.values() if s.deployment is not None and
                    all(t.deployment is not s.deployment for t in table.values())]
         loaded = any(s.deployment is not None and s.deployment is not getattr(

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -200,6 +201,7 @@ def current_principal(request: Request) -> Principal:
 
 
 Who = Annotated[Principal, Depends(current_principal)]
+ApprovalId = Annotated[int, PathParam(ge=1, le=2**62, description="the approval request's id")]
 
 
 def _tags(tag: list[str] | None) -> dict[str, str]:
@@ -243,7 +245,6 @@ def build_control_api(app: FastAPI, yard: Yard, backend: Backend) -> None:
                  dependencies=json_body)
     def register(name: str, body: RegisterRequest, who: Who, response: Response
                  ) -> dict[str, Any]:
-        guard(yard.db, who, "models:write", f"model:{name}")
         check_name(name, "model name", "name")
         check_digest(body.artifact, field="artifact")
         sample = decode_many([t.model_dump() for t in body.sample], "sample") \
@@ -318,7 +319,9 @@ def build_control_api(app: FastAPI, yard: Yard, backend: Backend) -> None:
     async def upload_artifact(request: Request, who: Who,
                               sha256: Annotated[str, Query(description="sha256 of the body")]
                               ) -> dict[str, Any]:
-        guard(yard.db, who, "artifacts:write", "artifacts")
+        # Uploads are content-addressed and belong to no project until registered (which
+        # checks the project): holding the right in any project is enough.
+        guard(yard.db, who, "artifacts:write", "artifacts", anywhere=True)
         check_digest(sha256)
         scratch = settings.home / "tmp"
         scratch.mkdir(parents=True, exist_ok=True)
@@ -343,8 +346,9 @@ def build_control_api(app: FastAPI, yard: Yard, backend: Backend) -> None:
 
     @router.get("/artifacts/{digest}", tags=["artifacts"], response_class=StreamingResponse)
     def download_artifact(digest: str, who: Who) -> StreamingResponse:
-        guard(yard.db, who, "artifacts:read", f"artifact:{digest[:64]}")
         check_digest(digest)
+        guard(yard.db, who, "artifacts:read", f"artifact:{digest}",
+              *registry.artifact_scope(digest, who))
         size = yard.artifacts.size(digest)
         return StreamingResponse(yard.artifacts.stream(digest), media_type="application/x-tar",
                                  headers={"Content-Length": str(size),
@@ -468,11 +472,11 @@ def build_control_api(app: FastAPI, yard: Yard, backend: Backend) -> None:
         return [a.to_dict() for a in yard.approvals.list(who, status, project)]
 
     @router.get("/approvals/{approval_id}", tags=["approvals"])
-    def get_approval(approval_id: int, who: Who) -> dict[str, Any]:
+    def get_approval(approval_id: ApprovalId, who: Who) -> dict[str, Any]:
         return yard.approvals.get(who, approval_id).to_dict()
 
     @router.post("/approvals/{approval_id}/approve", tags=["approvals"])
-    def approve(approval_id: int, who: Who, body: Decision | None = None) -> dict[str, Any]:
+    def approve(approval_id: ApprovalId, who: Who, body: Decision | None = None) -> dict[str, Any]:
         """The approval that reaches the required number executes the change, once."""
         decided = yard.approvals.approve(who, approval_id, body.comment if body else "")
         if decided.status == "executed":
@@ -480,11 +484,11 @@ def build_control_api(app: FastAPI, yard: Yard, backend: Backend) -> None:
         return decided.to_dict()
 
     @router.post("/approvals/{approval_id}/reject", tags=["approvals"])
-    def reject(approval_id: int, who: Who, body: Decision | None = None) -> dict[str, Any]:
+    def reject(approval_id: ApprovalId, who: Who, body: Decision | None = None) -> dict[str, Any]:
         return yard.approvals.reject(who, approval_id, body.comment if body else "").to_dict()
 
     @router.post("/approvals/{approval_id}/cancel", tags=["approvals"])
-    def cancel(approval_id: int, who: Who) -> dict[str, Any]:
+    def cancel(approval_id: ApprovalId, who: Who) -> dict[str, Any]:
         return yard.approvals.cancel(who, approval_id).to_dict()
 
     # -- audit ----------------------------------------------------------------------------

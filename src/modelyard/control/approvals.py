@@ -11,6 +11,7 @@ execute. Every step is in the audit chain.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -165,9 +166,10 @@ class ApprovalService:
             audit.append(session, "modelyard", "approval.execute", f"approval:{row.id}",
                          outcome="failed", after={"reason": exc.detail})
             return None
-        row.status, row.result = "executed", result
+        row.status, row.result = "executed", json.loads(json.dumps(result, default=str))
         audit.append(session, "modelyard", "approval.execute", f"approval:{row.id}",
-                     after={"action": row.action, "target": row.target, "result": result})
+                     after={"action": row.action, "target": row.target,
+                            "result": row.result})
         return after
 
     def _project_of(self, principal: Principal | None, approval_id: int, action: str) -> str:

@@ -323,6 +323,15 @@ class RegistryService:
             repo.delete_model(session, name)
             audit.append(session, principal.name, "model.delete", name, before=before)
 
+    def artifact_scope(self, digest: str, principal: Principal | None) -> tuple[str | None]:
+        """The project under which to decide a download: one of the projects whose versions
+        use the archive that the principal may read there, else yard-wide."""
+        with self.db.transaction() as session:
+            projects = repo.projects_using(session, digest)
+        readable = [p for p in projects
+                    if principal is not None and principal.may("artifacts:read", p)]
+        return (readable[0] if readable else None,)
+
     def unreferenced_artifacts(self) -> list[str]:
         """Stored archives no version points at (left by failed or deleted registrations)."""
         with self.db.transaction() as session:

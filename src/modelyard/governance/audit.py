@@ -35,8 +35,10 @@ def scrub(value: Any) -> Any:
     """Drop secrets and redact PII from a before/after document."""
     if isinstance(value, dict):
         return {k: ("[removed]" if k in SECRET_FIELDS else scrub(v)) for k, v in value.items()}
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return [scrub(v) for v in value]
+    if isinstance(value, datetime):  # the record is stored as JSON
+        return value.isoformat()
     return redact(value)
 
 

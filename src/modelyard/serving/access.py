@@ -15,7 +15,7 @@ import math
 import threading
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from cachetools import TTLCache
 from sqlalchemy import select
@@ -38,11 +38,19 @@ from modelyard.store.tables import ApiKeyRow
 _MAX_REFUSAL_KINDS = 1000
 
 
+class _Key(NamedTuple):
+    key_hash: str
+    roles: frozenset[str]
+    rate_per_s: float | None
+    daily_quota: int | None
+    owner: str
+
+
 class DataPlaneAccess:
     def __init__(self, db: Database, tokens: JwtVerifier | None) -> None:
         self.db = db
         self.tokens = tokens
-        self._keys: dict[str, tuple[str, frozenset[str], float | None, int | None]] = {}
+        self._keys: dict[str, _Key] = {}
         self._verified: TTLCache[str, Principal] = TTLCache(maxsize=10_000, ttl=60)
         self._lock = threading.Lock()
         # Rate limits: a token bucket per key (capacity = one second of its rate, at least 1).
@@ -66,11 +74,12 @@ class DataPlaneAccess:
             self._flush_refusals(session)
             rows = session.execute(select(ApiKeyRow.prefix, ApiKeyRow.key_hash,
                                           ApiKeyRow.roles, ApiKeyRow.rate_per_s,
-                                          ApiKeyRow.daily_quota)
+                                          ApiKeyRow.daily_quota, ApiKeyRow.owner)
                                    .where(ApiKeyRow.revoked_at.is_(None))).all()
             stored = usage_on(session, today)
         with self._lock:
-            self._keys = {p: (h, frozenset(r), rate, quota) for p, h, r, rate, quota in rows}
+            self._keys = {p: _Key(h, frozenset(r), rate, quota, owner)
+                          for p, h, r, rate, quota, owner in rows}
             # Stored counts include the flush; calls counted since then go on top.
             used = dict(stored)
             for (prefix, day), calls in self._unflushed.items():
@@ -118,7 +127,8 @@ class DataPlaneAccess:
 
     def _count(self, prefix: str) -> None:
         """Spend one call of the key's rate and quota, or refuse with 429."""
-        _, _, rate, quota = self._keys[prefix]
+        limits = self._keys[prefix]
+        rate, quota = limits.rate_per_s, limits.daily_quota
         if rate is None and quota is None:
             return
         now = time.monotonic()
@@ -145,9 +155,10 @@ class DataPlaneAccess:
         prefix, dot, _ = token.partition(".")
         known = self._keys.get(prefix) if dot and prefix.startswith(KEY_PREFIX) else None
         if known is None or not hmac.compare_digest(
-                known[0], hashlib.sha256(token.encode()).hexdigest()):
+                known.key_hash, hashlib.sha256(token.encode()).hexdigest()):
             raise Unauthenticated("this endpoint needs a valid API key", field="authorization")
-        return Principal(f"key:{prefix}", known[1])
+        return Principal(f"key:{known.owner}:{prefix}", known.roles,
+                         subject=known.owner.strip().lower())
 
     def _by_token(self, token: str) -> Principal:
         if self.tokens is None:

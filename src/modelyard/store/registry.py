@@ -324,6 +324,12 @@ def delete_model(session: Session, name: str) -> None:
     session.delete(model)
 
 
+def projects_using(session: Session, digest: str) -> list[str]:
+    return sorted(set(session.scalars(
+        select(ModelRow.project).join(VersionRow, VersionRow.model_id == ModelRow.id)
+        .where(VersionRow.artifact_digest == digest))))
+
+
 def referenced_digests(session: Session) -> set[str]:
     return set(session.scalars(select(VersionRow.artifact_digest).distinct()))
 
