@@ -39,6 +39,10 @@ class Settings:
     jwt_audience: str = ""
     jwt_roles_claim: str = "roles"
     jwt_role_map: str = ""  # JSON object: claim value -> Modelyard role
+    # Browser origins (comma-separated, e.g. https://ops.example.com) allowed to make changes.
+    allowed_origins: str = ""
+    # /metrics answers without a key (for a Prometheus that cannot send a bearer token).
+    public_metrics: bool = False
 
     @property
     def cache_dir(self) -> Path:
@@ -87,6 +91,13 @@ def _convert(name: str, kind: Any, value: Any) -> Any:
             return float(value)
         if kind in ("Path", Path):
             return Path(value)
+        if kind in ("bool", bool):
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text not in ("true", "1", "yes", "on", "false", "0", "no", "off", ""):
+                raise ValueError(value)
+            return text in ("true", "1", "yes", "on")
         return str(value)
     except (TypeError, ValueError) as exc:
         raise ValidationFailed(f"setting {name} must be {kind}, got {value!r}") from exc

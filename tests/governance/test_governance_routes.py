@@ -113,3 +113,13 @@ def test_every_route_for_every_role(server: BackgroundServer, role_keys: dict[st
                 assert response.status_code < 500, (method, path, role, response.text)
     assert not wrong, "\n".join(wrong)
     assert yard.audit_verify()["ok"]  # every refusal above went into an intact chain
+
+
+def test_no_guarded_route_answers_without_credentials(server: BackgroundServer,
+                                                      yard: Yard) -> None:
+    with httpx.Client(base_url=server.url, timeout=30) as anonymous:
+        for method, path in sorted(ROUTE_ACTIONS):
+            response = anonymous.request(**request_for(method, path))
+            assert response.status_code == 401, (method, path, response.text)
+            assert response.headers["www-authenticate"].startswith("Bearer")
+    assert yard.audit_verify()["ok"]

@@ -87,12 +87,14 @@ def test_a_full_queue_sheds_with_retry_after(echo: Yard, server: BackgroundServe
     problem(shed, 503, "overloaded")
 
 
-def test_metrics_count_requests_batches_and_cache(http: httpx.Client) -> None:
+def test_metrics_count_requests_batches_and_cache(http: httpx.Client, yard: Yard) -> None:
     for _ in range(3):
         assert http.post("/endpoints/echo/predict", json={"inputs": X.tolist()}).status_code \
             == 200
     http.post("/endpoints/echo/predict", json={"inputs": [[1, 2]]})  # a 422
-    text = http.get("/metrics").text
+    problem(http.get("/metrics"), 401, "unauthenticated")  # names and traffic need a key
+    scraper = yard.create_key("prometheus", ["predictor"])["key"]
+    text = http.get("/metrics", headers={"authorization": f"Bearer {scraper}"}).text
     assert 'modelyard_requests_total{code="200",endpoint="echo",version="echo:1"} 3.0' in text
     assert 'modelyard_requests_total{code="422",endpoint="echo",version="echo:1"} 1.0' in text
     assert 'modelyard_cache_total{endpoint="echo",result="hit",version="echo:1"} 2.0' in text

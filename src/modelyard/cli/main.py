@@ -136,7 +136,7 @@ def serve(
                       f"{scheme}://{host}:{port} (ready in "
                       f"{time.perf_counter() - started:.2f} s after start)")
 
-    app_ = create_app(yard, on_ready=announce)
+    app_ = create_app(yard, on_ready=announce, tls=bool(tls))
     uvicorn.run(app_, host=host, port=port, log_level=log_level, access_log=False, **tls)
 
 

@@ -86,10 +86,12 @@ ROUTE_ACTIONS: dict[tuple[str, str], str] = {
     ("POST", f"{API}/approvals/{{approval_id}}/cancel"): "approvals:read",
     ("GET", f"{API}/audit"): "audit:read",
     ("GET", f"{API}/audit/verify"): "audit:read",
+    ("GET", "/metrics"): "metrics:read",  # unless the public_metrics setting opens it
 }
-# Routes open without a key: health, readiness, metrics, the OpenAPI document; inference and
-# model metadata answer as each endpoint's auth mode says (public, key or jwt).
-PUBLIC_ROUTES = ("/healthz", "/readyz", "/metrics", "/v2", "/v2/health/live",
+# Routes open without a key: health, readiness, server metadata (name, version, extensions)
+# and the OpenAPI document of this open-source API; inference and model metadata answer as
+# each endpoint's auth mode says (key by default; public only when an admin chose it).
+PUBLIC_ROUTES = ("/healthz", "/readyz", "/v2", "/v2/health/live",
                  "/v2/health/ready", "/v2/models/{name}", "/v2/models/{name}/ready",
                  "/v2/models/{name}/versions/{version}",
                  "/v2/models/{name}/versions/{version}/ready", "/openapi.json", "/docs",

@@ -107,6 +107,22 @@ class DataPlaneAccess:
             self._refused(actor, endpoint.name, refused)
             raise
 
+    def check_action(self, authorization: bytes | None, action: str, target: str
+                     ) -> Principal:
+        """A key or token (whichever it is) allowed ``action`` in some project."""
+        actor = "anonymous"
+        try:
+            token = _bearer(authorization)
+            principal = self._by_key(token) if token.startswith(KEY_PREFIX) or \
+                self.tokens is None else self._by_token(token)
+            actor = principal.name
+            if not principal.may_somewhere(action):
+                raise Forbidden(f"{principal.name} may not {action}")
+            return principal
+        except (Unauthenticated, Forbidden) as refused:
+            self._refused(actor, target, refused)
+            raise
+
     def _refused(self, actor: str, endpoint: str, error: ModelyardError) -> None:
         """Count a refusal for the audit chain. Writing a record per refused call would let
         anyone flood the chain (and the database) from outside; instead each reconcile
@@ -122,7 +138,9 @@ class DataPlaneAccess:
         with self._lock:
             refusals, self._refusals = self._refusals, {}
         for (actor, endpoint, code), (count, detail) in sorted(refusals.items()):
-            audit.append(session, actor, "predict", f"endpoint:{endpoint}", outcome="denied",
+            target = endpoint if endpoint == "metrics" else f"endpoint:{endpoint}"
+            audit.append(session, actor, "predict" if target != "metrics" else "metrics:read",
+                         target, outcome="denied",
                          after={"reason": detail, "code": code, "calls": count})
 
     def _count(self, prefix: str) -> None:

@@ -22,6 +22,7 @@ from modelyard.control.api import API, build_control_api
 from modelyard.domain.errors import InvalidJSON, ModelyardError, ValidationFailed
 from modelyard.governance import oidc
 from modelyard.serving.access import DataPlaneAccess
+from modelyard.serving.browser import BrowserGuard
 from modelyard.serving.dataplane import DataPlane
 from modelyard.serving.fastpath import FastPath
 from modelyard.serving.limits import BodyLimit
@@ -55,7 +56,7 @@ async def _validation_handler(request: Request, exc: Exception) -> Response:
 
 
 def create_app(yard: Yard, *, start_reconciler: bool = True,
-               on_ready: Callable[[float], None] | None = None) -> FastAPI:
+               on_ready: Callable[[float], None] | None = None, tls: bool = False) -> FastAPI:
     """The whole server. ``on_ready`` is called with the seconds start-up took, once every
     endpoint is loaded and warm."""
     settings = yard.settings
@@ -111,10 +112,13 @@ def create_app(yard: Yard, *, start_reconciler: bool = True,
     app.state.backend = backend
     app.state.tokens = tokens
     build_control_api(app, yard, backend)
-    for route in DataPlane(backend, metrics, access).routes():
+    for route in DataPlane(backend, metrics, access, settings.public_metrics).routes():
         app.router.routes.append(route)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes,
                        overrides={f"{API}/artifacts": settings.max_artifact_bytes})
+    app.add_middleware(BrowserGuard,
+                       allowed_origins=[o.strip() for o in settings.allowed_origins.split(",")],
+                       tls=tls)
     app.add_middleware(RequestId)
     app.add_middleware(CatchAll)
     # Outermost: inference requests skip the framework entirely.

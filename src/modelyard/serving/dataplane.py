@@ -27,10 +27,11 @@ from modelyard.serving.metrics import ServingMetrics
 
 class DataPlane:
     def __init__(self, backend: Backend, metrics: ServingMetrics,
-                 access: DataPlaneAccess) -> None:
+                 access: DataPlaneAccess, public_metrics: bool = False) -> None:
         self.backend = backend
         self.metrics = metrics
         self.access = access
+        self.public_metrics = public_metrics
 
     def routes(self) -> list[Route]:
         return [
@@ -107,6 +108,10 @@ class DataPlane:
         })
 
     async def prometheus(self, request: Request) -> Response:
+        if not self.public_metrics:  # endpoint names and traffic are not for everyone
+            header = request.headers.get("authorization")
+            self.access.check_action(header.encode("latin-1") if header else None,
+                                     "metrics:read", "metrics")
         return Response(self.metrics.render(), media_type=self.metrics.content_type)
 
 
