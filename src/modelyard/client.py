@@ -242,20 +242,24 @@ class Client:
     def create_endpoint(self, name: str, model: str, *, timeout_ms: int | None = None,
                         description: str = "",
                         deployment: Mapping[str, Any] | None = None,
-                        auth: str = "key") -> dict[str, Any]:
+                        auth: str = "key",
+                        redaction: Mapping[str, str] | None = None) -> dict[str, Any]:
         return dict(self._call("POST", f"{API}/endpoints", json={
             "name": name, "model": model, "timeout_ms": timeout_ms, "description": description,
             "deployment": dict(deployment) if deployment is not None else None,
-            "auth": auth}))
+            "auth": auth, "redaction": dict(redaction) if redaction is not None else None}))
 
     def update_endpoint(self, name: str, *, model: str | None = None,
                         timeout_ms: int | None = None, description: str | None = None,
                         deployment: Mapping[str, Any] | None = None,
-                        auth: str | None = None) -> dict[str, Any]:
+                        auth: str | None = None,
+                        redaction: Mapping[str, str] | None = None) -> dict[str, Any]:
         body = {k: v for k, v in {"model": model, "timeout_ms": timeout_ms,
                                   "description": description,
                                   "deployment": dict(deployment) if deployment else None,
-                                  "auth": auth}.items() if v is not None}
+                                  "auth": auth,
+                                  "redaction": dict(redaction) if redaction is not None
+                                  else None}.items() if v is not None}
         return dict(self._call("PATCH", f"{API}/endpoints/{name}", json=body))
 
     def endpoint(self, name: str) -> dict[str, Any]:

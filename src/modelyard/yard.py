@@ -199,20 +199,23 @@ class Yard:
     def create_endpoint(self, name: str, model: str, *, timeout_ms: int | None = None,
                         description: str = "",
                         deployment: Mapping[str, Any] | None = None,
-                        auth: str = "key") -> Endpoint:
+                        auth: str = "key",
+                        redaction: Mapping[str, str] | None = None) -> Endpoint:
         """``deployment``: batching and queueing settings (see ``DeploymentSpec``);
-        ``auth``: who may call it: key (the default), jwt, or public (admins only)."""
+        ``auth``: who may call it: key (the default), jwt, or public (admins only);
+        ``redaction``: payload field -> drop, hash or mask for what is stored or logged."""
         return self.endpoints.create(self.principal, name, model, timeout_ms=timeout_ms,
                                      description=description, deployment=deployment,
-                                     auth=auth)
+                                     auth=auth, redaction=redaction)
 
     def update_endpoint(self, name: str, *, model: str | None = None,
                         timeout_ms: int | None = None, description: str | None = None,
                         deployment: Mapping[str, Any] | None = None,
-                        auth: str | None = None) -> Endpoint | Approval:
+                        auth: str | None = None,
+                        redaction: Mapping[str, str] | None = None) -> Endpoint | Approval:
         return self.endpoints.update(self.principal, name, model=model, timeout_ms=timeout_ms,
                                      description=description, deployment=deployment,
-                                     auth=auth)
+                                     auth=auth, redaction=redaction)
 
     def endpoint(self, name: str) -> Endpoint:
         return self.endpoints.get(self.principal, name)

@@ -8,6 +8,7 @@ import typer
 
 from modelyard.cli.approvals import is_pending, print_pending
 from modelyard.cli.common import console, emit, handle_errors, operations, table
+from modelyard.domain.errors import ValidationFailed
 
 app = typer.Typer(help="Create and manage serving endpoints.", no_args_is_help=True)
 
@@ -40,6 +41,26 @@ QUEUE_SIZE = typer.Option(None, help="Requests that may wait; more are refused (
 REPLICAS = typer.Option(None, help="Model copies serving in parallel.")
 CACHE = typer.Option(None, help="Response cache entries (deterministic models only).")
 CACHE_TTL = typer.Option(None, help="Response cache time to live, in seconds.")
+REDACT = typer.Option(None, "--redact", help="FIELD=RULE (drop, hash or mask) for what is "
+                      "stored or logged from payloads; repeatable. 'update --redact none' "
+                      "removes every rule.")
+
+
+def _redaction(items: list[str] | None) -> dict[str, str] | None:
+    if not items:
+        return None
+    if items == ["none"]:
+        return {}
+    rules = {}
+    for item in items:
+        field, eq, rule = item.partition("=")
+        if not eq or not field:
+            raise ValidationFailed(f"--redact {item!r} must look like FIELD=RULE",
+                                   field="redaction")
+        rules[field] = rule
+    return rules
+
+
 AUTH_HELP = ("Who may call it: key (an API key; the default), jwt (an OIDC token) or public "
              "(no credentials; only an admin may make an endpoint public).")
 
@@ -58,6 +79,7 @@ def create(
     cache_entries: int | None = CACHE,
     cache_ttl_s: float | None = CACHE_TTL,
     auth: str = typer.Option("key", help=AUTH_HELP),
+    redact: list[str] | None = REDACT,
 ) -> None:
     """Create an endpoint serving a model version or alias.
 
@@ -66,7 +88,8 @@ def create(
     endpoint = operations().create_endpoint(
         name, model, timeout_ms=timeout_ms, description=description,
         deployment=_deployment(max_batch_size, max_queue_delay_ms, max_queue_size, replicas,
-                               cache_entries, cache_ttl_s), auth=auth)
+                               cache_entries, cache_ttl_s), auth=auth,
+        redaction=_redaction(redact))
     emit(endpoint, lambda e: console.print(
         f"endpoint [bold]{e['name']}[/bold] -> {e['model']} ({e['auth']}) "
         f"(POST /endpoints/{e['name']}/predict, /v2/models/{e['name']}/infer)"))
@@ -86,6 +109,7 @@ def update(
     cache_entries: int | None = CACHE,
     cache_ttl_s: float | None = CACHE_TTL,
     auth: str | None = typer.Option(None, help="key, jwt or public (public needs an admin)."),
+    redact: list[str] | None = REDACT,
 ) -> None:
     """Change what an endpoint serves, its deadline, batching or who may call it.
 
@@ -98,10 +122,10 @@ def update(
                              cache_entries, cache_ttl_s)
     endpoint = operations().update_endpoint(
         name, model=model, timeout_ms=timeout_ms, description=description,
-        deployment=deployment, auth=auth)
+        deployment=deployment, auth=auth, redaction=_redaction(redact))
     if is_pending(endpoint):
         others = model is not None or timeout_ms is not None or description is not None \
-            or deployment is not None
+            or deployment is not None or bool(redact)
 
         def render(a: dict[str, Any]) -> None:
             if others:

@@ -137,6 +137,8 @@ class AliasRequest(_Strict):
 POLICY_HELP = ("approvals_required (0-10), approval_actions (alias:production, endpoint:auth, "
                "rollout:promote), approval_expiry_h, signatures_required, trusted_keys "
                "(Ed25519 public keys, PEM), card_required (model-card fields)")
+REDACTION_HELP = ("payload field -> drop, hash or mask, applied (with the PII detectors) to "
+                  "whatever is stored or logged from this endpoint's payloads")
 DEPLOYMENT_HELP = ("batching and queueing: max_batch_size, max_queue_delay_ms, max_queue_size, "
                    "replicas, preferred_batch_sizes, pad, cache_max_entries, cache_ttl_s")
 
@@ -150,6 +152,7 @@ class EndpointCreate(_Strict):
     auth: str = Field(default="key", description="who may call the data plane: key (an "
                       "API key with the predictor role or better in the endpoint's project), "
                       "jwt, or public (no credentials; only an admin may choose it)")
+    redaction: dict[str, str] | None = Field(default=None, description=REDACTION_HELP)
 
 
 class KeyCreate(_Strict):
@@ -189,6 +192,8 @@ class EndpointUpdate(_Strict):
     deployment: dict[str, Any] | None = Field(
         default=None, description=DEPLOYMENT_HELP + " (merged into the current settings)")
     auth: str | None = None
+    redaction: dict[str, str] | None = Field(default=None, description=REDACTION_HELP +
+                                             " (replaces the current rules)")
 
 
 def current_principal(request: Request) -> Principal:
@@ -385,7 +390,8 @@ def build_control_api(app: FastAPI, yard: Yard, backend: Backend) -> None:
     def create_endpoint(body: EndpointCreate, who: Who, response: Response) -> dict[str, Any]:
         endpoint = endpoints.create(who, body.name, body.model,
                                     timeout_ms=body.timeout_ms, description=body.description,
-                                    deployment=body.deployment, auth=body.auth)
+                                    deployment=body.deployment, auth=body.auth,
+                                    redaction=body.redaction)
         response.headers["Location"] = f"{API}/endpoints/{endpoint.name}"
         return with_status(endpoint, who)
 
@@ -397,13 +403,12 @@ def build_control_api(app: FastAPI, yard: Yard, backend: Backend) -> None:
     def update_endpoint(name: str, body: EndpointUpdate, who: Who) -> Any:
         """Answers 202 with a pending approval when the project holds an auth change back
         (the other changes apply at once)."""
-        if body.model is None and body.timeout_ms is None and body.description is None and \
-                body.deployment is None and body.auth is None:
-            raise InvalidRequest("nothing to change: give model, timeout_ms, description or "
-                                 "deployment")
+        if not body.model_fields_set - {k for k, v in body.model_dump().items() if v is None}:
+            raise InvalidRequest("nothing to change: give model, timeout_ms, description, "
+                                 "deployment, auth or redaction")
         updated = endpoints.update(who, name, model=body.model, timeout_ms=body.timeout_ms,
                                    description=body.description, deployment=body.deployment,
-                                   auth=body.auth)
+                                   auth=body.auth, redaction=body.redaction)
         if isinstance(updated, Approval):
             return pending(updated)
         return with_status(updated, who)

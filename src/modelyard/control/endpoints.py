@@ -18,6 +18,7 @@ from modelyard.domain.registry import AUTH_MODES, Endpoint
 from modelyard.governance import audit
 from modelyard.governance.audit import guard
 from modelyard.governance.policy import Principal
+from modelyard.governance.redaction import check_rules
 from modelyard.store import endpoints as repo
 from modelyard.store import projects as projects_repo
 from modelyard.store import registry as registry_repo
@@ -71,9 +72,12 @@ class EndpointService:
 
     def create(self, principal: Principal | None, name: str, model: str, *,
                timeout_ms: int | None = None, description: str = "",
-               deployment: Mapping[str, Any] | None = None, auth: str = "key") -> Endpoint:
+               deployment: Mapping[str, Any] | None = None, auth: str = "key",
+               redaction: Mapping[str, str] | None = None) -> Endpoint:
         """A new endpoint in its model's project. ``auth="public"`` (no credentials at all)
-        needs an admin of that project."""
+        needs an admin of that project. ``redaction``: payload field -> drop, hash or mask,
+        for whatever Modelyard stores or logs from its payloads."""
+        rules = check_rules(redaction) if redaction is not None else {}
         check_name(name, "endpoint name", "name")
         ref = ModelRef.parse(model)
         timeout = check_timeout(timeout_ms) or self.default_timeout_ms
@@ -89,7 +93,7 @@ class EndpointService:
             with self.db.transaction() as session:
                 project = self._target_project(session, ref)
                 endpoint = repo.create(session, name, ref, timeout, description, spec, auth,
-                                       project)
+                                       project, rules)
                 audit.append(session, principal.name, "endpoint.create", name,
                              after=endpoint.to_dict())
         except IntegrityError:  # a concurrent create of the same name won the race
@@ -100,7 +104,8 @@ class EndpointService:
     def update(self, principal: Principal | None, name: str, *, model: str | None = None,
                timeout_ms: int | None = None, description: str | None = None,
                deployment: Mapping[str, Any] | None = None,
-               auth: str | None = None) -> Endpoint | Approval:
+               auth: str | None = None, redaction: Mapping[str, str] | None = None
+               ) -> Endpoint | Approval:
         """Change an endpoint; ``deployment`` settings are merged into the current ones.
         A change of ``auth`` the project holds back for approval is split off: the other
         changes apply now and the answer is the pending approval for the auth change."""
@@ -108,6 +113,7 @@ class EndpointService:
         ref = ModelRef.parse(model) if model is not None else None
         check_timeout(timeout_ms)
         check_auth(auth)
+        rules = check_rules(redaction) if redaction is not None else None
         if auth == "public" and project is not None:
             guard(self.db, principal, "endpoints:publish", f"endpoint:{name}", project)
         pending: Approval | None = None
@@ -125,22 +131,24 @@ class EndpointService:
                     f"endpoint:{name}", {"endpoint": name, "auth": auth})
                 auth = None
             if ref is None and timeout_ms is None and description is None and \
-                    deployment is None and auth is None:
+                    deployment is None and auth is None and rules is None:
                 endpoint = repo.to_endpoint(current)
             else:
                 endpoint = self._apply(session, principal, name, ref=ref,
                                        timeout_ms=timeout_ms, description=description,
-                                       deployment=deployment, auth=auth)
+                                       deployment=deployment, auth=auth, redaction=rules)
         self.on_change()
         return pending if pending is not None else endpoint
 
     def _apply(self, session: Session, who: Principal, name: str, *, ref: ModelRef | None,
                timeout_ms: int | None, description: str | None,
-               deployment: Mapping[str, Any] | None, auth: str | None) -> Endpoint:
+               deployment: Mapping[str, Any] | None, auth: str | None,
+               redaction: dict[str, str] | None = None) -> Endpoint:
         before = repo.to_endpoint(repo.row(session, name))
         spec = before.deployment.merged(deployment) if deployment is not None else None
         endpoint = repo.update(session, name, ref=ref, timeout_ms=timeout_ms,
-                               description=description, deployment=spec, auth=auth)
+                               description=description, deployment=spec, auth=auth,
+                               redaction=redaction)
         audit.append(session, who.name, "endpoint.update", name,
                      before=before.to_dict(), after=endpoint.to_dict())
         return endpoint

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -141,11 +142,13 @@ class Endpoint:
     deployment: DeploymentSpec = field(default_factory=DeploymentSpec)
     auth: str = "key"  # who may call the data plane: public, key or jwt
     project: str = "default"  # always its model's project
+    redaction: Mapping[str, str] = field(default_factory=dict)  # payload field -> rule
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "project": self.project,
+            "redaction": dict(self.redaction),
             "model": self.model_ref,
             "auth": self.auth,
             "timeout_ms": self.timeout_ms,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import logging
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -95,8 +96,14 @@ def redact_text(text: str) -> str:
 RULES = ("drop", "hash", "mask")
 
 
-def check_rules(rules: Mapping[str, str]) -> dict[str, str]:
+def check_rules(rules: Any) -> dict[str, str]:
+    if not isinstance(rules, Mapping):
+        raise ValidationFailed("redaction must map payload fields to drop, hash or mask",
+                               field="redaction")
     for field, rule in rules.items():
+        if not isinstance(field, str) or not field or len(field) > 256:
+            raise ValidationFailed("redaction field names must be 1-256 characters",
+                                   field="redaction")
         if rule not in RULES:
             raise ValidationFailed(f"field rule for {field!r} must be one of {', '.join(RULES)}",
                                    field=f"redaction.{field}")
@@ -125,3 +132,23 @@ def redact(value: Any, rules: Mapping[str, str] | None = None) -> Any:
     if isinstance(value, list | tuple):
         return [redact(item, rules) for item in value]
     return value
+
+
+class RedactingFilter(logging.Filter):
+    """Log records leave with PII redacted from their message and traceback (a model's error
+    message can quote the payload it failed on)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact_text(record.getMessage()), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact_text(logging.Formatter().formatException(record.exc_info))
+        return True
+
+
+def redact_logs(*names: str) -> None:
+    """Attach the filter to these loggers (once): a logger's filters see only its own
+    records, so each Modelyard logger is named."""
+    for name in names:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactingFilter) for f in logger.filters):
+            logger.addFilter(RedactingFilter())

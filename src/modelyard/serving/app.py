@@ -21,6 +21,7 @@ from modelyard.backends.local import LocalBackend
 from modelyard.control.api import API, build_control_api
 from modelyard.domain.errors import InvalidJSON, ModelyardError, ValidationFailed
 from modelyard.governance import oidc
+from modelyard.governance.redaction import redact_logs
 from modelyard.serving.access import DataPlaneAccess
 from modelyard.serving.browser import BrowserGuard
 from modelyard.serving.dataplane import DataPlane
@@ -60,6 +61,7 @@ def create_app(yard: Yard, *, start_reconciler: bool = True,
     """The whole server. ``on_ready`` is called with the seconds start-up took, once every
     endpoint is loaded and warm."""
     settings = yard.settings
+    redact_logs("modelyard.http", "modelyard.server", "modelyard.backend")
     metrics = ServingMetrics()
     tokens = oidc.from_settings(settings)
     access = DataPlaneAccess(yard.db, tokens)

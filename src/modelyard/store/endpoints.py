@@ -15,7 +15,7 @@ from modelyard.store.tables import DEFAULT_PROJECT, EndpointRow, utcnow
 def to_endpoint(row: EndpointRow) -> Endpoint:
     return Endpoint(row.name, row.model_ref, row.timeout_ms, row.description, row.created_at,
                     row.updated_at, row.generation, DeploymentSpec.from_dict(row.deployment),
-                    row.auth, row.project)
+                    row.auth, row.project, dict(row.redaction or {}))
 
 
 def row(session: Session, name: str) -> EndpointRow:
@@ -27,13 +27,15 @@ def row(session: Session, name: str) -> EndpointRow:
 
 def create(session: Session, name: str, ref: ModelRef, timeout_ms: int,
            description: str, deployment: DeploymentSpec, auth: str = "key",
-           project: str = DEFAULT_PROJECT) -> Endpoint:
+           project: str = DEFAULT_PROJECT, redaction: dict[str, str] | None = None
+           ) -> Endpoint:
     if session.scalars(select(EndpointRow.id).where(EndpointRow.name == name)).first():
         raise AlreadyExists(f"endpoint {name!r} already exists", field="name")
     now = utcnow()
     new = EndpointRow(name=name, model_name=ref.model, model_ref=str(ref),
                       timeout_ms=timeout_ms, description=description,
                       deployment=deployment.to_dict(), auth=auth, project=project,
+                      redaction=redaction or {},
                       created_at=now,
                       updated_at=now, generation=1)
     session.add(new)
@@ -43,8 +45,10 @@ def create(session: Session, name: str, ref: ModelRef, timeout_ms: int,
 
 def update(session: Session, name: str, *, ref: ModelRef | None, timeout_ms: int | None,
            description: str | None, deployment: DeploymentSpec | None = None,
-           auth: str | None = None) -> Endpoint:
+           auth: str | None = None, redaction: dict[str, str] | None = None) -> Endpoint:
     found = row(session, name)
+    if redaction is not None:
+        found.redaction = redaction
     if auth is not None:
         found.auth = auth
     if deployment is not None:

@@ -161,6 +161,9 @@ class EndpointRow(Base):
                                                        server_default=text("'{}'"))
     auth: Mapped[str] = mapped_column(String(16), default="key",
                                       server_default=text("'public'"))
+    # Field rules (drop, hash, mask) for whatever is stored or logged from its payloads.
+    redaction: Mapped[dict[str, str]] = mapped_column(JSON, default=dict,
+                                                      server_default=text("'{}'"))
     description: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,5 +1,5 @@
 """Projects (with the default one), project of models and endpoints, four-eyes approvals,
-and Ed25519 signatures of versions.
+Ed25519 signatures of versions, and per-endpoint redaction rules.
 
 Revision ID: 0007
 Revises: 0006
@@ -39,6 +39,9 @@ def upgrade() -> None:
             batch.add_column(sa.Column("project", sa.String(128), nullable=False,
                                        server_default=sa.text("'default'")))
             batch.create_index(f"ix_{table}_project", ["project"])
+    with op.batch_alter_table("endpoints") as batch:
+        batch.add_column(sa.Column("redaction", sa.JSON(), nullable=False,
+                                   server_default=sa.text("'{}'")))
     op.create_table(
         "version_signatures",
         sa.Column("id", sa.Integer(), primary_key=True),
@@ -88,6 +91,8 @@ def downgrade() -> None:
     op.drop_table("approval_votes")
     op.drop_table("approvals")
     op.drop_table("version_signatures")
+    with op.batch_alter_table("endpoints") as batch:
+        batch.drop_column("redaction")
     for table in ("endpoints", "models"):
         with op.batch_alter_table(table) as batch:
             batch.drop_index(f"ix_{table}_project")
