@@ -10,7 +10,6 @@ from typing import Any
 from modelyard.domain.deployment import DeploymentSpec
 from modelyard.domain.signature import Signature
 
-FLAVORS = ("onnx", "sklearn", "torch", "python")
 AUTH_MODES = ("public", "key", "jwt")
 
 

@@ -1,34 +1,69 @@
-"""Model formats. The table below is the whole registry: no registration by import."""
+"""Model formats. The table below is the whole registry: no registration by import.
+
+Each flavor's module is imported the first time it is needed, so a server that serves ONNX
+models never pays for importing torch or transformers, and a flavor whose optional extra is
+not installed is reported as unavailable instead of breaking the others.
+"""
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from modelyard.domain.errors import FlavorUnavailable, ValidationFailed
 from modelyard.flavors.base import Flavor, Predictor
-from modelyard.flavors.onnx import OnnxFlavor
-from modelyard.flavors.python import PythonFlavor
-from modelyard.flavors.sklearn import SklearnFlavor
-from modelyard.flavors.torch import TorchFlavor
 
-FLAVORS: dict[str, Flavor] = {
-    f.name: f for f in (OnnxFlavor(), SklearnFlavor(), TorchFlavor(), PythonFlavor())
+# name -> "module:Class", in detection order (the first flavor that matches wins).
+REGISTRY: dict[str, str] = {
+    "onnx": "modelyard.flavors.onnx:OnnxFlavor",
+    "sklearn": "modelyard.flavors.sklearn:SklearnFlavor",
+    "torch": "modelyard.flavors.torch:TorchFlavor",
+    "sentence_transformers":
+        "modelyard.flavors.sentence_transformers:SentenceTransformersFlavor",
+    "causal_lm": "modelyard.flavors.causal_lm:CausalLMFlavor",
+    "remote": "modelyard.flavors.remote:RemoteFlavor",
+    "python": "modelyard.flavors.python:PythonFlavor",
 }
+# The extra that brings each flavor's libraries, for the error message.
+EXTRAS = {"torch": "torch", "sentence_transformers": "text", "causal_lm": "text"}
 
-__all__ = ["FLAVORS", "Flavor", "Predictor", "detect_for_files", "detect_for_object", "get"]
+_loaded: dict[str, Flavor] = {}
+
+__all__ = ["REGISTRY", "Flavor", "Predictor", "available", "detect_for_files",
+           "detect_for_object", "get"]
 
 
 def get(name: str) -> Flavor:
-    try:
-        return FLAVORS[name]
-    except KeyError:
+    if name not in REGISTRY:
         raise ValidationFailed(
-            f"unknown flavor {name!r}; choose one of {', '.join(FLAVORS)}", field="flavor"
-        ) from None
+            f"unknown flavor {name!r}; choose one of {', '.join(REGISTRY)}", field="flavor"
+        )
+    if name not in _loaded:
+        module_name, _, class_name = REGISTRY[name].partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            extra = EXTRAS.get(name)
+            hint = f" (pip install 'modelyard[{extra}]')" if extra else ""
+            raise FlavorUnavailable(f"the {name} flavor is not available here{hint}: {exc}",
+                                    field="flavor") from exc
+        _loaded[name] = getattr(module, class_name)()
+    return _loaded[name]
+
+
+def available() -> list[Flavor]:
+    """Every flavor that can be loaded here, in detection order."""
+    found = []
+    for name in REGISTRY:
+        try:
+            found.append(get(name))
+        except FlavorUnavailable:
+            continue
+    return found
 
 
 def detect_for_object(model: Any) -> Flavor:
-    for flavor in FLAVORS.values():
+    for flavor in available():
         if flavor.matches_object(model):
             return flavor
     raise FlavorUnavailable(
@@ -38,11 +73,12 @@ def detect_for_object(model: Any) -> Flavor:
 
 
 def detect_for_files(folder: Any) -> Flavor:
-    for flavor in FLAVORS.values():
+    for flavor in available():
         if flavor.matches_files(folder):
             return flavor
     raise FlavorUnavailable(
-        "cannot tell the flavor of these files (expected a .onnx, .skops, .pt/.pt2 or a "
-        "modelyard python model); pass --flavor",
+        "cannot tell the flavor of these files (expected a .onnx, .skops, .pt/.pt2, a saved "
+        "sentence-transformers or transformers model, or a modelyard python model); pass "
+        "--flavor",
         field="flavor",
     )
