@@ -7,7 +7,8 @@ knows which library runs the model.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -60,3 +61,38 @@ def only_file(folder: Path, suffixes: tuple[str, ...]) -> Path | None:
     """The single file in ``folder`` with one of ``suffixes``, if exactly one exists."""
     found = [p for p in folder.rglob("*") if p.is_file() and p.name.lower().endswith(suffixes)]
     return found[0] if len(found) == 1 else None
+
+
+# -- text models ------------------------------------------------------------------------------
+# Predictors of text models also speak these, for the OpenAI-compatible routes. Their plain
+# ``predict`` stays the batchable tensor form (BYTES in, numbers or BYTES out) that OIP v2 and
+# graphs use.
+
+@dataclass(frozen=True)
+class ChatChunk:
+    """A piece of a generated answer; the last one carries the finish reason and usage."""
+
+    text: str
+    finish_reason: str | None = None  # "stop" or "length", on the last chunk only
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@runtime_checkable
+class ChatModel(Protocol):
+    def chat(self, messages: Sequence[Mapping[str, Any]], options: Mapping[str, Any]
+             ) -> Iterator[ChatChunk]:
+        """Answer a conversation (OpenAI message dicts). ``options``: max_tokens,
+        temperature, top_p, stop, seed. Yields pieces as they are generated."""
+        ...
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    vectors: np.ndarray  # float32 [n, d]
+    tokens: int  # input tokens counted, for usage reporting
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    def embed(self, texts: Sequence[str]) -> Embeddings: ...
