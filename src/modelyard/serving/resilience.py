@@ -1,0 +1,108 @@
+"""Retries that cannot amplify an outage, and circuit breakers that stop calling what fails.
+
+Used by graph nodes and by remote models. Both are small state machines with an injectable
+clock, so tests drive them without sleeping.
+
+- ``RetryBudget``: retries may add at most ``ratio`` of the recent first attempts (plus a small
+  floor), as in Finagle and gRPC: when everything fails, load grows by ``ratio``, not by the
+  retry count.
+- ``CircuitBreaker``: ``closed`` until ``failures`` consecutive failures, then ``open`` (calls
+  refused at once) for ``reset_s``, then ``half_open``: one probe at a time; a success closes it,
+  a failure opens it again.
+- ``backoff_s``: exponential backoff with full jitter.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from modelyard.domain.errors import ModelyardError
+
+Clock = Callable[[], float]
+
+
+class CircuitOpen(ModelyardError):
+    code, status, title = "circuit_open", 503, "Circuit open"
+
+
+class RetryBudget:
+    def __init__(self, ratio: float = 0.2, min_per_s: float = 1.0, window_s: float = 10.0,
+                 clock: Clock = time.monotonic) -> None:
+        self.ratio, self.min_per_s, self.window_s = ratio, min_per_s, window_s
+        self._clock = clock
+        self._attempts: deque[float] = deque()
+        self._retries: deque[float] = deque()
+        self._lock = threading.Lock()
+
+    def _trim(self, now: float) -> None:
+        for times in (self._attempts, self._retries):
+            while times and times[0] <= now - self.window_s:
+                times.popleft()
+
+    def record_attempt(self) -> None:
+        with self._lock:
+            now = self._clock()
+            self._trim(now)
+            self._attempts.append(now)
+
+    def try_retry(self) -> bool:
+        """Spend one retry if the budget allows it."""
+        with self._lock:
+            now = self._clock()
+            self._trim(now)
+            allowed = self.ratio * len(self._attempts) + self.min_per_s * self.window_s
+            if len(self._retries) + 1 > allowed:
+                return False
+            self._retries.append(now)
+            return True
+
+
+@dataclass
+class CircuitBreaker:
+    name: str
+    failures: int = 5  # consecutive failures that open the circuit
+    reset_s: float = 10.0  # how long it stays open before a probe
+    clock: Clock = time.monotonic
+    state: str = "closed"
+    _consecutive: int = 0
+    _opened_at: float = 0.0
+    _probing: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def before(self) -> None:
+        """Raise CircuitOpen if the call must not be made now."""
+        with self._lock:
+            if self.state == "open":
+                if self.clock() - self._opened_at < self.reset_s:
+                    raise CircuitOpen(f"{self.name} failed {self.failures} times in a row; "
+                                      f"not calling it for {self.reset_s:g} s")
+                self.state = "half_open"
+                self._probing = False
+            if self.state == "half_open":
+                if self._probing:
+                    raise CircuitOpen(f"{self.name} is being probed after failures")
+                self._probing = True
+
+    def success(self) -> None:
+        with self._lock:
+            self.state, self._consecutive, self._probing = "closed", 0, False
+
+    def failure(self) -> None:
+        with self._lock:
+            self._consecutive += 1
+            if self.state == "half_open" or self._consecutive >= self.failures:
+                self.state, self._opened_at, self._probing = "open", self.clock(), False
+
+    def snapshot(self) -> dict[str, object]:
+        return {"state": self.state, "consecutive_failures": self._consecutive}
+
+
+def backoff_s(attempt: int, base_s: float = 0.05, cap_s: float = 2.0,
+              rng: random.Random | None = None) -> float:
+    """Full-jitter exponential backoff for retry number ``attempt`` (1-based)."""
+    return (rng or random).uniform(0, min(cap_s, base_s * 2 ** (attempt - 1)))
