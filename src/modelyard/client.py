@@ -20,6 +20,7 @@ import numpy as np
 from modelyard.domain import errors
 from modelyard.domain.signature import as_input_dict
 from modelyard.domain.tensors import decode_many, to_jsonable
+from modelyard.graphs import Graph, graph_document
 
 if TYPE_CHECKING:
     from modelyard.yard import RegisterOptions
@@ -239,7 +240,9 @@ class Client:
         return dest
 
     # -- endpoints ---------------------------------------------------------------------
-    def create_endpoint(self, name: str, model: str, *, timeout_ms: int | None = None,
+    def create_endpoint(self, name: str, model: str | None = None, *,
+                        graph: Graph | Mapping[str, Any] | str | Path | None = None,
+                        timeout_ms: int | None = None,
                         description: str = "",
                         deployment: Mapping[str, Any] | None = None,
                         auth: str = "key",
@@ -247,20 +250,29 @@ class Client:
         return dict(self._call("POST", f"{API}/endpoints", json={
             "name": name, "model": model, "timeout_ms": timeout_ms, "description": description,
             "deployment": dict(deployment) if deployment is not None else None,
-            "auth": auth, "redaction": dict(redaction) if redaction is not None else None}))
+            "auth": auth, "redaction": dict(redaction) if redaction is not None else None,
+            "graph": graph_document(graph) if graph is not None else None}))
 
     def update_endpoint(self, name: str, *, model: str | None = None,
                         timeout_ms: int | None = None, description: str | None = None,
                         deployment: Mapping[str, Any] | None = None,
                         auth: str | None = None,
-                        redaction: Mapping[str, str] | None = None) -> dict[str, Any]:
+                        redaction: Mapping[str, str] | None = None,
+                        graph: Graph | Mapping[str, Any] | str | Path | None = None
+                        ) -> dict[str, Any]:
         body = {k: v for k, v in {"model": model, "timeout_ms": timeout_ms,
+                                  "graph": graph_document(graph) if graph is not None
+                                  else None,
                                   "description": description,
                                   "deployment": dict(deployment) if deployment else None,
                                   "auth": auth,
                                   "redaction": dict(redaction) if redaction is not None
                                   else None}.items() if v is not None}
         return dict(self._call("PATCH", f"{API}/endpoints/{name}", json=body))
+
+    def validate_graph(self, graph: Graph | Mapping[str, Any] | str | Path
+                       ) -> dict[str, Any]:
+        return dict(self._call("POST", f"{API}/graphs/validate", json=graph_document(graph)))
 
     def endpoint(self, name: str) -> dict[str, Any]:
         return dict(self._call("GET", f"{API}/endpoints/{name}"))

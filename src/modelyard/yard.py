@@ -31,6 +31,7 @@ from modelyard.domain.signature import Signature, as_input_dict
 from modelyard.governance import audit
 from modelyard.governance.audit import guard
 from modelyard.governance.policy import Principal, authorize
+from modelyard.graphs import Graph, graph_document
 from modelyard.serving.batcher import BatchObserver
 from modelyard.serving.deployment import Deployment
 from modelyard.settings import Settings
@@ -196,26 +197,41 @@ class Yard:
                                              delete=delete)
 
     # -- endpoints ---------------------------------------------------------------------
-    def create_endpoint(self, name: str, model: str, *, timeout_ms: int | None = None,
+    def create_endpoint(self, name: str, model: str | None = None, *,
+                        graph: Graph | Mapping[str, Any] | str | Path | None = None,
+                        timeout_ms: int | None = None,
                         description: str = "",
                         deployment: Mapping[str, Any] | None = None,
                         auth: str = "key",
                         redaction: Mapping[str, str] | None = None) -> Endpoint:
         """``deployment``: batching and queueing settings (see ``DeploymentSpec``);
         ``auth``: who may call it: key (the default), jwt, or public (admins only);
-        ``redaction``: payload field -> drop, hash or mask for what is stored or logged."""
+        ``redaction``: payload field -> drop, hash or mask for what is stored or logged;
+        ``graph``: serve an inference graph (a ``Graph``, a mapping or a YAML file) instead
+        of one model."""
         return self.endpoints.create(self.principal, name, model, timeout_ms=timeout_ms,
                                      description=description, deployment=deployment,
-                                     auth=auth, redaction=redaction)
+                                     auth=auth, redaction=redaction,
+                                     graph_doc=graph_document(graph) if graph is not None
+                                     else None)
 
     def update_endpoint(self, name: str, *, model: str | None = None,
                         timeout_ms: int | None = None, description: str | None = None,
                         deployment: Mapping[str, Any] | None = None,
                         auth: str | None = None,
-                        redaction: Mapping[str, str] | None = None) -> Endpoint | Approval:
+                        redaction: Mapping[str, str] | None = None,
+                        graph: Graph | Mapping[str, Any] | str | Path | None = None
+                        ) -> Endpoint | Approval:
         return self.endpoints.update(self.principal, name, model=model, timeout_ms=timeout_ms,
                                      description=description, deployment=deployment,
-                                     auth=auth, redaction=redaction)
+                                     auth=auth, redaction=redaction,
+                                     graph_doc=graph_document(graph) if graph is not None
+                                     else None)
+
+    def validate_graph(self, graph: Graph | Mapping[str, Any] | str | Path
+                       ) -> dict[str, Any]:
+        """Every problem of a graph (with node paths), or its signature when valid."""
+        return self.endpoints.validate_graph(self.principal, graph_document(graph))
 
     def endpoint(self, name: str) -> Endpoint:
         return self.endpoints.get(self.principal, name)

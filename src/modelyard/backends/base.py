@@ -7,6 +7,7 @@ from typing import Any, Protocol
 
 from modelyard.domain.registry import Endpoint
 from modelyard.serving.deployment import Deployment
+from modelyard.serving.graph import GraphDeployment
 
 
 @dataclass(frozen=True)
@@ -15,7 +16,7 @@ class EndpointState:
 
     endpoint: Endpoint
     status: str  # "loading" | "ready" | "failed"
-    deployment: Deployment | None = None
+    deployment: Deployment | GraphDeployment | None = None
     error: str | None = None
     target: str | None = None  # "model:version" the reference resolved to at last reconcile
     # A failure that can heal without any change to the endpoint (a signature added later)

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import hashlib
+import json
 import logging
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from modelyard.backends.base import EndpointState
+from modelyard.domain import graph
 from modelyard.domain.deployment import DeploymentSpec
 from modelyard.domain.errors import ModelyardError, SignatureRequired
 from modelyard.domain.names import ModelRef
@@ -24,6 +28,7 @@ from modelyard.domain.registry import Endpoint, ModelVersion
 from modelyard.domain.tensors import decode_many
 from modelyard.serving.batcher import BatchObserver
 from modelyard.serving.deployment import Deployment
+from modelyard.serving.graph import GraphDeployment, NodeRuntime, load_function
 from modelyard.serving.metrics import ServingMetrics
 from modelyard.serving.problems import loggable
 from modelyard.store import endpoints as endpoint_repo
@@ -67,7 +72,15 @@ class LocalBackend:
     def _reconcile(self) -> None:
         with self.db.transaction() as session:
             desired: list[tuple[Endpoint, ModelVersion | None, str | None]] = []
+            graphs: dict[str, dict[str, ModelVersion]] = {}
             for endpoint in endpoint_repo.all_endpoints(session):
+                if endpoint.graph is not None:
+                    try:
+                        graphs[endpoint.name] = _graph_versions(session, endpoint)
+                        desired.append((endpoint, None, None))
+                    except ModelyardError as exc:
+                        desired.append((endpoint, None, exc.detail))
+                    continue
                 try:
                     model, row = registry_repo.resolve(session, ModelRef.parse(endpoint.model_ref))
                     desired.append((endpoint, registry_repo.to_version(model, row), None))
@@ -77,9 +90,15 @@ class LocalBackend:
         for endpoint, version, problem in desired:
             current = self._table.get(endpoint.name)
             running = current.deployment if current else None
+            if endpoint.name in graphs:
+                table[endpoint.name] = self._graph_state(endpoint, graphs[endpoint.name],
+                                                         current)
+                continue
             if version is None:
                 table[endpoint.name] = EndpointState(endpoint, "failed", running, problem)
                 continue
+            if isinstance(running, GraphDeployment):
+                running = None  # the endpoint switched from a graph to a model
             if running is not None and running.version.ref == version.ref and \
                     running.version.artifact_digest == version.artifact_digest and \
                     running.spec == endpoint.deployment:
@@ -108,8 +127,10 @@ class LocalBackend:
                 table[endpoint.name] = EndpointState(
                     endpoint, "failed", running, detail, version.ref,
                     retry=isinstance(exc, SignatureRequired))
-        retired = [s.deployment for s in self._table.values() if s.deployment is not None and
-                   all(t.deployment is not s.deployment for t in table.values())]
+        # A graph shares node deployments with its previous build: retire by model deployment.
+        live = {id(d) for s in table.values() for d in _units(s)}
+        retired = {id(d): d for s in self._table.values() for d in _units(s)
+                   if id(d) not in live}.values()
         loaded = any(s.deployment is not None and s.deployment is not getattr(
             self._table.get(name), "deployment", None) for name, s in table.items())
         self._table = table
@@ -120,6 +141,59 @@ class LocalBackend:
             gc.freeze()
         for deployment in retired:
             self._call_in_loop(deployment.retire)
+
+    def _graph_state(self, endpoint: Endpoint, versions: dict[str, ModelVersion],
+                     current: EndpointState | None) -> EndpointState:
+        """Build (or keep) the endpoint's graph. Nodes whose version and settings did not
+        change keep their running deployment, so moving one node's alias reloads one model."""
+        assert endpoint.graph is not None
+        running = current.deployment if current else None
+        target = _graph_target(endpoint, versions)
+        if isinstance(running, GraphDeployment) and running.version.artifact_digest == target:
+            return EndpointState(endpoint, "ready", running, None, running.version.ref)
+        if current is not None and current.error and current.target == target \
+                and not current.retry:
+            return current
+        reuse = {}
+        if isinstance(running, GraphDeployment):
+            reuse = {(r.deployment.version.ref, r.deployment.version.artifact_digest,
+                      _spec_key(r.deployment.spec)): r.deployment
+                     for r in running.runtimes.values() if r.deployment is not None}
+        try:
+            spec = graph.parse(endpoint.graph)
+            runtimes = {}
+            for node in spec.nodes.values():
+                if node.kind == "transform":
+                    assert node.function is not None
+                    runtimes[node.name] = NodeRuntime(node, function=load_function(
+                        node.function))
+                elif node.name in versions:
+                    version = versions[node.name]
+                    deploy_spec = DeploymentSpec.from_dict(node.deployment)
+                    deployment = reuse.get((version.ref, version.artifact_digest,
+                                            _spec_key(deploy_spec)))
+                    if deployment is None:
+                        observer = self.metrics.observer(f"{endpoint.name}.{node.name}",
+                                                         version.ref) if self.metrics else None
+                        deployment = self.load(version, deploy_spec, observer)
+                    runtimes[node.name] = NodeRuntime(node, deployment=deployment)
+            produced, problems = graph.validate(
+                spec, lambda ref: next(v.signature for n, v in versions.items()
+                                       if spec.nodes[n].model == ref))
+            if problems:
+                raise graph.invalid(problems)
+            built = GraphDeployment(endpoint.name, endpoint.generation, spec,
+                                    graph.signature(spec, produced), runtimes, target)
+        except Exception as exc:  # any load failure is reported on the endpoint
+            detail = exc.detail if isinstance(exc, ModelyardError) else repr(exc)
+            if current is None or current.error != detail:
+                log.error("endpoint %s cannot build its graph: %s", endpoint.name,
+                          loggable(detail))
+            return EndpointState(endpoint, "failed", running, detail, target,
+                                 retry=isinstance(exc, SignatureRequired))
+        log.info("endpoint %s now serves graph %s (%d nodes)", endpoint.name,
+                 spec.name or endpoint.name, len(spec.nodes))
+        return EndpointState(endpoint, "ready", built, None, built.version.ref)
 
     def close(self) -> None:
         """Stop every deployment's model threads once their queues are empty."""
@@ -155,6 +229,37 @@ class LocalBackend:
             waiter.cancel()
             stopper.cancel()
             self._wake.clear()
+
+
+def _spec_key(spec: DeploymentSpec) -> str:
+    return json.dumps(spec.to_dict(), sort_keys=True)
+
+
+def _units(state: EndpointState) -> list[Deployment]:
+    """The model deployments behind an endpoint's state (one, or a graph's nodes)."""
+    if isinstance(state.deployment, GraphDeployment):
+        return state.deployment.deployments()
+    return [state.deployment] if state.deployment is not None else []
+
+
+def _graph_versions(session: Any, endpoint: Endpoint) -> dict[str, ModelVersion]:
+    """Each model node's version, resolved now (aliases may have moved)."""
+    assert endpoint.graph is not None
+    spec = graph.parse(endpoint.graph)
+    out = {}
+    for node, reference in spec.model_refs().items():
+        model, row = registry_repo.resolve(session, ModelRef.parse(reference))
+        out[node] = registry_repo.to_version(model, row)
+    return out
+
+
+def _graph_target(endpoint: Endpoint, versions: dict[str, ModelVersion]) -> str:
+    """A digest of what the graph should run: its document, settings and node versions."""
+    digest = hashlib.sha256(json.dumps(
+        [endpoint.graph, endpoint.generation,
+         sorted((n, v.ref, v.artifact_digest) for n, v in versions.items())],
+        sort_keys=True, default=str).encode())
+    return digest.hexdigest()
 
 
 def example_inputs(version: ModelVersion) -> dict[str, np.ndarray] | None:

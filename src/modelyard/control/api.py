@@ -69,6 +69,7 @@ ROUTE_ACTIONS: dict[tuple[str, str], str] = {
     ("GET", f"{API}/endpoints/{{name}}"): "endpoints:read",
     ("PATCH", f"{API}/endpoints/{{name}}"): "endpoints:write",
     ("DELETE", f"{API}/endpoints/{{name}}"): "endpoints:delete",
+    ("POST", f"{API}/graphs/validate"): "models:read",
     ("GET", f"{API}/keys"): "keys:read",
     ("POST", f"{API}/keys"): "keys:write",
     ("POST", f"{API}/keys/{{prefix}}/rotate"): "keys:write",
@@ -137,6 +138,9 @@ class AliasRequest(_Strict):
 POLICY_HELP = ("approvals_required (0-10), approval_actions (alias:production, endpoint:auth, "
                "rollout:promote), approval_expiry_h, signatures_required, trusted_keys "
                "(Ed25519 public keys, PEM), card_required (model-card fields)")
+GRAPH_HELP = ("an inference graph served instead of one model: inputs, nodes (model, "
+              "transform, ensemble, router, cascade, fallback) and outputs; validated against "
+              "the models' signatures before anything is deployed")
 REDACTION_HELP = ("payload field -> drop, hash or mask, applied (with the PII detectors) to "
                   "whatever is stored or logged from this endpoint's payloads")
 DEPLOYMENT_HELP = ("batching and queueing: max_batch_size, max_queue_delay_ms, max_queue_size, "
@@ -145,7 +149,9 @@ DEPLOYMENT_HELP = ("batching and queueing: max_batch_size, max_queue_delay_ms, m
 
 class EndpointCreate(_Strict):
     name: str
-    model: str = Field(description="name, name:VERSION or name@ALIAS")
+    model: str | None = Field(default=None, description="name, name:VERSION or name@ALIAS "
+                              "(or give graph)")
+    graph: dict[str, Any] | None = Field(default=None, description=GRAPH_HELP)
     timeout_ms: int | None = Field(default=None, ge=1, le=600_000)
     description: str = ""
     deployment: dict[str, Any] | None = Field(default=None, description=DEPLOYMENT_HELP)
@@ -187,6 +193,7 @@ class SignatureIn(_Strict):
 
 class EndpointUpdate(_Strict):
     model: str | None = None
+    graph: dict[str, Any] | None = Field(default=None, description=GRAPH_HELP)
     timeout_ms: int | None = Field(default=None, ge=1, le=600_000)
     description: str | None = None
     deployment: dict[str, Any] | None = Field(
@@ -369,10 +376,13 @@ def build_control_api(app: FastAPI, yard: Yard, backend: Backend) -> None:
         state = backend.state(endpoint.name)
         status: dict[str, Any] = state.to_dict() if state else {
             "status": "pending", "ready": False, "serving": None, "error": None}
-        try:
-            status["target"] = registry.get_version(who, endpoint.model_ref).ref
-        except ModelyardError as exc:
-            status["target"], status["error"] = None, exc.detail
+        if endpoint.graph is not None:
+            status["target"] = state.target if state else None
+        else:
+            try:
+                status["target"] = registry.get_version(who, endpoint.model_ref).ref
+            except ModelyardError as exc:
+                status["target"], status["error"] = None, exc.detail
         if state is not None and state.error and state.target is not None and \
                 state.target != status["target"]:
             status["status"], status["error"] = "pending", None  # a stale failure
@@ -391,7 +401,7 @@ def build_control_api(app: FastAPI, yard: Yard, backend: Backend) -> None:
         endpoint = endpoints.create(who, body.name, body.model,
                                     timeout_ms=body.timeout_ms, description=body.description,
                                     deployment=body.deployment, auth=body.auth,
-                                    redaction=body.redaction)
+                                    redaction=body.redaction, graph_doc=body.graph)
         response.headers["Location"] = f"{API}/endpoints/{endpoint.name}"
         return with_status(endpoint, who)
 
@@ -408,7 +418,8 @@ def build_control_api(app: FastAPI, yard: Yard, backend: Backend) -> None:
                                  "deployment, auth or redaction")
         updated = endpoints.update(who, name, model=body.model, timeout_ms=body.timeout_ms,
                                    description=body.description, deployment=body.deployment,
-                                   auth=body.auth, redaction=body.redaction)
+                                   auth=body.auth, redaction=body.redaction,
+                                   graph_doc=body.graph)
         if isinstance(updated, Approval):
             return pending(updated)
         return with_status(updated, who)
@@ -417,6 +428,12 @@ def build_control_api(app: FastAPI, yard: Yard, backend: Backend) -> None:
     def delete_endpoint(name: str, who: Who) -> Response:
         endpoints.delete(who, name)
         return Response(status_code=204)
+
+    @router.post("/graphs/validate", tags=["endpoints"], dependencies=json_body)
+    def validate_graph(body: dict[str, Any], who: Who) -> dict[str, Any]:
+        """Check a graph without deploying it: every problem with its node path, or the
+        graph's signature when it is valid."""
+        return endpoints.validate_graph(who, body)
 
     # -- API keys -------------------------------------------------------------------------
     @router.get("/keys", tags=["keys"])

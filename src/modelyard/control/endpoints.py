@@ -10,11 +10,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from modelyard.control.approvals import ApprovalService
+from modelyard.domain import graph
 from modelyard.domain.approvals import Approval
 from modelyard.domain.deployment import DeploymentSpec
 from modelyard.domain.errors import AlreadyExists, ValidationFailed, VersionArchived
+from modelyard.domain.graph import Problem
 from modelyard.domain.names import ModelRef, check_name
+from modelyard.domain.projects import DEFAULT_PROJECT
 from modelyard.domain.registry import AUTH_MODES, Endpoint
+from modelyard.domain.signature import Signature
 from modelyard.governance import audit
 from modelyard.governance.audit import guard
 from modelyard.governance.policy import Principal
@@ -70,30 +74,82 @@ class EndpointService:
                     anywhere=project is None)
         return who, project
 
-    def create(self, principal: Principal | None, name: str, model: str, *,
+    # -- graphs ----------------------------------------------------------------------------
+    def _check_graph(self, session: Session, doc: Any) -> tuple[dict[str, Any], str]:
+        """The graph's canonical document and its project, or GraphInvalid with every
+        problem (structure, models, types and shapes along every edge, one project)."""
+        problems: list[Problem] = []
+        spec = graph.parse(doc, problems)
+        projects: dict[str, str] = {}
+
+        def signature_of(reference: str) -> Signature:
+            ref = ModelRef.parse(reference)
+            model, row = registry_repo.resolve(session, ref)
+            if ref.version is not None and row.status != "active":
+                raise VersionArchived(f"{ref} is archived", field="model")
+            projects[reference] = model.project
+            return registry_repo.to_version(model, row).signature
+
+        if not problems:
+            _, found = graph.validate(spec, signature_of)
+            problems += found
+        if len(set(projects.values())) > 1:
+            problems.append(Problem("nodes", "a graph serves models of one project; these "
+                                    f"span {', '.join(sorted(set(projects.values())))}"))
+        if problems:
+            raise graph.invalid(problems)
+        return spec.to_dict(), next(iter(projects.values()), DEFAULT_PROJECT)
+
+    def validate_graph(self, principal: Principal | None, doc: Any) -> dict[str, Any]:
+        """Check a graph without deploying it: every problem with its node path, or the
+        graph's signature."""
+        guard(self.db, principal, "models:read", "graphs", anywhere=True)
+        with self.db.transaction() as session:
+            try:
+                canonical, project = self._check_graph(session, doc)
+            except graph.GraphInvalid as exc:
+                return {"ok": False, "problems": exc.extra.get("problems", [])}
+            spec = graph.parse(canonical)
+            produced, _ = graph.validate(spec, lambda r: registry_repo.to_version(
+                *registry_repo.resolve(session, ModelRef.parse(r))).signature)
+        return {"ok": True, "problems": [], "project": project,
+                "signature": graph.signature(spec, produced).to_dict()}
+
+    def create(self, principal: Principal | None, name: str, model: str | None = None, *,
                timeout_ms: int | None = None, description: str = "",
                deployment: Mapping[str, Any] | None = None, auth: str = "key",
-               redaction: Mapping[str, str] | None = None) -> Endpoint:
-        """A new endpoint in its model's project. ``auth="public"`` (no credentials at all)
-        needs an admin of that project. ``redaction``: payload field -> drop, hash or mask,
-        for whatever Modelyard stores or logs from its payloads."""
+               redaction: Mapping[str, str] | None = None,
+               graph_doc: Mapping[str, Any] | None = None) -> Endpoint:
+        """A new endpoint serving a model (``model``) or an inference graph (``graph_doc``),
+        in that model's (or the graph's models') project. ``auth="public"`` (no credentials
+        at all) needs an admin of that project. ``redaction``: payload field -> drop, hash or
+        mask, for whatever Modelyard stores or logs from its payloads."""
         rules = check_rules(redaction) if redaction is not None else {}
         check_name(name, "endpoint name", "name")
-        ref = ModelRef.parse(model)
+        if (model is None) == (graph_doc is None):
+            raise ValidationFailed("give a model or a graph (one of them)", field="model")
+        ref = ModelRef.parse(model) if model is not None else None
         timeout = check_timeout(timeout_ms) or self.default_timeout_ms
         spec = DeploymentSpec.from_dict(deployment)
         check_auth(auth)
         with self.db.transaction() as session:
-            project = registry_repo.project_of(session, ref.model)
+            if ref is not None:
+                project = registry_repo.project_of(session, ref.model)
+            else:
+                _, project = self._check_graph(session, graph_doc)
         principal = guard(self.db, principal, "endpoints:write", f"endpoint:{name}", project,
                           anywhere=project is None)
         if auth == "public" and project is not None:
             guard(self.db, principal, "endpoints:publish", f"endpoint:{name}", project)
         try:
             with self.db.transaction() as session:
-                project = self._target_project(session, ref)
+                document = None
+                if ref is not None:
+                    project = self._target_project(session, ref)
+                else:
+                    document, project = self._check_graph(session, graph_doc)
                 endpoint = repo.create(session, name, ref, timeout, description, spec, auth,
-                                       project, rules)
+                                       project, rules, document)
                 audit.append(session, principal.name, "endpoint.create", name,
                              after=endpoint.to_dict())
         except IntegrityError:  # a concurrent create of the same name won the race
@@ -104,13 +160,15 @@ class EndpointService:
     def update(self, principal: Principal | None, name: str, *, model: str | None = None,
                timeout_ms: int | None = None, description: str | None = None,
                deployment: Mapping[str, Any] | None = None,
-               auth: str | None = None, redaction: Mapping[str, str] | None = None
-               ) -> Endpoint | Approval:
+               auth: str | None = None, redaction: Mapping[str, str] | None = None,
+               graph_doc: Mapping[str, Any] | None = None) -> Endpoint | Approval:
         """Change an endpoint; ``deployment`` settings are merged into the current ones.
         A change of ``auth`` the project holds back for approval is split off: the other
         changes apply now and the answer is the pending approval for the auth change."""
         principal, project = self._guard(principal, "endpoints:write", name)
         ref = ModelRef.parse(model) if model is not None else None
+        if ref is not None and graph_doc is not None:
+            raise ValidationFailed("give a model or a graph (one of them)", field="model")
         check_timeout(timeout_ms)
         check_auth(auth)
         rules = check_rules(redaction) if redaction is not None else None
@@ -123,6 +181,12 @@ class EndpointService:
                 raise ValidationFailed(
                     f"endpoint {name!r} serves models of project {current.project!r}",
                     field="model")
+            document = None
+            if graph_doc is not None:
+                document, graph_project = self._check_graph(session, graph_doc)
+                if graph_project != current.project:
+                    raise ValidationFailed(f"endpoint {name!r} serves models of project "
+                                           f"{current.project!r}", field="graph")
             policy = projects_repo.get(session, current.project).policy
             if auth is not None and auth != current.auth and \
                     policy.needs_approval("endpoint:auth"):
@@ -131,24 +195,26 @@ class EndpointService:
                     f"endpoint:{name}", {"endpoint": name, "auth": auth})
                 auth = None
             if ref is None and timeout_ms is None and description is None and \
-                    deployment is None and auth is None and rules is None:
+                    deployment is None and auth is None and rules is None and document is None:
                 endpoint = repo.to_endpoint(current)
             else:
                 endpoint = self._apply(session, principal, name, ref=ref,
                                        timeout_ms=timeout_ms, description=description,
-                                       deployment=deployment, auth=auth, redaction=rules)
+                                       deployment=deployment, auth=auth, redaction=rules,
+                                       graph_doc=document)
         self.on_change()
         return pending if pending is not None else endpoint
 
     def _apply(self, session: Session, who: Principal, name: str, *, ref: ModelRef | None,
                timeout_ms: int | None, description: str | None,
                deployment: Mapping[str, Any] | None, auth: str | None,
-               redaction: dict[str, str] | None = None) -> Endpoint:
+               redaction: dict[str, str] | None = None,
+               graph_doc: dict[str, Any] | None = None) -> Endpoint:
         before = repo.to_endpoint(repo.row(session, name))
         spec = before.deployment.merged(deployment) if deployment is not None else None
         endpoint = repo.update(session, name, ref=ref, timeout_ms=timeout_ms,
                                description=description, deployment=spec, auth=auth,
-                               redaction=redaction)
+                               redaction=redaction, graph=graph_doc)
         audit.append(session, who.name, "endpoint.update", name,
                      before=before.to_dict(), after=endpoint.to_dict())
         return endpoint

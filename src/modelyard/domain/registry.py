@@ -142,12 +142,14 @@ class Endpoint:
     auth: str = "key"  # who may call the data plane: public, key or jwt
     project: str = "default"  # always its model's project
     redaction: Mapping[str, str] = field(default_factory=dict)  # payload field -> rule
+    graph: Mapping[str, Any] | None = None  # a graph document, served instead of model_ref
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "project": self.project,
             "redaction": dict(self.redaction),
+            "graph": dict(self.graph) if self.graph is not None else None,
             "model": self.model_ref,
             "auth": self.auth,
             "timeout_ms": self.timeout_ms,

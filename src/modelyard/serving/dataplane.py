@@ -22,6 +22,7 @@ from modelyard.domain.signature import Signature
 from modelyard.serving.access import DataPlaneAccess
 from modelyard.serving.codecs import json_response
 from modelyard.serving.deployment import Deployment
+from modelyard.serving.graph import GraphDeployment
 from modelyard.serving.metrics import ServingMetrics
 
 
@@ -57,7 +58,7 @@ class DataPlane:
             self.access.check(state.endpoint, header.encode("latin-1") if header else None)
         return state
 
-    def _deployment(self, request: Request) -> Deployment:
+    def _deployment(self, request: Request) -> Deployment | GraphDeployment:
         name = request.path_params["name"]
         state = self._state(name, request)
         if state.deployment is None:

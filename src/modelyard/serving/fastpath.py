@@ -32,6 +32,7 @@ from modelyard.serving.batcher import PRIORITIES, Replaced
 from modelyard.serving.codecs import dumps, loads
 from modelyard.serving.dataplane import plain_inputs
 from modelyard.serving.deployment import Deployment
+from modelyard.serving.graph import GraphDeployment
 from modelyard.serving.metrics import DeploymentMetrics
 
 TIMEOUT_HEADER = b"modelyard-timeout-ms"
@@ -44,9 +45,12 @@ _PROBLEM = b"application/problem+json"
 
 class _Request:
     __slots__ = ("authorization", "content_type", "header_length", "length", "priority",
-                 "request_id", "timeout_ms")
+                 "request_id", "timeout_ms", "trace")
 
     def __init__(self, scope: Scope) -> None:
+        query: bytes = scope.get("query_string", b"")
+        # ?trace=1: answer with what ran (graphs: nodes, rows, timings, fallbacks).
+        self.trace = b"trace=1" in query or b"trace=true" in query
         self.content_type = b""
         self.length: int | None = None
         self.timeout_ms: bytes | None = None
@@ -123,7 +127,7 @@ class FastPath:
         kind, name, version = route
         request = _Request(scope)
         started = time.perf_counter()
-        deployment: Deployment | None = None
+        deployment: Deployment | GraphDeployment | None = None
         extra: list[tuple[bytes, bytes]] = []
         try:
             # Who may call: decided before the body is read (public endpoints skip it).
@@ -138,10 +142,12 @@ class FastPath:
             timeout_s = self._timeout_s(request, state)
             priority = self._priority(request)
             # Shed before decoding: under overload a refusal must cost as little as possible.
-            batcher = deployment.batcher()
-            if batcher.would_refuse(priority, timeout_s):
-                batcher.observer.shed(priority)
-                raise Overloaded(f"{deployment.version.ref} is overloaded; retry later")
+            # (A graph's nodes each admit or shed on their own batcher.)
+            if isinstance(deployment, Deployment):
+                batcher = deployment.batcher()
+                if batcher.would_refuse(priority, timeout_s):
+                    batcher.observer.shed(priority)
+                    raise Overloaded(f"{deployment.version.ref} is overloaded; retry later")
             handler = self._predict if kind == "predict" else self._infer
             try:
                 payload, content_type, extra = await handler(
@@ -179,7 +185,7 @@ class FastPath:
         await send({"type": "http.response.body", "body": payload})
 
     def _deployment(self, name: str, version: str | None
-                    ) -> tuple[EndpointState, Deployment]:
+                    ) -> tuple[EndpointState, Deployment | GraphDeployment]:
         state = self.backend.state(name)
         if state is None:
             raise EndpointNotFound(f"endpoint {name!r} does not exist", field="endpoint")
@@ -243,17 +249,25 @@ class FastPath:
                 f"{media.decode('latin-1') or 'none'!r})", field="content-type")
 
     async def _predict(self, request: _Request, body: bytes, name: str,
-                       deployment: Deployment, timeout_s: float, priority: int
-                       ) -> tuple[bytes, bytes, list[tuple[bytes, bytes]]]:
+                       deployment: Deployment | GraphDeployment, timeout_s: float,
+                       priority: int) -> tuple[bytes, bytes, list[tuple[bytes, bytes]]]:
         self._require_json(request)
         inputs = plain_inputs(loads(body), deployment.signature)
         arrays = deployment.signature.validate(inputs)
-        outputs = await deployment.predict(arrays, timeout_s, priority)
         version = deployment.version
+        if isinstance(deployment, GraphDeployment):
+            outputs, trace = await deployment.predict_traced(arrays, timeout_s, priority)
+            answer: dict[str, Any] = {"graph": version.model, "generation": version.version,
+                                      "outputs": outputs}
+            if request.trace:
+                answer["trace"] = trace
+            return dumps(answer), _JSON, []
+        outputs = await deployment.predict(arrays, timeout_s, priority)
         return dumps({"model": version.model, "version": version.version,
                       "outputs": outputs}), _JSON, []
 
-    async def _infer(self, request: _Request, body: bytes, name: str, deployment: Deployment,
+    async def _infer(self, request: _Request, body: bytes, name: str,
+                     deployment: Deployment | GraphDeployment,
                      timeout_s: float, priority: int
                      ) -> tuple[bytes, bytes, list[tuple[bytes, bytes]]]:
         header_length = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -11,11 +13,13 @@ from modelyard.domain.names import ModelRef
 from modelyard.domain.registry import Endpoint
 from modelyard.store.tables import DEFAULT_PROJECT, EndpointRow, utcnow
 
+GRAPH_REF = "(graph)"  # model_ref of an endpoint that serves a graph
+
 
 def to_endpoint(row: EndpointRow) -> Endpoint:
     return Endpoint(row.name, row.model_ref, row.timeout_ms, row.description, row.created_at,
                     row.updated_at, row.generation, DeploymentSpec.from_dict(row.deployment),
-                    row.auth, row.project, dict(row.redaction or {}))
+                    row.auth, row.project, dict(row.redaction or {}), row.graph)
 
 
 def row(session: Session, name: str) -> EndpointRow:
@@ -25,17 +29,18 @@ def row(session: Session, name: str) -> EndpointRow:
     return found
 
 
-def create(session: Session, name: str, ref: ModelRef, timeout_ms: int,
+def create(session: Session, name: str, ref: ModelRef | None, timeout_ms: int,
            description: str, deployment: DeploymentSpec, auth: str = "key",
-           project: str = DEFAULT_PROJECT, redaction: dict[str, str] | None = None
-           ) -> Endpoint:
+           project: str = DEFAULT_PROJECT, redaction: dict[str, str] | None = None,
+           graph: dict[str, Any] | None = None) -> Endpoint:
     if session.scalars(select(EndpointRow.id).where(EndpointRow.name == name)).first():
         raise AlreadyExists(f"endpoint {name!r} already exists", field="name")
     now = utcnow()
-    new = EndpointRow(name=name, model_name=ref.model, model_ref=str(ref),
+    new = EndpointRow(name=name, model_name=ref.model if ref else "",
+                      model_ref=str(ref) if ref else GRAPH_REF,
                       timeout_ms=timeout_ms, description=description,
                       deployment=deployment.to_dict(), auth=auth, project=project,
-                      redaction=redaction or {},
+                      redaction=redaction or {}, graph=graph,
                       created_at=now,
                       updated_at=now, generation=1)
     session.add(new)
@@ -45,8 +50,11 @@ def create(session: Session, name: str, ref: ModelRef, timeout_ms: int,
 
 def update(session: Session, name: str, *, ref: ModelRef | None, timeout_ms: int | None,
            description: str | None, deployment: DeploymentSpec | None = None,
-           auth: str | None = None, redaction: dict[str, str] | None = None) -> Endpoint:
+           auth: str | None = None, redaction: dict[str, str] | None = None,
+           graph: dict[str, Any] | None = None) -> Endpoint:
     found = row(session, name)
+    if graph is not None:  # a graph replaces the model (and a model the graph, below)
+        found.graph, found.model_name, found.model_ref = graph, "", GRAPH_REF
     if redaction is not None:
         found.redaction = redaction
     if auth is not None:
@@ -54,7 +62,7 @@ def update(session: Session, name: str, *, ref: ModelRef | None, timeout_ms: int
     if deployment is not None:
         found.deployment = deployment.to_dict()
     if ref is not None:
-        found.model_name, found.model_ref = ref.model, str(ref)
+        found.model_name, found.model_ref, found.graph = ref.model, str(ref), None
     if timeout_ms is not None:
         found.timeout_ms = timeout_ms
     if description is not None:
