@@ -12,7 +12,7 @@ import numpy as np
 import typer
 
 from modelyard import __version__
-from modelyard.cli import approvals, audit, db, demo, endpoints, keys, models, projects
+from modelyard.cli import approvals, audit, db, demo, endpoints, graphs, keys, models, projects
 from modelyard.cli.common import STATE, console, emit, err_console, handle_errors, operations
 from modelyard.domain.errors import InvalidJSON, ValidationFailed
 
@@ -26,6 +26,7 @@ app = typer.Typer(
 )
 app.add_typer(models.app, name="models")
 app.add_typer(endpoints.app, name="endpoints")
+app.add_typer(graphs.app, name="graphs")
 app.add_typer(keys.app, name="keys")
 app.add_typer(projects.app, name="projects")
 app.add_typer(approvals.app, name="approvals")
