@@ -23,7 +23,7 @@ from modelyard.control.projects import ProjectService
 from modelyard.control.registry import Registration, RegistryService
 from modelyard.domain.approvals import Approval
 from modelyard.domain.deployment import DeploymentSpec
-from modelyard.domain.errors import ModelyardError
+from modelyard.domain.errors import ModelyardError, ValidationFailed
 from modelyard.domain.names import ModelRef
 from modelyard.domain.projects import Project
 from modelyard.domain.registry import Alias, Endpoint, Lineage, Model, ModelVersion, fingerprint
@@ -127,8 +127,6 @@ class Yard:
         """Register a new version of ``name`` from an object or from ``path``
         (options: see ``RegisterOptions``)."""
         if (model is None) == (path is None):
-            from modelyard.domain.errors import ValidationFailed
-
             raise ValidationFailed("pass either a model object or path=", field="model")
         spec = registration(**options)
         if path is not None:
@@ -327,7 +325,13 @@ class Yard:
         """Predict in-process with an endpoint's model, or a model reference
         (``name``, ``name:3``, ``name@champion``)."""
         try:
-            ref = ModelRef.parse(self.endpoint(target).model_ref)
+            endpoint = self.endpoint(target)
+            if endpoint.graph is not None:
+                raise ValidationFailed(
+                    f"endpoint {target!r} serves a graph, which runs in the server "
+                    "(modelyard serve): call it with Client.predict or over HTTP",
+                    field="endpoint")
+            ref = ModelRef.parse(endpoint.model_ref)
         except ModelyardError as exc:
             if exc.status != 404:
                 raise

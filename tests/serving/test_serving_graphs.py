@@ -248,3 +248,15 @@ def test_moving_one_nodes_alias_reloads_that_node(http: httpx.Client, client: Cl
             break
         time.sleep(0.1)
     assert version == "small:2"
+
+
+def test_the_sdk_calls_a_graph_like_a_model(http: httpx.Client, client: Client,
+                                            models: Yard) -> None:
+    client.create_endpoint("churn", graph=cascade())
+    client.wait_ready("churn")
+    outputs = client.predict("churn", {"features": ROWS})
+    assert outputs["probabilities"].shape == (len(ROWS), 2)
+    assert outputs["label"].dtype == np.int64
+    with pytest.raises(Exception) as in_process:
+        models.predict("churn", {"features": ROWS})
+    assert "runs in the server" in str(in_process.value)
