@@ -260,3 +260,25 @@ def test_the_sdk_calls_a_graph_like_a_model(http: httpx.Client, client: Client,
     with pytest.raises(Exception) as in_process:
         models.predict("churn", {"features": ROWS})
     assert "runs in the server" in str(in_process.value)
+
+
+def test_branches_wait_for_the_nodes_they_read(http: httpx.Client, client: Client) -> None:
+    graph = (Graph("nested")
+             .input("features", "float32", (-1, 4))
+             .transform("scale", "test_serving_graphs:double", inputs={"x": "inputs.features"},
+                        outputs=[{"name": "scaled", "dtype": "float32", "shape": [-1, 4]}],
+                        trusted=True)
+             .model("quick", "small@champion", inputs={"input": "scale.scaled"})
+             .model("expert", "broken:1", inputs={"input": "scale.scaled"})
+             .model("backup", "large@champion", inputs={"input": "scale.scaled"})
+             .fallback("careful", ["expert", "backup"])
+             .cascade("answer", ["quick", "careful"], confidence="probabilities",
+                      threshold=0.99)
+             .output("label", "answer.label"))
+    client.create_endpoint("nested", graph=graph)
+    client.wait_ready("nested")
+    answer = http.post("/endpoints/nested/predict?trace=1", json=features())
+    assert answer.status_code == 200, answer.text
+    trace = answer.json()["trace"]
+    assert trace[0]["node"] == "scale"
+    assert any(s.get("used") == "backup" for s in trace)

@@ -150,6 +150,21 @@ class GraphSpec:
     def branch_nodes(self) -> set[str]:
         return {b for n in self.nodes.values() for b in n.chooses()}
 
+    def waits_for(self, name: str) -> set[str]:
+        """Nodes that must finish before ``name`` starts: what it reads, and what the
+        branches it may choose (at any depth) read."""
+        out: set[str] = set()
+        pending, seen = [name], set()
+        while pending:
+            current = pending.pop()
+            if current in seen or current not in self.nodes:
+                continue
+            seen.add(current)
+            node = self.nodes[current]
+            out.update(node.needs())
+            pending.extend(node.chooses())
+        return out - {name}
+
     def eager_order(self) -> list[str]:
         """Non-branch nodes in an order where each comes after what it needs."""
         branches, order, seen = self.branch_nodes(), [], set()
@@ -158,7 +173,7 @@ class GraphSpec:
             if name in seen:
                 return
             seen.add(name)
-            for dep in self.nodes[name].needs():
+            for dep in sorted(self.waits_for(name)):
                 if dep in self.nodes:
                     visit(dep)
             if name not in branches:

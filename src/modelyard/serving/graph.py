@@ -147,13 +147,18 @@ class _Run:
         done: dict[str, asyncio.Future[None]] = {
             n: asyncio.get_running_loop().create_future() for n in order}
 
+        spec = self.graph.spec
+
         async def start(name: str) -> None:
             try:
-                for dep in nodes[name].needs():
+                for dep in spec.waits_for(name):
                     if dep in done:
                         await done[dep]
                 self.results[name] = await self.call(nodes[name], None)
                 done[name].set_result(None)
+            except asyncio.CancelledError:
+                done[name].cancel()
+                raise
             except BaseException as exc:
                 done[name].set_exception(exc)
                 raise
