@@ -43,6 +43,9 @@ class Settings:
     allowed_origins: str = ""
     # /metrics answers without a key (for a Prometheus that cannot send a bearer token).
     public_metrics: bool = False
+    # Non-public hosts, IPs or CIDRs (comma-separated) that remote models may call; public
+    # addresses need no entry. Remote models read it as MODELYARD_OUTBOUND_ALLOW at load time.
+    outbound_allow: str = ""
 
     @property
     def cache_dir(self) -> Path:
