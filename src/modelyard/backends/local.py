@@ -126,7 +126,7 @@ class LocalBackend:
                               loggable(detail))
                 table[endpoint.name] = EndpointState(
                     endpoint, "failed", running, detail, version.ref,
-                    retry=isinstance(exc, SignatureRequired))
+                    retry=_heals_by_itself(exc))
         # A graph shares node deployments with its previous build: retire by model deployment.
         live = {id(d) for s in table.values() for d in _units(s)}
         retired = {id(d): d for s in self._table.values() for d in _units(s)
@@ -190,7 +190,7 @@ class LocalBackend:
                 log.error("endpoint %s cannot build its graph: %s", endpoint.name,
                           loggable(detail))
             return EndpointState(endpoint, "failed", running, detail, target,
-                                 retry=isinstance(exc, SignatureRequired))
+                                 retry=_heals_by_itself(exc))
         log.info("endpoint %s now serves graph %s (%d nodes)", endpoint.name,
                  spec.name or endpoint.name, len(spec.nodes))
         return EndpointState(endpoint, "ready", built, None, built.version.ref)
@@ -229,6 +229,16 @@ class LocalBackend:
             waiter.cancel()
             stopper.cancel()
             self._wake.clear()
+
+
+# Load failures that can heal without a change to the endpoint: a signature added later, an
+# upstream that comes back. They are retried every reconcile; other failures wait for a change.
+_TRANSIENT = {"upstream_error", "upstream_timeout", "circuit_open"}
+
+
+def _heals_by_itself(exc: Exception) -> bool:
+    return isinstance(exc, SignatureRequired) or (
+        isinstance(exc, ModelyardError) and exc.code in _TRANSIENT)
 
 
 def _spec_key(spec: DeploymentSpec) -> str:
