@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import typer
 from rich.markdown import Markdown
+from rich.markup import escape
 from rich.panel import Panel
 
 from modelyard.cli.approvals import is_pending, print_pending
@@ -126,6 +127,44 @@ def register(
     emit(version, lambda v: console.print(
         f"registered [bold]{v['model']}:{v['version']}[/bold] ({v['flavor']}, "
         f"sha256 {v['artifact']['sha256'][:12]}…)"))
+
+
+@app.command("import-mlflow")
+@handle_errors
+def import_mlflow(
+    name: str = typer.Argument(..., help="Model name in Modelyard."),
+    model_uri: str = typer.Argument(..., help="runs:/RUN_ID/PATH, models:/NAME/VERSION, "
+                                    "models:/MODEL_ID or a local MLflow model folder."),
+    tracking_uri: str | None = typer.Option(None, help="MLflow tracking URI (default: "
+                                            "MLFLOW_TRACKING_URI, else MLflow's default)."),
+    trusted: bool = typer.Option(False, "--trusted", help="Load MLflow's pickles (they run "
+                                 "code): only for runs you trust (recorded in lineage)."),
+    trusted_type: list[str] | None = typer.Option(None, help="A skops type you reviewed and "
+                                                  "trust (repeatable)."),
+    to_onnx: bool = typer.Option(False, "--to-onnx", help="Convert a scikit-learn model to "
+                                 "ONNX (with MLflow's input example)."),
+    project: str | None = typer.Option(None, help="Project of a new model (default: "
+                                       "'default')."),
+    description: str = typer.Option("", help="What this version is (default: where it "
+                                    "came from)."),
+) -> None:
+    """Import a model MLflow logged, with its signature, input example and run lineage.
+
+    Supported: the sklearn flavor (saved again as skops, or ONNX with --to-onnx) and pyfunc
+    PythonModel models whose class is importable in the project (python flavor). Pickles are
+    loaded only with --trusted; with --url the model is loaded here and uploaded.
+
+    Example: modelyard models import-mlflow churn runs:/RUN_ID/model --trusted
+    """
+    from modelyard.interop.mlflow import import_mlflow as load_and_register
+
+    version = load_and_register(
+        operations(), name, model_uri, trusted=trusted, trusted_types=trusted_type or [],
+        tracking_uri=tracking_uri, to_onnx=to_onnx, project=project, description=description)
+    emit(version, lambda v: console.print(
+        f"imported [bold]{v['model']}:{v['version']}[/bold] from {escape(model_uri)} "
+        f"({v['flavor']}, {len(v['lineage']['params'])} params, "
+        f"{len(v['lineage']['metrics'])} metrics)", highlight=False))
 
 
 @app.command("list")

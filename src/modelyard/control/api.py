@@ -97,7 +97,10 @@ PUBLIC_ROUTES = ("/healthz", "/readyz", "/v2", "/v2/health/live",
                  "/v2/models/{name}/versions/{version}",
                  "/v2/models/{name}/versions/{version}/ready", "/openapi.json", "/docs",
                  "/docs/oauth2-redirect", "/redoc", "/endpoints/{name}/predict",
-                 "/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer")
+                 "/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer",
+                 # OpenAI-compatible (serving/openai_api.py): each endpoint's auth mode
+                 # decides, like predict; the list shows a caller only what it may call.
+                 "/v1/models", "/v1/models/{model}", "/v1/embeddings", "/v1/chat/completions")
 
 
 class _Strict(BaseModel):
