@@ -28,6 +28,7 @@ from modelyard.serving.dataplane import DataPlane
 from modelyard.serving.fastpath import FastPath
 from modelyard.serving.limits import BodyLimit
 from modelyard.serving.metrics import ServingMetrics
+from modelyard.serving.openai_api import OpenAIRoutes
 from modelyard.serving.problems import (
     CatchAll,
     error_response,
@@ -116,6 +117,7 @@ def create_app(yard: Yard, *, start_reconciler: bool = True,
     build_control_api(app, yard, backend)
     for route in DataPlane(backend, metrics, access, settings.public_metrics).routes():
         app.router.routes.append(route)
+    app.router.routes.extend(OpenAIRoutes(backend, access).routes())  # /v1: OpenAI clients
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes,
                        overrides={f"{API}/artifacts": settings.max_artifact_bytes})
     app.add_middleware(BrowserGuard,
