@@ -1,0 +1,395 @@
+"""``inference.GRPCInferenceService`` on grpc.aio: the OIP v2 data plane over gRPC.
+
+It runs on the HTTP server's event loop and shares its backend and access checks, so an
+inference call goes the same way as ``POST /v2/models/{name}/infer`` (see
+``serving.fastpath``): access check, deployment, shedding, signature validation, the batcher.
+Errors carry the problem's ``detail`` as the gRPC message and its ``code`` in the trailing
+metadata ``modelyard-error-code``; ``status_code`` maps them to gRPC status codes.
+
+Tensors come as typed ``contents`` or as ``raw_input_contents`` (what tritonclient sends). The
+answer uses the same form as the request: raw outputs for raw inputs, typed otherwise (and raw
+when an output has no typed field, FP16).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, NoReturn, Protocol
+
+import numpy as np
+
+try:
+    import grpc
+    from grpc import aio
+except ImportError as exc:  # the optional extra is missing
+    raise ImportError("serving OIP v2 over gRPC needs grpcio and protobuf: "
+                      "pip install 'modelyard[grpc]'") from exc
+
+from modelyard import __version__
+from modelyard.backends.base import Backend, EndpointState
+from modelyard.domain.errors import (
+    DeadlineExceeded,
+    EndpointNotFound,
+    InvalidInput,
+    InvalidRequest,
+    ModelyardError,
+    NotReady,
+    Overloaded,
+    TooManyRequests,
+    VersionNotFound,
+)
+from modelyard.domain.registry import ModelVersion
+from modelyard.domain.signature import DTYPES, OIP_TO_DTYPE, Signature, dtype_name
+from modelyard.domain.tensors import decode
+from modelyard.serving import oip
+from modelyard.serving.access import DataPlaneAccess
+from modelyard.serving.batcher import PRIORITIES, Replaced
+from modelyard.serving.deployment import Deployment
+from modelyard.serving.fastpath import MAX_TIMEOUT_MS, PRIORITY_HEADER, VERSION_HEADER
+from modelyard.serving.grpc_v2 import GrpcListen
+from modelyard.serving.grpc_v2 import grpc_predict_v2_pb2 as pb
+from modelyard.serving.grpc_v2.grpc_predict_v2_pb2_grpc import (
+    add_GRPCInferenceServiceServicer_to_server,
+)
+from modelyard.serving.metrics import DeploymentMetrics
+
+log = logging.getLogger("modelyard.server")
+
+
+class Served(Protocol):
+    """What an endpoint serves: a model ``Deployment`` (or anything answering like one)."""
+
+    @property
+    def version(self) -> ModelVersion: ...
+
+    @property
+    def signature(self) -> Signature: ...
+
+    @property
+    def observer(self) -> object: ...
+
+    async def predict(self, inputs: Mapping[str, np.ndarray], timeout_s: float,
+                      priority: int = 1) -> dict[str, np.ndarray]: ...
+
+ERROR_CODE_KEY = "modelyard-error-code"
+_PRIORITY_KEY = PRIORITY_HEADER.decode()
+_VERSION_KEY = VERSION_HEADER.decode()
+
+# The typed field of InferTensorContents that holds each OIP datatype (FP16: none).
+CONTENTS_FIELD = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents", "UINT16": "uint_contents", "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+
+_BY_HTTP_STATUS = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
+    404: grpc.StatusCode.NOT_FOUND,
+    409: grpc.StatusCode.FAILED_PRECONDITION,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    415: grpc.StatusCode.INVALID_ARGUMENT,
+    422: grpc.StatusCode.INVALID_ARGUMENT,
+    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    503: grpc.StatusCode.UNAVAILABLE,
+    504: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+
+
+def status_code(error: ModelyardError) -> grpc.StatusCode:
+    """The gRPC status of an error: by its HTTP status, except that load shedding (a 503 over
+    HTTP) is RESOURCE_EXHAUSTED, the code gRPC clients read as "back off", not "gone"."""
+    if isinstance(error, Overloaded):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
+    return _BY_HTTP_STATUS.get(error.status, grpc.StatusCode.INTERNAL)
+
+
+def _metadata(context: aio.ServicerContext) -> dict[str, str | bytes]:
+    """Invocation metadata by (lower-case) key; the last value of a repeated key wins."""
+    return {key.lower(): value for key, value in context.invocation_metadata() or ()}
+
+
+def _authorization(metadata: Mapping[str, str | bytes]) -> bytes | None:
+    value = metadata.get("authorization")
+    if value is None:
+        return None
+    return value if isinstance(value, bytes) else value.encode("latin-1", "replace")
+
+
+def timeout_s(remaining_s: float | None, state: EndpointState) -> float:
+    """The request's deadline: the client's gRPC deadline when it set one (capped like the
+    HTTP timeout header), else the endpoint's timeout."""
+    if remaining_s is None:
+        return state.endpoint.timeout_ms / 1000
+    if remaining_s <= 0:
+        raise DeadlineExceeded("the call's deadline passed before it was served")
+    return min(remaining_s, MAX_TIMEOUT_MS / 1000)
+
+
+def _priority(metadata: Mapping[str, str | bytes]) -> int:
+    value = metadata.get(_PRIORITY_KEY)
+    if value is None:
+        return 1
+    text = value.decode("latin-1") if isinstance(value, bytes) else value
+    level = PRIORITIES.get(text.strip().lower())
+    if level is None:
+        raise InvalidRequest(f"{_PRIORITY_KEY} must be one of {', '.join(PRIORITIES)}",
+                             field=_PRIORITY_KEY)
+    return level
+
+
+# -- tensors ------------------------------------------------------------------------------
+
+
+def decode_inputs(request: pb.ModelInferRequest) -> dict[str, np.ndarray]:
+    """The request's input arrays, from raw_input_contents or from typed contents."""
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(request.inputs):
+        raise InvalidInput(f"raw_input_contents has {len(raw)} entries for "
+                           f"{len(request.inputs)} inputs; send one per input, in order",
+                           field="raw_input_contents")
+    arrays: dict[str, np.ndarray] = {}
+    for i, tensor in enumerate(request.inputs):
+        where = f"inputs[{i}]"
+        head: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype,
+                                "shape": list(tensor.shape)}
+        if raw:
+            if tensor.HasField("contents"):
+                raise InvalidInput(f"tensor {tensor.name!r} has contents, but the request "
+                                   "uses raw_input_contents (one or the other)",
+                                   field=f"{where}.contents")
+            # The same checks and BYTES layout as the HTTP binary extension.
+            name, array = oip._from_binary(head, raw[i], where)
+        else:
+            name, array = _from_contents(head, tensor.contents, where)
+        if name in arrays:
+            raise InvalidInput(f"tensor {name!r} appears twice", field=f"{where}.name")
+        arrays[name] = array
+    return arrays
+
+
+def _from_contents(head: dict[str, Any], contents: pb.InferTensorContents, where: str
+                   ) -> tuple[str, np.ndarray]:
+    datatype = head["datatype"]
+    field = CONTENTS_FIELD.get(datatype)
+    if field is None and datatype in OIP_TO_DTYPE:
+        raise InvalidInput(f"tensor {head['name']!r} is {datatype}, which has no typed "
+                           "contents; send it in raw_input_contents",
+                           field=f"{where}.contents")
+    # An unknown datatype gets no data here: decode() names the datatype as the problem.
+    data = list(getattr(contents, field)) if field is not None else []
+    return decode({**head, "data": data}, where)
+
+
+def encode_outputs(response: pb.ModelInferResponse, outputs: Mapping[str, np.ndarray],
+                   raw: bool) -> None:
+    kinds = {name: dtype_name(array.dtype) for name, array in outputs.items()}
+    # raw_output_contents is all or nothing: one output without a typed field makes it raw.
+    raw = raw or any(DTYPES[k][1] not in CONTENTS_FIELD for k in kinds.values())
+    for name, array in outputs.items():
+        datatype = DTYPES[kinds[name]][1]
+        tensor = response.outputs.add(name=name, datatype=datatype, shape=list(array.shape))
+        if raw:
+            response.raw_output_contents.append(oip._to_binary(array))
+        elif datatype == "BYTES":
+            tensor.contents.bytes_contents.extend(
+                v if isinstance(v, bytes) else str(v).encode() for v in array.reshape(-1).tolist())
+        else:
+            getattr(tensor.contents, CONTENTS_FIELD[datatype]).extend(array.reshape(-1).tolist())
+
+
+# -- the service --------------------------------------------------------------------------
+
+
+class InferenceServicer:
+    """The methods of ``inference.GRPCInferenceService`` (registered by name)."""
+
+    def __init__(self, backend: Backend, access: DataPlaneAccess) -> None:
+        self.backend = backend
+        self.access = access
+
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: aio.ServicerContext
+                         ) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: aio.ServicerContext
+                          ) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self.backend.ready())
+
+    async def ServerMetadata(self, request: pb.ServerMetadataRequest,
+                             context: aio.ServicerContext) -> pb.ServerMetadataResponse:
+        # No extensions: binary_tensor_data (listed over HTTP) is raw contents here, core.
+        return pb.ServerMetadataResponse(name="modelyard", version=__version__)
+
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: aio.ServicerContext
+                         ) -> pb.ModelReadyResponse:
+        try:
+            state = self._state(request.name, _metadata(context))
+            ready = state.deployment is not None
+            if ready and request.version:
+                self._deployment(state, request.version)
+            return pb.ModelReadyResponse(ready=ready)
+        except Exception as exc:
+            await _abort(context, exc)
+
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest,
+                            context: aio.ServicerContext) -> pb.ModelMetadataResponse:
+        try:
+            state = self._state(request.name, _metadata(context))
+            version = self._deployment(state, request.version).version
+            meta = pb.ModelMetadataResponse(name=request.name, versions=[str(version.version)],
+                                            platform=version.flavor)
+            for specs, into in ((version.signature.inputs, meta.inputs),
+                                (version.signature.outputs, meta.outputs)):
+                for spec in specs:
+                    into.add(name=spec.name, datatype=spec.oip_datatype, shape=list(spec.shape))
+            return meta
+        except Exception as exc:
+            await _abort(context, exc)
+
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: aio.ServicerContext
+                         ) -> pb.ModelInferResponse:
+        started = time.perf_counter()
+        deployment: Served | None = None
+        error: Exception | None = None
+        response = pb.ModelInferResponse()
+        try:
+            metadata = _metadata(context)
+            # Who may call, before anything else is looked at (public endpoints skip it).
+            state = self._state(request.model_name, metadata)
+            deployment = self._deployment(state, request.model_version)
+            wait_s = timeout_s(context.time_remaining(), state)
+            priority = _priority(metadata)
+            # Shed before decoding: under overload a refusal must cost as little as possible.
+            # (Only a model has one batcher; anything else admits or sheds on its own.)
+            if isinstance(deployment, Deployment):
+                batcher = deployment.batcher()
+                if batcher.would_refuse(priority, wait_s):
+                    batcher.observer.shed(priority)
+                    raise Overloaded(f"{deployment.version.ref} is overloaded; retry later")
+            try:
+                response = await self._infer(request, deployment, wait_s, priority)
+            except Replaced:  # swapped while queued: the new deployment answers
+                state = self._state(request.model_name, None)
+                deployment = self._deployment(state, request.model_version)
+                response = await self._infer(request, deployment, wait_s, priority)
+        except Exception as exc:
+            error = exc
+        trailing: list[tuple[str, str]] = []
+        if deployment is not None:
+            trailing.append((_VERSION_KEY, deployment.version.ref))
+            observer = deployment.observer
+            if isinstance(observer, DeploymentMetrics):  # counted with the HTTP status
+                status = 200 if error is None else getattr(error, "status", 500)
+                observer.answered(status, time.perf_counter() - started)
+        if error is not None:
+            await _abort(context, error, trailing)
+        context.set_trailing_metadata(trailing)
+        return response
+
+    async def _infer(self, request: pb.ModelInferRequest, deployment: Served,
+                     wait_s: float, priority: int) -> pb.ModelInferResponse:
+        inputs = decode_inputs(request)
+        known = {s.name for s in deployment.signature.outputs}
+        wanted = {o.name for o in request.outputs}
+        unknown = wanted - known if known else set()
+        if unknown:
+            raise InvalidRequest(f"unknown output {sorted(unknown)[0]!r}; the model gives "
+                                 f"{sorted(known)}", field="outputs")
+        arrays = deployment.signature.validate(inputs)
+        outputs: dict[str, np.ndarray] = await deployment.predict(arrays, wait_s, priority)
+        if wanted:
+            outputs = {k: v for k, v in outputs.items() if k in wanted}
+        response = pb.ModelInferResponse(model_name=request.model_name,
+                                         model_version=str(deployment.version.version),
+                                         id=request.id)
+        typed = any(t.HasField("contents") for t in request.inputs)
+        encode_outputs(response, outputs, raw=bool(request.raw_input_contents) or not typed)
+        return response
+
+    def _state(self, name: str, metadata: Mapping[str, str | bytes] | None) -> EndpointState:
+        """The endpoint, once the caller may use it (``metadata`` None: already checked)."""
+        state = self.backend.state(name)
+        if state is None:
+            raise EndpointNotFound(f"endpoint {name!r} does not exist", field="endpoint")
+        if metadata is not None:
+            self.access.check(state.endpoint, _authorization(metadata))
+        return state
+
+    @staticmethod
+    def _deployment(state: EndpointState, version: str) -> Served:
+        """What the endpoint serves; ``version`` ("" for any) must be that version."""
+        name, deployment = state.endpoint.name, state.deployment
+        if deployment is None:
+            raise NotReady(f"endpoint {name!r} is {state.status}"
+                           + (f": {state.error}" if state.error else ""))
+        if version and version != str(deployment.version.version):
+            raise VersionNotFound(f"endpoint {name!r} serves version "
+                                  f"{deployment.version.version}, not {version!r}",
+                                  field="version")
+        return deployment
+
+
+async def _abort(context: aio.ServicerContext, error: Exception,
+                 trailing: list[tuple[str, str]] | None = None) -> NoReturn:
+    """End the call with the error's status and detail (unexpected errors: INTERNAL, and the
+    details stay in the server log)."""
+    metadata = list(trailing or [])
+    if isinstance(error, ModelyardError):
+        code, detail = status_code(error), error.detail
+        metadata.append((ERROR_CODE_KEY, error.code))
+        if isinstance(error, Overloaded):
+            metadata.append(("retry-after", "1"))
+        elif isinstance(error, TooManyRequests):
+            metadata.append(("retry-after", str(error.retry_after_s)))
+    else:
+        log.exception("gRPC call failed", exc_info=error)
+        code, detail = grpc.StatusCode.INTERNAL, "internal error; see the server log"
+    await context.abort(code, detail, trailing_metadata=tuple(metadata))
+    raise AssertionError("unreachable: abort() raises")  # for the type checker
+
+
+# -- the server ---------------------------------------------------------------------------
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+async def start(listen: GrpcListen, backend: Backend, access: DataPlaneAccess,
+                max_message_bytes: int) -> aio.Server:
+    """A started gRPC server on the running event loop; stop it with ``await s.stop(grace)``."""
+    server = aio.server(options=[
+        # The same request size limit as HTTP bodies.
+        ("grpc.max_receive_message_length", max_message_bytes),
+        # gRPC shares a port with any other process by default on Linux: a second server on
+        # the same port must fail, not silently take half of the connections.
+        ("grpc.so_reuseport", 0),
+    ])
+    add_GRPCInferenceServiceServicer_to_server(InferenceServicer(backend, access), server)
+    address = _address(listen.host, listen.port)
+    if (listen.certfile is None) != (listen.keyfile is None):
+        raise ValueError("gRPC over TLS needs both a certificate and a key file")
+    try:
+        if listen.certfile and listen.keyfile:
+            credentials = grpc.ssl_server_credentials(
+                [(Path(listen.keyfile).read_bytes(), Path(listen.certfile).read_bytes())])
+            port = server.add_secure_port(address, credentials)
+        else:
+            port = server.add_insecure_port(address)
+    except RuntimeError as exc:  # grpcio >= 1.51 raises; older versions return 0
+        raise RuntimeError(f"cannot serve gRPC on {address}: {exc}") from exc
+    if not port:
+        raise RuntimeError(f"cannot serve gRPC on {address}")
+    await server.start()
+    log.info("OIP v2 over gRPC on %s%s", address, " (TLS)" if listen.certfile else "")
+    return server
