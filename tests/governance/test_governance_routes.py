@@ -82,6 +82,8 @@ def request_for(method: str, path: str) -> dict[str, Any]:
         kwargs["json"] = {"description": "x"}
     elif method == "PUT":
         kwargs["json"] = {"version": 1}
+    elif path.endswith("/graphs/validate"):
+        kwargs["json"] = {"inputs": [], "nodes": {}, "outputs": {}}
     elif path.endswith("/projects") and method == "POST":
         kwargs["json"] = {"name": "ghost-project"}
     elif path.endswith("/signatures") and method == "POST":

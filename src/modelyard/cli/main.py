@@ -99,6 +99,10 @@ def serve(
     log_level: str = typer.Option("info", help="debug, info, warning or error."),
     ssl_certfile: Path | None = typer.Option(None, help="TLS certificate (PEM): serve HTTPS."),
     ssl_keyfile: Path | None = typer.Option(None, help="TLS private key (PEM)."),
+    grpc_port: int | None = typer.Option(
+        None, "--grpc-port", min=0, max=65535,
+        help="Also serve OIP v2 over gRPC (KServe/Triton protocol) on this port, same host and "
+        "TLS; 0: off (default: the grpc_port setting). Needs the grpc extra."),
 ) -> None:
     """Start the server: data plane and control plane on one port.
 
@@ -109,6 +113,7 @@ def serve(
     import uvicorn
 
     from modelyard.serving.app import create_app
+    from modelyard.serving.grpc_v2 import GrpcListen
     from modelyard.yard import Yard
 
     started = time.perf_counter()
@@ -123,6 +128,10 @@ def serve(
             "payloads cross the network in clear text. Pass --ssl-certfile/--ssl-keyfile or "
             "put a TLS proxy in front.", highlight=False)
     scheme = "https" if tls else "http"
+    grpc_port = yard.settings.grpc_port if grpc_port is None else grpc_port
+    if grpc_port and workers > 1:
+        raise typer.BadParameter("gRPC is served by the one server process: use --workers 1 "
+                                 "with --grpc-port (or the grpc_port setting)")
     if workers > 1:
         yard.close()
         os.environ["MODELYARD_HOME"] = str(yard.settings.home)
@@ -133,11 +142,13 @@ def serve(
         return
 
     def announce(_: float) -> None:
+        also = f" and gRPC on {host}:{grpc_port}" if grpc_port else ""
         console.print(f"Modelyard {__version__} serving {yard.settings.home} on "
-                      f"{scheme}://{host}:{port} (ready in "
+                      f"{scheme}://{host}:{port}{also} (ready in "
                       f"{time.perf_counter() - started:.2f} s after start)")
 
-    app_ = create_app(yard, on_ready=announce, tls=bool(tls))
+    grpc = GrpcListen(host, grpc_port, tls.get("ssl_certfile"), tls.get("ssl_keyfile"))
+    app_ = create_app(yard, on_ready=announce, tls=bool(tls), grpc=grpc)
     uvicorn.run(app_, host=host, port=port, log_level=log_level, access_log=False, **tls)
 
 

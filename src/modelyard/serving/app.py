@@ -26,6 +26,7 @@ from modelyard.serving.access import DataPlaneAccess
 from modelyard.serving.browser import BrowserGuard
 from modelyard.serving.dataplane import DataPlane
 from modelyard.serving.fastpath import FastPath
+from modelyard.serving.grpc_v2 import GrpcListen
 from modelyard.serving.limits import BodyLimit
 from modelyard.serving.metrics import ServingMetrics
 from modelyard.serving.openai_api import OpenAIRoutes
@@ -58,10 +59,13 @@ async def _validation_handler(request: Request, exc: Exception) -> Response:
 
 
 def create_app(yard: Yard, *, start_reconciler: bool = True,
-               on_ready: Callable[[float], None] | None = None, tls: bool = False) -> FastAPI:
+               on_ready: Callable[[float], None] | None = None, tls: bool = False,
+               grpc: GrpcListen | None = None) -> FastAPI:
     """The whole server. ``on_ready`` is called with the seconds start-up took, once every
-    endpoint is loaded and warm."""
+    endpoint is loaded and warm. ``grpc``: where OIP v2 over gRPC listens too (default: the
+    ``host`` and ``grpc_port`` settings; port 0: no gRPC)."""
     settings = yard.settings
+    grpc_listen = grpc or GrpcListen(settings.host, settings.grpc_port)
     redact_logs("modelyard.http", "modelyard.server", "modelyard.backend")
     metrics = ServingMetrics()
     tokens = oidc.from_settings(settings)
@@ -81,6 +85,17 @@ def create_app(yard: Yard, *, start_reconciler: bool = True,
         backend.attach(asyncio.get_running_loop())
         # Load every endpoint before accepting traffic, so "ready" means ready.
         await asyncio.to_thread(backend.reconcile)
+        grpc_server = None
+        if grpc_listen.port:
+            # Imported only now: grpc is an optional extra.
+            from modelyard.serving.grpc_v2 import server as grpc_v2
+
+            try:
+                grpc_server = await grpc_v2.start(grpc_listen, backend, access,
+                                                  settings.max_body_bytes)
+            except BaseException:
+                backend.close()
+                raise
         app.state.ready_after_s = time.perf_counter() - started
         # Modules loaded so far live as long as the server: move them out of the collector's
         # sight, so full collections stay short (they set the p99). Models: backends/local.py.
@@ -93,6 +108,8 @@ def create_app(yard: Yard, *, start_reconciler: bool = True,
         try:
             yield
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop(5)  # in-flight calls get 5 s, as HTTP ones do
             stop.set()
             if task is not None:
                 await task

@@ -20,7 +20,7 @@ from modelyard.serving.problems import problem_response
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Routes that only compute (the data plane): a browser app may call a public endpoint.
-_COMPUTE_PREFIXES = ("/endpoints/", "/v2/")
+_COMPUTE_PREFIXES = ("/endpoints/", "/v2/", "/v1/")
 
 _HEADERS = [
     (b"x-content-type-options", b"nosniff"),

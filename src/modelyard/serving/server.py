@@ -9,11 +9,15 @@ import time
 import uvicorn
 
 from modelyard.serving.app import create_app
+from modelyard.serving.grpc_v2 import GrpcListen
 from modelyard.yard import Yard
 
 
-def uvicorn_config(yard: Yard, host: str, port: int, log_level: str = "warning") -> uvicorn.Config:
-    return uvicorn.Config(create_app(yard), host=host, port=port, log_level=log_level,
+def uvicorn_config(yard: Yard, host: str, port: int, log_level: str = "warning",
+                   grpc_port: int = 0) -> uvicorn.Config:
+    """``grpc_port``: serve OIP v2 over gRPC there too, on the same host (0: no gRPC)."""
+    app = create_app(yard, grpc=GrpcListen(host, grpc_port))
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level,
                           loop="auto", http="auto", access_log=False,
                           timeout_graceful_shutdown=5)
 
@@ -25,18 +29,29 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class BackgroundServer:
-    """The real server on a thread: for the demo and for tests."""
+    """The real server on a thread: for the demo and for tests. With ``grpc``, OIP v2 over
+    gRPC on a free port as well (``grpc_target``)."""
 
-    def __init__(self, yard: Yard, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, yard: Yard, host: str = "127.0.0.1", port: int = 0,
+                 grpc: bool = False) -> None:
         self.host = host
         self.port = port or free_port(host)
-        self.server = uvicorn.Server(uvicorn_config(yard, self.host, self.port))
+        self.grpc_port = free_port(host) if grpc else 0
+        self.server = uvicorn.Server(uvicorn_config(yard, self.host, self.port,
+                                                    grpc_port=self.grpc_port))
         self.thread = threading.Thread(target=self.server.run, name="modelyard-server",
                                        daemon=True)
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def grpc_target(self) -> str:
+        """``host:port`` of the gRPC server (as tritonclient.grpc and grpc channels take it)."""
+        if not self.grpc_port:
+            raise RuntimeError("this server has no gRPC; pass grpc=True")
+        return f"{self.host}:{self.grpc_port}"
 
     def start(self, timeout_s: float = 60.0) -> BackgroundServer:
         self.thread.start()
