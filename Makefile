@@ -11,11 +11,16 @@ $(VENV)/.base: pyproject.toml
 	$(PY) -m pip install --quiet -e .
 	touch $@
 
+# The demo's triage graph embeds text (sentence-transformers, with torch pinned to its CPU build).
+$(VENV)/.demo: $(VENV)/.base
+	$(PY) -m pip install --quiet -e '.[torch,text]'
+	touch $@
+
 $(VENV)/.dev: $(VENV)/.base
 	$(PY) -m pip install --quiet -e '.[dev,torch,text,grpc,mlflow]'
 	touch $@
 
-demo: $(VENV)/.base
+demo: $(VENV)/.demo
 	$(VENV)/bin/modelyard demo
 
 test: $(VENV)/.dev

@@ -19,8 +19,10 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.syntax import Syntax
+from rich.table import Table
 
 from modelyard import __version__
+from modelyard.demo import triage
 from modelyard.demo.data import FEATURES, make_customers, train
 from modelyard.domain.errors import ModelyardError
 from modelyard.domain.registry import fingerprint
@@ -59,13 +61,16 @@ def _ensure_version(yard: Yard, name: str, model: Any, *, to_onnx: bool, sample:
 def run(yard_path: Path | None, port: int, check: bool, console: Console) -> int:
     console.print(Panel.fit(
         "[bold]Modelyard demo[/bold]: train two models on generated customer data, register "
-        "them with lineage and signatures, serve them, and call them over HTTP.",
+        "them with lineage and signatures, build a support-ticket triage graph (text "
+        "embedder -> quick classifier -> expert with a deadline and a fallback), serve it all, "
+        "and call it over HTTP.",
         border_style="cyan"))
     settings = Settings.load(yard_path)
     created_key = None
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                   TimeElapsedColumn(), console=console, transient=False) as progress:
-        step = progress.add_task("opening the yard", total=5)
+        with_graph = triage.available()
+        step = progress.add_task("opening the yard", total=6 if with_graph else 5)
         try:
             yard = Yard(settings=settings)
         except ModelyardError:
@@ -94,6 +99,18 @@ def run(yard_path: Path | None, port: int, check: bool, console: Console) -> int
                 yard.create_endpoint(name, f"{name}@champion", auth="key",
                                      description=f"demo endpoint for {name}")
         key_file = _demo_key(yard, settings.home / "demo-predictor.key")
+        if with_graph:
+            progress.update(step, advance=1, description="embedding 1,200 tickets, training "
+                            "the triage classifiers")
+            graph = triage.build(yard)
+            try:
+                yard.endpoint("triage")
+                yard.update_endpoint("triage", graph=graph)
+            except ModelyardError as exc:
+                if exc.status != 404:
+                    raise
+                yard.create_endpoint("triage", graph=graph, auth="key",
+                                     description="support-ticket triage (a graph)")
         progress.update(step, advance=1, description="yard ready")
 
     console.print(f"yard: [bold]{settings.home}[/bold]")
@@ -116,7 +133,13 @@ def run(yard_path: Path | None, port: int, check: bool, console: Console) -> int
     console.print(f"server ready on [bold]{server.url}[/bold] in "
                   f"{time.perf_counter() - started:.2f} s")
     try:
-        ok = _call(server.url, data.x, key_file.read_text().strip(), console)
+        key = key_file.read_text().strip()
+        ok = _call(server.url, data.x, key, console)
+        if with_graph:
+            ok &= _call_triage(server.url, key, console)
+        else:
+            console.print("[yellow]the triage graph needs the text extra: pip install "
+                          "'modelyard[torch,text]'[/yellow]")
         if check:
             console.print("[green]demo check passed[/green]" if ok else
                           "[red]demo check failed[/red]")
@@ -183,6 +206,37 @@ def _call(url: str, x: np.ndarray, key: str, console: Console) -> bool:
         ok &= r.status_code == 422 and r.json().get("field") == "inputs.input"
         ok &= http.get("/v2/health/ready").status_code == 200
     return ok
+
+
+def _call_triage(url: str, key: str, console: Console) -> bool:
+    """One traced request through the graph: what each ticket became, and what ran."""
+    body = {"inputs": {"text": triage.EXAMPLES}}
+    with httpx.Client(base_url=url, timeout=60,
+                      headers={"Authorization": f"Bearer {key}"}) as http:
+        r = http.post("/endpoints/triage/predict?trace=1", json=body)
+    if r.status_code != 200:
+        console.print(Panel(f"{r.status_code} {r.text}", title="triage graph", expand=False))
+        return False
+    answer = r.json()
+    answers = triage.describe(answer["outputs"])
+    tickets = Table(title="POST /endpoints/triage/predict?trace=1", title_justify="left")
+    tickets.add_column("ticket")
+    tickets.add_column("category")
+    for text, label in zip(triage.EXAMPLES, answers, strict=True):
+        tickets.add_row(text, label)
+    trace = Table(title="trace: what ran", title_justify="left")
+    for column in ("node", "kind", "rows", "start ms", "ms", "status", "detail"):
+        trace.add_column(column)
+    for s in answer["trace"]:
+        detail = {k: v for k, v in s.items()
+                  if k not in ("node", "kind", "rows", "start_ms", "ms", "status")}
+        trace.add_row(s["node"], s["kind"], str(s["rows"]), f"{s['start_ms']:.1f}",
+                      f"{s['ms']:.1f}", s["status"],
+                      ", ".join(f"{k}={v}" for k, v in detail.items()))
+    console.print(tickets)
+    console.print(trace)
+    nodes = {s["node"] for s in answer["trace"]}
+    return len(answers) == len(triage.EXAMPLES) and {"embed", "quick"} <= nodes
 
 
 def _show_usage(url: str, x: np.ndarray, key_file: Path, console: Console) -> None:
