@@ -282,3 +282,21 @@ def test_branches_wait_for_the_nodes_they_read(http: httpx.Client, client: Clien
     trace = answer.json()["trace"]
     assert trace[0]["node"] == "scale"
     assert any(s.get("used") == "backup" for s in trace)
+
+
+def test_a_graph_answers_tritonclient_over_grpc(models: Yard, admin_key: str) -> None:
+    grpcclient = pytest.importorskip("tritonclient.grpc",
+                                     reason="tritonclient[grpc] is a dev dependency")
+    models.create_endpoint("churn", graph=cascade(), auth="public")
+    with BackgroundServer(models, grpc=True) as served, Client(served.url, admin_key) as sdk:
+        sdk.wait_ready("churn")
+        triton = grpcclient.InferenceServerClient(served.grpc_target)
+        try:
+            meta = triton.get_model_metadata("churn", as_json=True)
+            assert [i["name"] for i in meta["inputs"]] == ["features"]
+            tensor = grpcclient.InferInput("features", list(ROWS.shape), "FP32")
+            tensor.set_data_from_numpy(ROWS)
+            result = triton.infer("churn", [tensor])
+            assert result.as_numpy("probabilities").shape == (len(ROWS), 2)
+        finally:
+            triton.close()
