@@ -46,6 +46,9 @@ class Settings:
     # Non-public hosts, IPs or CIDRs (comma-separated) that remote models may call; public
     # addresses need no entry. Remote models read it as MODELYARD_OUTBOUND_ALLOW at load time.
     outbound_allow: str = ""
+    # Secrets (environment variable names, absolute file paths; comma-separated) that remote
+    # models may send to their upstream. Read by the remote flavor as MODELYARD_REMOTE_SECRETS.
+    remote_secrets: str = ""
     # Serve OIP v2 over gRPC (KServe's inference.GRPCInferenceService) on this port too, on the
     # HTTP host; 0: off. Needs the grpc extra: pip install 'modelyard[grpc]'.
     grpc_port: int = 0

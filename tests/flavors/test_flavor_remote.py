@@ -30,12 +30,14 @@ from modelyard.flavors import get as get_flavor
 from modelyard.flavors.base import ChatModel, Embedder
 from modelyard.flavors.remote import (
     ALLOW_ENV,
+    SECRETS_ENV,
     SPEC_FILE,
     RemoteChatPredictor,
     RemoteEmbeddingsPredictor,
     RemoteModel,
     RemoteOipPredictor,
     RemoteSecretMissing,
+    RemoteSecretRefused,
     UpstreamError,
     UpstreamTimeout,
     check_destination,
@@ -48,6 +50,13 @@ from modelyard.serving.server import BackgroundServer
 SECRET = "sk-test-Zq8vT3secretvalue0123456789"
 KEY_ENV = "FAKE_UPSTREAM_API_KEY"
 LOCAL = OutboundPolicy.parse(["127.0.0.1"])
+
+
+@pytest.fixture(autouse=True)
+def released_secrets(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The operator releases these secrets to remote models (nothing else may be named)."""
+    monkeypatch.setenv(SECRETS_ENV, f"{KEY_ENV},NOT_SET_ANYWHERE_X,CHURN_UPSTREAM_KEY,"
+                                    f"{tmp_path / 'upstream.key'}")
 
 
 @pytest.fixture
@@ -688,3 +697,21 @@ def test_remote_predictors_are_protocol_shaped() -> None:
     assert issubclass(UpstreamError, ModelyardError)
     problem = UpstreamError("x").to_problem()
     assert (problem["code"], problem["status"]) == ("upstream_error", 502)
+
+
+def test_remote_models_may_name_only_released_secrets(yard: Yard, upstream: FakeUpstream,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer chooses the URL; if they could also choose any server variable as the key,
+    they could have the server send its cloud credentials to their host."""
+    monkeypatch.setenv(ALLOW_ENV, "127.0.0.1")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-very-secret")
+    stealing = RemoteModel(kind="openai-chat", url=f"{upstream.url}/v1", model="m",
+                           api_key_env="AWS_SECRET_ACCESS_KEY")
+    with pytest.raises(RemoteSecretRefused, match=SECRETS_ENV) as refused:
+        yard.register("exfiltrate", stealing)
+    assert refused.value.field == "api_key_env"
+    assert "aws-very-secret" not in str(refused.value.to_problem())
+    assert "exfiltrate" not in [m.name for m in yard.models()]
+    with pytest.raises(RemoteSecretRefused):  # and at load, if the list shrank meanwhile
+        connect(stealing, policy=LOCAL)
+    assert all(r.path != "/v1/chat/completions" for r in upstream.requests)

@@ -71,6 +71,7 @@ SPEC_FILE = "remote.json"
 KINDS = ("openai-chat", "openai-embeddings", "oip")
 # The ``outbound_allow`` setting as the environment carries it (see ``outbound_policy``).
 ALLOW_ENV = "MODELYARD_OUTBOUND_ALLOW"
+SECRETS_ENV = "MODELYARD_REMOTE_SECRETS"
 
 # Answers worth another attempt: the upstream (or a proxy in front of it) failed before doing
 # anything we could use. 500 is included because inference servers and OpenAI answer it for
@@ -108,6 +109,12 @@ class UpstreamError(ModelyardError):
 
 class UpstreamTimeout(UpstreamError):
     code, status, title = "upstream_timeout", 504, "Upstream timed out"
+
+
+class RemoteSecretRefused(ModelyardError):
+    """The model names a secret the operator has not released to remote models."""
+
+    code, status, title = "remote_secret_refused", 422, "Secret not released"
 
 
 class RemoteSecretMissing(ModelyardError):
@@ -297,12 +304,34 @@ def outbound_policy(env: Mapping[str, str] | None = None) -> OutboundPolicy:
         raise ValidationFailed(f"{ALLOW_ENV}: {exc.detail}", field="outbound_allow") from None
 
 
+def check_secret_allowed(model: RemoteModel, env: Mapping[str, str] | None = None) -> None:
+    """Refuse a secret the operator has not released to remote models.
+
+    The developer who registers a remote model chooses its URL; if they could also choose any
+    environment variable or file of the server as its key, they could have the server send,
+    say, a cloud credential to a host of their choosing. So only names the operator lists in
+    ``remote_secrets`` (``MODELYARD_REMOTE_SECRETS``: variable names and absolute file paths,
+    comma-separated) may be named. Checked at registration and again at every load."""
+    name = model.api_key_env or model.api_key_file
+    if name is None:
+        return
+    raw = (os.environ if env is None else env).get(SECRETS_ENV, "")
+    allowed = {e.strip() for e in raw.split(",") if e.strip()}
+    if str(name) not in allowed:
+        field = "api_key_env" if model.api_key_env else "api_key_file"
+        raise RemoteSecretRefused(
+            f"{model.secret_name} is not released to remote models on this server; an "
+            f"operator lists the secrets remote models may use in {SECRETS_ENV}",
+            field=field)
+
+
 def read_secret(model: RemoteModel) -> str | None:
     """The API key's value, read now from the server's environment or file (``None`` when the
     model names none). Errors name where the key was looked for, never what was found."""
     where = model.secret_name
     if where is None:
         return None
+    check_secret_allowed(model)
     if model.api_key_env is not None:
         raw = os.environ.get(model.api_key_env)
         if not raw:
@@ -923,6 +952,7 @@ class RemoteFlavor:
         # Nothing from the folder runs, so no trust is needed; what must hold is the URL.
         model = read_spec(folder)
         check_destination(model, outbound_policy())
+        check_secret_allowed(model)
         return model.to_spec()
 
     def load(self, folder: Path, options: Mapping[str, Any], *, trusted: bool) -> Predictor:
