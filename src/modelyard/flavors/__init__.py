@@ -14,13 +14,15 @@ from modelyard.domain.errors import FlavorUnavailable, ValidationFailed
 from modelyard.flavors.base import Flavor, Predictor
 
 # name -> "module:Class", in detection order (the first flavor that matches wins).
+# Narrow matchers come first: a SentenceTransformer is also a torch module, and its exported
+# folder also holds a .onnx file; a causal LM is a torch module too.
 REGISTRY: dict[str, str] = {
-    "onnx": "modelyard.flavors.onnx:OnnxFlavor",
-    "sklearn": "modelyard.flavors.sklearn:SklearnFlavor",
-    "torch": "modelyard.flavors.torch:TorchFlavor",
     "sentence_transformers":
         "modelyard.flavors.sentence_transformers:SentenceTransformersFlavor",
     "causal_lm": "modelyard.flavors.causal_lm:CausalLMFlavor",
+    "onnx": "modelyard.flavors.onnx:OnnxFlavor",
+    "sklearn": "modelyard.flavors.sklearn:SklearnFlavor",
+    "torch": "modelyard.flavors.torch:TorchFlavor",
     "remote": "modelyard.flavors.remote:RemoteFlavor",
     "python": "modelyard.flavors.python:PythonFlavor",
 }
