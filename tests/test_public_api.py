@@ -19,7 +19,8 @@ def test_client_and_yard_offer_the_same_verbs() -> None:
              "list_keys", "rotate_key", "revoke_key", "card", "update_card",
              "audit_verify", "audit_records", "sign", "signatures", "create_project",
              "list_projects", "project", "update_project", "list_approvals", "approval",
-             "approve", "reject", "cancel_approval", "validate_graph"}
+             "approve", "reject", "cancel_approval", "validate_graph",
+             "set_traffic"}
     for cls in (modelyard.Client, modelyard.Yard):
         missing = {v for v in verbs if not callable(getattr(cls, v, None))}
         assert not missing, (cls.__name__, missing)

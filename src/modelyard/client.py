@@ -270,6 +270,11 @@ class Client:
                                   else None}.items() if v is not None}
         return dict(self._call("PATCH", f"{API}/endpoints/{name}", json=body))
 
+    def set_traffic(self, name: str, traffic: Mapping[str, Any] | None) -> dict[str, Any]:
+        if traffic is None:
+            return dict(self._call("DELETE", f"{API}/endpoints/{name}/traffic"))
+        return dict(self._call("PUT", f"{API}/endpoints/{name}/traffic", json=dict(traffic)))
+
     def validate_graph(self, graph: Graph | Mapping[str, Any] | str | Path
                        ) -> dict[str, Any]:
         return dict(self._call("POST", f"{API}/graphs/validate", json=graph_document(graph)))

@@ -226,6 +226,12 @@ class Yard:
                                      graph_doc=graph_document(graph) if graph is not None
                                      else None)
 
+    def set_traffic(self, name: str, traffic: Mapping[str, Any] | None) -> Endpoint:
+        """Split an endpoint's traffic across versions (``split``, ``sticky_header``,
+        ``shadows``), or with ``None`` send it all to the endpoint's model again."""
+        return self.endpoints.set_traffic(self.principal, name,
+                                          dict(traffic) if traffic is not None else None)
+
     def validate_graph(self, graph: Graph | Mapping[str, Any] | str | Path
                        ) -> dict[str, Any]:
         """Every problem of a graph (with node paths), or its signature when valid."""

@@ -78,6 +78,8 @@ def request_for(method: str, path: str) -> dict[str, Any]:
         kwargs["json"] = {"artifact": "0" * 64}
     elif path.endswith("/endpoints") and method == "POST":
         kwargs["json"] = {"name": "ghost-endpoint", "model": "ghost"}
+    elif path.endswith("/traffic") and method == "PUT":
+        kwargs["json"] = {"split": [{"model": "ghost:1", "weight": 100}]}
     elif method == "PATCH":
         kwargs["json"] = {"description": "x"}
     elif method == "PUT":

@@ -8,6 +8,7 @@ from typing import Any, Protocol
 from modelyard.domain.registry import Endpoint
 from modelyard.serving.deployment import Deployment
 from modelyard.serving.graph import GraphDeployment
+from modelyard.serving.traffic import TrafficDeployment
 
 
 @dataclass(frozen=True)
@@ -16,7 +17,7 @@ class EndpointState:
 
     endpoint: Endpoint
     status: str  # "loading" | "ready" | "failed"
-    deployment: Deployment | GraphDeployment | None = None
+    deployment: Deployment | GraphDeployment | TrafficDeployment | None = None
     error: str | None = None
     target: str | None = None  # "model:version" the reference resolved to at last reconcile
     # A failure that can heal without any change to the endpoint (a signature added later)

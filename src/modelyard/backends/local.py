@@ -26,11 +26,13 @@ from modelyard.domain.errors import ModelyardError, SignatureRequired
 from modelyard.domain.names import ModelRef
 from modelyard.domain.registry import Endpoint, ModelVersion
 from modelyard.domain.tensors import decode_many
+from modelyard.domain.traffic import TrafficPolicy
 from modelyard.serving.batcher import BatchObserver
 from modelyard.serving.deployment import Deployment
 from modelyard.serving.graph import GraphDeployment, NodeRuntime, load_function
 from modelyard.serving.metrics import ServingMetrics
 from modelyard.serving.problems import loggable
+from modelyard.serving.traffic import ShadowRecorder, TrafficDeployment
 from modelyard.store import endpoints as endpoint_repo
 from modelyard.store import registry as registry_repo
 from modelyard.store.db import Database
@@ -46,6 +48,7 @@ class LocalBackend:
                  on_reconcile: Callable[[], None] | None = None) -> None:
         self.db = db
         self.on_reconcile = on_reconcile  # e.g. refresh the data plane's key snapshot
+        self.on_shadow: ShadowRecorder | None = None  # where shadow comparisons are recorded
         self.load = load
         self.metrics = metrics
         self.interval_s = interval_s
@@ -73,7 +76,15 @@ class LocalBackend:
         with self.db.transaction() as session:
             desired: list[tuple[Endpoint, ModelVersion | None, str | None]] = []
             graphs: dict[str, dict[str, ModelVersion]] = {}
+            splits: dict[str, dict[str, ModelVersion]] = {}
             for endpoint in endpoint_repo.all_endpoints(session):
+                if endpoint.traffic is not None and endpoint.graph is None:
+                    try:
+                        splits[endpoint.name] = _traffic_versions(session, endpoint)
+                        desired.append((endpoint, None, None))
+                    except ModelyardError as exc:
+                        desired.append((endpoint, None, exc.detail))
+                    continue
                 if endpoint.graph is not None:
                     try:
                         graphs[endpoint.name] = _graph_versions(session, endpoint)
@@ -94,11 +105,19 @@ class LocalBackend:
                 table[endpoint.name] = self._graph_state(endpoint, graphs[endpoint.name],
                                                          current)
                 continue
+            if endpoint.name in splits:
+                table[endpoint.name] = self._traffic_state(endpoint, splits[endpoint.name],
+                                                           current)
+                continue
             if version is None:
                 table[endpoint.name] = EndpointState(endpoint, "failed", running, problem)
                 continue
-            if isinstance(running, GraphDeployment):
-                running = None  # the endpoint switched from a graph to a model
+            if isinstance(running, GraphDeployment | TrafficDeployment):
+                # From a graph or a split back to one model: keep that model if it runs.
+                running = next((d for d in _units(current) if d.version.ref == version.ref
+                                and d.version.artifact_digest == version.artifact_digest
+                                and d.spec == endpoint.deployment), None) \
+                    if current is not None else None
             if running is not None and running.version.ref == version.ref and \
                     running.version.artifact_digest == version.artifact_digest and \
                     running.spec == endpoint.deployment:
@@ -195,6 +214,47 @@ class LocalBackend:
                  spec.name or endpoint.name, len(spec.nodes))
         return EndpointState(endpoint, "ready", built, None, built.version.ref)
 
+    def _traffic_state(self, endpoint: Endpoint, versions: dict[str, ModelVersion],
+                       current: EndpointState | None) -> EndpointState:
+        """Load every version the split and shadows name (reusing what already runs), and
+        route between them. Nothing gets traffic before it is loaded and warm."""
+        assert endpoint.traffic is not None
+        policy = TrafficPolicy.from_dict(endpoint.traffic)
+        assert policy is not None
+        running = current.deployment if current else None
+        target = _traffic_target(endpoint, versions)
+        if isinstance(running, TrafficDeployment) and current is not None and \
+                current.target == target:
+            return current
+        if current is not None and current.error and current.target == target \
+                and not current.retry:
+            return current
+        reuse = {(d.version.ref, d.version.artifact_digest, _spec_key(d.spec)): d
+                 for d in (_units(current) if current is not None else [])}
+        try:
+            loaded: dict[str, Deployment] = {}
+            for ref, version in versions.items():
+                key = (version.ref, version.artifact_digest, _spec_key(endpoint.deployment))
+                deployment = reuse.get(key)
+                if deployment is None:
+                    observer = self.metrics.observer(endpoint.name, version.ref) \
+                        if self.metrics else None
+                    deployment = self.load(version, endpoint.deployment, observer)
+                loaded[ref] = deployment
+            built = TrafficDeployment(
+                endpoint.name, policy, [loaded[t.model] for t in policy.split],
+                [(loaded[s.model], s.sample) for s in policy.shadows], self.on_shadow)
+        except Exception as exc:  # any load failure is reported on the endpoint
+            detail = exc.detail if isinstance(exc, ModelyardError) else repr(exc)
+            if current is None or current.error != detail:
+                log.error("endpoint %s cannot load its traffic split: %s", endpoint.name,
+                          loggable(detail))
+            return EndpointState(endpoint, "failed", running, detail, target,
+                                 retry=_heals_by_itself(exc))
+        log.info("endpoint %s now splits traffic: %s", endpoint.name,
+                 ", ".join(f"{t.model} {t.weight:g}%" for t in policy.split))
+        return EndpointState(endpoint, "ready", built, None, target)
+
     def close(self) -> None:
         """Stop every deployment's model threads once their queues are empty."""
         for state in self._table.values():
@@ -246,10 +306,28 @@ def _spec_key(spec: DeploymentSpec) -> str:
 
 
 def _units(state: EndpointState) -> list[Deployment]:
-    """The model deployments behind an endpoint's state (one, or a graph's nodes)."""
-    if isinstance(state.deployment, GraphDeployment):
+    """The model deployments behind an endpoint's state (one, a graph's nodes, a split)."""
+    if isinstance(state.deployment, GraphDeployment | TrafficDeployment):
         return state.deployment.deployments()
     return [state.deployment] if state.deployment is not None else []
+
+
+def _traffic_versions(session: Any, endpoint: Endpoint) -> dict[str, ModelVersion]:
+    policy = TrafficPolicy.from_dict(endpoint.traffic)
+    assert policy is not None
+    out = {}
+    for reference in policy.refs():
+        model, row = registry_repo.resolve(session, ModelRef.parse(reference))
+        out[reference] = registry_repo.to_version(model, row)
+    return out
+
+
+def _traffic_target(endpoint: Endpoint, versions: dict[str, ModelVersion]) -> str:
+    digest = hashlib.sha256(json.dumps(
+        [endpoint.traffic, endpoint.deployment.to_dict(),
+         sorted((r, v.ref, v.artifact_digest) for r, v in versions.items())],
+        sort_keys=True, default=str).encode())
+    return "split:" + digest.hexdigest()[:16]
 
 
 def _graph_versions(session: Any, endpoint: Endpoint) -> dict[str, ModelVersion]:

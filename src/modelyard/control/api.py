@@ -69,6 +69,8 @@ ROUTE_ACTIONS: dict[tuple[str, str], str] = {
     ("GET", f"{API}/endpoints/{{name}}"): "endpoints:read",
     ("PATCH", f"{API}/endpoints/{{name}}"): "endpoints:write",
     ("DELETE", f"{API}/endpoints/{{name}}"): "endpoints:delete",
+    ("PUT", f"{API}/endpoints/{{name}}/traffic"): "endpoints:write",
+    ("DELETE", f"{API}/endpoints/{{name}}/traffic"): "endpoints:write",
     ("POST", f"{API}/graphs/validate"): "models:read",
     ("GET", f"{API}/keys"): "keys:read",
     ("POST", f"{API}/keys"): "keys:write",
@@ -431,6 +433,19 @@ def build_control_api(app: FastAPI, yard: Yard, backend: Backend) -> None:
     def delete_endpoint(name: str, who: Who) -> Response:
         endpoints.delete(who, name)
         return Response(status_code=204)
+
+    @router.put("/endpoints/{name}/traffic", tags=["endpoints"], dependencies=json_body)
+    def set_traffic(name: str, body: dict[str, Any], who: Who) -> dict[str, Any]:
+        """Split traffic across versions: ``{"split": [{"model": "churn:1", "weight": 90},
+        {"model": "churn:2", "weight": 10}], "sticky_header": "x-user-id", "shadows":
+        [{"model": "churn:3", "sample": 0.2}]}``. Each version is loaded and warmed before
+        it gets traffic."""
+        return with_status(endpoints.set_traffic(who, name, body), who)
+
+    @router.delete("/endpoints/{name}/traffic", tags=["endpoints"])
+    def clear_traffic(name: str, who: Who) -> dict[str, Any]:
+        """All traffic to the endpoint's model again."""
+        return with_status(endpoints.set_traffic(who, name, None), who)
 
     @router.post("/graphs/validate", tags=["endpoints"], dependencies=json_body)
     def validate_graph(body: dict[str, Any], who: Who) -> dict[str, Any]:

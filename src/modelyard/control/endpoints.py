@@ -19,6 +19,7 @@ from modelyard.domain.names import ModelRef, check_name
 from modelyard.domain.projects import DEFAULT_PROJECT
 from modelyard.domain.registry import AUTH_MODES, Endpoint
 from modelyard.domain.signature import Signature
+from modelyard.domain.traffic import TrafficPolicy
 from modelyard.governance import audit
 from modelyard.governance.audit import guard
 from modelyard.governance.policy import Principal
@@ -225,6 +226,47 @@ class EndpointService:
                                description=None, deployment=None, auth=change["auth"])
         return {"endpoint": endpoint.name, "auth": endpoint.auth}
 
+    # -- traffic -----------------------------------------------------------------------------
+    def set_traffic(self, principal: Principal | None, name: str,
+                    traffic: Mapping[str, Any] | None) -> Endpoint:
+        """Split the endpoint's traffic across versions (sticky by a header, with shadows),
+        or (``None``) send it all to the endpoint's model again."""
+        who, _ = self._guard(principal, "endpoints:write", name)
+        policy = TrafficPolicy.from_dict(traffic) if traffic is not None else None
+        with self.db.transaction() as session:
+            endpoint = self.apply_traffic(session, who, name, policy)
+        self.on_change()
+        return endpoint
+
+    def apply_traffic(self, session: Session, who: Principal, name: str,
+                      policy: TrafficPolicy | None, model: ModelRef | None = None) -> Endpoint:
+        """Check and store a traffic policy (rollouts call this inside their transaction):
+        every version active, in the endpoint's project, taking the endpoint's inputs."""
+        current = repo.row(session, name)
+        before = repo.to_endpoint(current)
+        if current.graph is not None:
+            raise ValidationFailed("a graph endpoint has no traffic split (yet)",
+                                   field="traffic")
+        if policy is not None:
+            base = registry_repo.to_version(*registry_repo.resolve(
+                session, ModelRef.parse(current.model_ref)))
+            for index, ref in enumerate(policy.refs()):
+                where = "traffic.split" if index < len(policy.split) else "traffic.shadows"
+                parsed = ModelRef.parse(ref, where)
+                if self._target_project(session, parsed) != current.project:
+                    raise ValidationFailed(f"{ref} is not in project {current.project!r}",
+                                           field=where)
+                version = registry_repo.to_version(*registry_repo.resolve(session, parsed))
+                if _inputs(version.signature) != _inputs(base.signature):
+                    raise ValidationFailed(f"{ref} takes other inputs than "
+                                           f"{base.ref}", field=where)
+        endpoint = repo.set_traffic(session, name, policy.to_dict() if policy else None,
+                                    model)
+        audit.append(session, who.name, "endpoint.traffic", name,
+                     before={"model": before.model_ref, "traffic": before.traffic},
+                     after={"model": endpoint.model_ref, "traffic": endpoint.traffic})
+        return endpoint
+
     def delete(self, principal: Principal | None, name: str) -> None:
         principal, _ = self._guard(principal, "endpoints:delete", name)
         with self.db.transaction() as session:
@@ -244,3 +286,7 @@ class EndpointService:
         with self.db.transaction() as session:
             return [e for e in repo.all_endpoints(session)
                     if who.may("endpoints:read", e.project)]
+
+
+def _inputs(signature: Signature) -> list[tuple[str, str, int]]:
+    return sorted((s.name, s.dtype, len(s.shape)) for s in signature.inputs)

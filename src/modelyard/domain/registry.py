@@ -143,6 +143,7 @@ class Endpoint:
     project: str = "default"  # always its model's project
     redaction: Mapping[str, str] = field(default_factory=dict)  # payload field -> rule
     graph: Mapping[str, Any] | None = None  # a graph document, served instead of model_ref
+    traffic: Mapping[str, Any] | None = None  # a traffic policy across versions
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -150,6 +151,7 @@ class Endpoint:
             "project": self.project,
             "redaction": dict(self.redaction),
             "graph": dict(self.graph) if self.graph is not None else None,
+            "traffic": dict(self.traffic) if self.traffic is not None else None,
             "model": self.model_ref,
             "auth": self.auth,
             "timeout_ms": self.timeout_ms,

@@ -33,6 +33,10 @@ ACTIONS: dict[str, frozenset[str]] = {
     # Making an endpoint answer without credentials is an admin's explicit decision.
     "endpoints:publish": frozenset({"admin"}),
     "predict": frozenset({"predictor", *_READ}),
+    # Choosing the version that answers (Modelyard-Version) instead of the traffic split.
+    "traffic:override": frozenset({"developer", "operator", "admin"}),
+    "rollouts:read": _READ,
+    "rollouts:write": frozenset({"developer", "operator", "admin"}),
     "approvals:read": _READ,
     "approvals:decide": frozenset({"approver", "admin"}),
     "projects:read": _READ,

@@ -87,11 +87,12 @@ class DataPlaneAccess:
                     used[prefix] = used.get(prefix, 0) + calls
             self._day, self._used = today, used
 
-    def check(self, endpoint: Endpoint, authorization: bytes | None) -> None:
+    def check(self, endpoint: Endpoint, authorization: bytes | None) -> Principal | None:
         """Allow a call to ``endpoint`` under its auth mode, or raise 401/403 (429 beyond
-        the key's rate or quota). Refusals are audited, in batches (see ``_refused``)."""
+        the key's rate or quota); the caller (None on a public endpoint). Refusals are
+        audited, in batches (see ``_refused``)."""
         if endpoint.auth == "public":
-            return
+            return None
         actor = "anonymous"
         try:
             token = _bearer(authorization)
@@ -103,9 +104,20 @@ class DataPlaneAccess:
                                 f"{endpoint.project!r}")
             if endpoint.auth == "key":
                 self._count(token.partition(".")[0])
+            return principal
         except (Unauthenticated, Forbidden, TooManyRequests) as refused:
             self._refused(actor, endpoint.name, refused)
             raise
+
+    def identify(self, authorization: bytes | None) -> Principal | None:
+        """Who sent a request to a public endpoint, if they said (no refusal: a public
+        endpoint answers anyone; this only decides extras such as choosing a version)."""
+        try:
+            token = _bearer(authorization)
+            return self._by_key(token) if token.startswith(KEY_PREFIX) or \
+                self.tokens is None else self._by_token(token)
+        except (Unauthenticated, Forbidden):
+            return None
 
     def check_action(self, authorization: bytes | None, action: str, target: str
                      ) -> Principal:

@@ -24,6 +24,7 @@ from modelyard.serving.codecs import json_response
 from modelyard.serving.deployment import Deployment
 from modelyard.serving.graph import GraphDeployment
 from modelyard.serving.metrics import ServingMetrics
+from modelyard.serving.traffic import TrafficDeployment
 
 
 class DataPlane:
@@ -58,7 +59,7 @@ class DataPlane:
             self.access.check(state.endpoint, header.encode("latin-1") if header else None)
         return state
 
-    def _deployment(self, request: Request) -> Deployment | GraphDeployment:
+    def _deployment(self, request: Request) -> Deployment | GraphDeployment | TrafficDeployment:
         name = request.path_params["name"]
         state = self._state(name, request)
         if state.deployment is None:

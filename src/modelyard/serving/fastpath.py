@@ -9,6 +9,7 @@ queue for the batcher, encode with orjson. Errors become problem+json like every
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from modelyard.backends.base import Backend, EndpointState
 from modelyard.domain.errors import (
     EndpointNotFound,
+    Forbidden,
     InvalidRequest,
     ModelyardError,
     NotReady,
@@ -26,6 +28,7 @@ from modelyard.domain.errors import (
     UnsupportedMediaType,
     VersionNotFound,
 )
+from modelyard.governance.policy import Principal
 from modelyard.serving import oip
 from modelyard.serving.access import DataPlaneAccess
 from modelyard.serving.batcher import PRIORITIES, Replaced
@@ -34,23 +37,30 @@ from modelyard.serving.dataplane import plain_inputs
 from modelyard.serving.deployment import Deployment
 from modelyard.serving.graph import GraphDeployment
 from modelyard.serving.metrics import DeploymentMetrics
+from modelyard.serving.traffic import TrafficDeployment, summary
 
 TIMEOUT_HEADER = b"modelyard-timeout-ms"
 PRIORITY_HEADER = b"modelyard-priority"
 VERSION_HEADER = b"modelyard-model-version"
 MAX_TIMEOUT_MS = 600_000
+PIN_HEADER = b"modelyard-version"
+# (version ref, ok (not a 5xx), seconds, one number of the answer or None)
+AnswerRecorder = Callable[[str, bool, float, float | None], None]
 _JSON = b"application/json"
 _PROBLEM = b"application/problem+json"
 
 
 class _Request:
-    __slots__ = ("authorization", "content_type", "header_length", "length", "priority",
-                 "request_id", "timeout_ms", "trace")
+    __slots__ = ("authorization", "content_type", "header_length", "headers", "length",
+                 "pinned", "priority", "request_id", "summary", "timeout_ms", "trace")
 
     def __init__(self, scope: Scope) -> None:
         query: bytes = scope.get("query_string", b"")
         # ?trace=1: answer with what ran (graphs: nodes, rows, timings, fallbacks).
         self.trace = b"trace=1" in query or b"trace=true" in query
+        self.headers: list[tuple[bytes, bytes]] = scope["headers"]
+        self.pinned: bytes | None = None  # Modelyard-Version: a version chosen by the caller
+        self.summary: float | None = None  # one number of the answer, for rollout analysis
         self.content_type = b""
         self.length: int | None = None
         self.timeout_ms: bytes | None = None
@@ -73,6 +83,8 @@ class _Request:
                 self.header_length = value
             elif name == b"authorization":
                 self.authorization = value
+            elif name == PIN_HEADER:
+                self.pinned = value
 
 
 def _route(path: str) -> tuple[str, str, str | None] | None:
@@ -91,8 +103,9 @@ def _route(path: str) -> tuple[str, str, str | None] | None:
 
 class FastPath:
     def __init__(self, app: ASGIApp, backend: Backend, access: DataPlaneAccess,
-                 max_body_bytes: int) -> None:
+                 max_body_bytes: int, on_answer: AnswerRecorder | None = None) -> None:
         self.app = app
+        self.on_answer = on_answer
         self.backend = backend
         self.access = access
         self.max_body = max_body_bytes
@@ -127,18 +140,19 @@ class FastPath:
         kind, name, version = route
         request = _Request(scope)
         started = time.perf_counter()
-        deployment: Deployment | GraphDeployment | None = None
+        deployment: Deployment | GraphDeployment | TrafficDeployment | None = None
         extra: list[tuple[bytes, bytes]] = []
         try:
             # Who may call: decided before the body is read (public endpoints skip it).
             known = self.backend.state(name)
+            caller = None
             if known is not None:
-                self.access.check(known.endpoint, request.authorization)
+                caller = self.access.check(known.endpoint, request.authorization)
             body = await self._body(request, receive)
             if body is None:
                 return  # the client went away
             # Resolved after the body arrived, so an alias move meanwhile is honoured.
-            state, deployment = self._deployment(name, version)
+            state, deployment, traffic = self._deployment(name, version, request, caller)
             timeout_s = self._timeout_s(request, state)
             priority = self._priority(request)
             # Shed before decoding: under overload a refusal must cost as little as possible.
@@ -151,11 +165,11 @@ class FastPath:
             handler = self._predict if kind == "predict" else self._infer
             try:
                 payload, content_type, extra = await handler(
-                    request, body, name, deployment, timeout_s, priority)
+                    request, body, name, deployment, timeout_s, priority, traffic)
             except Replaced:  # swapped while decoding: the new deployment answers
-                state, deployment = self._deployment(name, version)
+                state, deployment, traffic = self._deployment(name, version, request, caller)
                 payload, content_type, extra = await handler(
-                    request, body, name, deployment, timeout_s, priority)
+                    request, body, name, deployment, timeout_s, priority, traffic)
             status = 200
         except ModelyardError as exc:
             status = exc.status
@@ -173,8 +187,11 @@ class FastPath:
         if deployment is not None:
             extra.append((VERSION_HEADER, deployment.version.ref.encode()))
             observer = deployment.observer
+            elapsed = time.perf_counter() - started
             if isinstance(observer, DeploymentMetrics):
-                observer.answered(status, time.perf_counter() - started)
+                observer.answered(status, elapsed)
+            if self.on_answer is not None:  # per-version evidence for rollouts
+                self.on_answer(deployment.version.ref, status < 500, elapsed, request.summary)
         if request.request_id:
             extra.append((b"x-request-id", request.request_id))
         await send({"type": "http.response.start", "status": status, "headers": [
@@ -184,8 +201,11 @@ class FastPath:
         ]})
         await send({"type": "http.response.body", "body": payload})
 
-    def _deployment(self, name: str, version: str | None
-                    ) -> tuple[EndpointState, Deployment | GraphDeployment]:
+    def _deployment(self, name: str, version: str | None, request: _Request,
+                    caller: Principal | None
+                    ) -> tuple[EndpointState, Deployment | GraphDeployment,
+                               TrafficDeployment | None]:
+        """The endpoint's state, what answers this request, and the split it came from."""
         state = self.backend.state(name)
         if state is None:
             raise EndpointNotFound(f"endpoint {name!r} does not exist", field="endpoint")
@@ -193,11 +213,24 @@ class FastPath:
         if deployment is None:
             raise NotReady(f"endpoint {name!r} is {state.status}"
                            + (f": {state.error}" if state.error else ""))
+        if isinstance(deployment, TrafficDeployment):
+            wanted = version
+            if request.pinned is not None:
+                if caller is None and request.authorization is not None:
+                    caller = self.access.identify(request.authorization)
+                if caller is None or not caller.may("traffic:override",
+                                                    state.endpoint.project):
+                    raise Forbidden("choosing the version with Modelyard-Version needs a "
+                                    "developer, operator or admin key",
+                                    field=PIN_HEADER.decode())
+                wanted = request.pinned.decode("latin-1").strip()
+            chosen = deployment.pick(deployment.key_of(request.headers), wanted)
+            return state, chosen, deployment
         if version is not None and version != str(deployment.version.version):
             raise VersionNotFound(f"endpoint {name!r} serves version "
                                   f"{deployment.version.version}, not {version!r}",
                                   field="version")
-        return state, deployment
+        return state, deployment, None
 
     @staticmethod
     def _timeout_s(request: _Request, state: EndpointState) -> float:
@@ -250,7 +283,8 @@ class FastPath:
 
     async def _predict(self, request: _Request, body: bytes, name: str,
                        deployment: Deployment | GraphDeployment, timeout_s: float,
-                       priority: int) -> tuple[bytes, bytes, list[tuple[bytes, bytes]]]:
+                       priority: int, traffic: TrafficDeployment | None = None
+                       ) -> tuple[bytes, bytes, list[tuple[bytes, bytes]]]:
         self._require_json(request)
         inputs = plain_inputs(loads(body), deployment.signature)
         arrays = deployment.signature.validate(inputs)
@@ -263,12 +297,23 @@ class FastPath:
                 answer["trace"] = trace
             return dumps(answer), _JSON, []
         outputs = await deployment.predict(arrays, timeout_s, priority)
+        self._after(request, deployment, traffic, arrays, outputs, timeout_s)
         return dumps({"model": version.model, "version": version.version,
                       "outputs": outputs}), _JSON, []
 
+    def _after(self, request: _Request, deployment: Deployment | GraphDeployment,
+               traffic: TrafficDeployment | None, arrays: Mapping[str, np.ndarray],
+               outputs: Mapping[str, np.ndarray], timeout_s: float) -> None:
+        """Evidence for rollouts, and the shadows' copy of the request."""
+        if self.on_answer is not None:
+            request.summary = summary(outputs)
+        if traffic is not None and isinstance(deployment, Deployment):
+            traffic.mirror(deployment, arrays, outputs, timeout_s)
+
     async def _infer(self, request: _Request, body: bytes, name: str,
                      deployment: Deployment | GraphDeployment,
-                     timeout_s: float, priority: int
+                     timeout_s: float, priority: int,
+                     traffic: TrafficDeployment | None = None
                      ) -> tuple[bytes, bytes, list[tuple[bytes, bytes]]]:
         header_length = None
         if request.header_length is not None:
@@ -285,6 +330,7 @@ class FastPath:
         wanted, binary, all_binary = oip.wanted_outputs(doc, known)
         arrays = deployment.signature.validate(inputs)
         outputs: dict[str, np.ndarray] = await deployment.predict(arrays, timeout_s, priority)
+        self._after(request, deployment, traffic, arrays, outputs, timeout_s)
         if wanted:
             outputs = {k: v for k, v in outputs.items() if k in wanted}
         head: dict[str, Any] = {"model_name": name,

@@ -62,13 +62,14 @@ from modelyard.serving.codecs import dumps, json_response, loads, require_json
 from modelyard.serving.deployment import Deployment
 from modelyard.serving.graph import GraphDeployment
 from modelyard.serving.problems import loggable
+from modelyard.serving.traffic import TrafficDeployment
 from modelyard.store.keys import KEY_PREFIX
 
 log = logging.getLogger("modelyard.http")
 
 T = TypeVar("T")
 Handler = Callable[[Request], Awaitable[Response]]
-Served = Deployment | GraphDeployment
+Served = Deployment | GraphDeployment | TrafficDeployment
 
 THREADS = 4  # generations at once: more than the cores only slows each one down
 MAX_WAITING = 64  # calls that may queue for a thread; beyond that, 503 at once

@@ -19,7 +19,7 @@ GRAPH_REF = "(graph)"  # model_ref of an endpoint that serves a graph
 def to_endpoint(row: EndpointRow) -> Endpoint:
     return Endpoint(row.name, row.model_ref, row.timeout_ms, row.description, row.created_at,
                     row.updated_at, row.generation, DeploymentSpec.from_dict(row.deployment),
-                    row.auth, row.project, dict(row.redaction or {}), row.graph)
+                    row.auth, row.project, dict(row.redaction or {}), row.graph, row.traffic)
 
 
 def row(session: Session, name: str) -> EndpointRow:
@@ -67,6 +67,19 @@ def update(session: Session, name: str, *, ref: ModelRef | None, timeout_ms: int
         found.timeout_ms = timeout_ms
     if description is not None:
         found.description = description
+    found.updated_at = utcnow()
+    found.generation += 1
+    return to_endpoint(found)
+
+
+def set_traffic(session: Session, name: str, traffic: dict[str, Any] | None,
+                model_ref: ModelRef | None = None) -> Endpoint:
+    """Replace the traffic policy (``None``: all traffic to the model again), optionally
+    pointing the endpoint at a new model in the same change (a promotion)."""
+    found = row(session, name)
+    found.traffic = traffic
+    if model_ref is not None:
+        found.model_name, found.model_ref = model_ref.model, str(model_ref)
     found.updated_at = utcnow()
     found.generation += 1
     return to_endpoint(found)

@@ -163,6 +163,8 @@ class EndpointRow(Base):
                                       server_default=text("'public'"))
     # An inference graph (its validated document) served instead of a single model.
     graph: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # A traffic policy (split, sticky key, shadows) across versions, set by rollouts or users.
+    traffic: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     # Field rules (drop, hash, mask) for whatever is stored or logged from its payloads.
     redaction: Mapped[dict[str, str]] = mapped_column(JSON, default=dict,
                                                       server_default=text("'{}'"))

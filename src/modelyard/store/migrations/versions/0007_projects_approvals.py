@@ -1,5 +1,5 @@
 """Projects (with the default one), project of models and endpoints, four-eyes approvals,
-Ed25519 signatures of versions, per-endpoint redaction rules, and graph endpoints.
+Ed25519 signatures of versions, per-endpoint redaction rules, graph endpoints and traffic policies.
 
 Revision ID: 0007
 Revises: 0006
@@ -43,6 +43,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("redaction", sa.JSON(), nullable=False,
                                    server_default=sa.text("'{}'")))
         batch.add_column(sa.Column("graph", sa.JSON(), nullable=True))
+        batch.add_column(sa.Column("traffic", sa.JSON(), nullable=True))
     op.create_table(
         "version_signatures",
         sa.Column("id", sa.Integer(), primary_key=True),
@@ -93,6 +94,7 @@ def downgrade() -> None:
     op.drop_table("approvals")
     op.drop_table("version_signatures")
     with op.batch_alter_table("endpoints") as batch:
+        batch.drop_column("traffic")
         batch.drop_column("graph")
         batch.drop_column("redaction")
     for table in ("endpoints", "models"):
