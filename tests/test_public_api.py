@@ -20,7 +20,8 @@ def test_client_and_yard_offer_the_same_verbs() -> None:
              "audit_verify", "audit_records", "sign", "signatures", "create_project",
              "list_projects", "project", "update_project", "list_approvals", "approval",
              "approve", "reject", "cancel_approval", "validate_graph",
-             "set_traffic"}
+             "set_traffic", "start_rollout", "rollouts_of", "rollout", "pause_rollout",
+             "resume_rollout", "promote_rollout", "abort_rollout"}
     for cls in (modelyard.Client, modelyard.Yard):
         missing = {v for v in verbs if not callable(getattr(cls, v, None))}
         assert not missing, (cls.__name__, missing)

@@ -275,6 +275,30 @@ class Client:
             return dict(self._call("DELETE", f"{API}/endpoints/{name}/traffic"))
         return dict(self._call("PUT", f"{API}/endpoints/{name}/traffic", json=dict(traffic)))
 
+    # -- rollouts -------------------------------------------------------------------------
+    def start_rollout(self, endpoint: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+        return dict(self._call("POST", f"{API}/rollouts",
+                               json={"endpoint": endpoint, "spec": dict(spec)}))
+
+    def rollouts_of(self, endpoint: str | None = None) -> list[dict[str, Any]]:
+        return list(self._call("GET", f"{API}/rollouts",
+                               params={"endpoint": endpoint} if endpoint else None))
+
+    def rollout(self, rollout_id: int) -> dict[str, Any]:
+        return dict(self._call("GET", f"{API}/rollouts/{rollout_id}"))
+
+    def pause_rollout(self, rollout_id: int) -> dict[str, Any]:
+        return dict(self._call("POST", f"{API}/rollouts/{rollout_id}/pause"))
+
+    def resume_rollout(self, rollout_id: int) -> dict[str, Any]:
+        return dict(self._call("POST", f"{API}/rollouts/{rollout_id}/resume"))
+
+    def promote_rollout(self, rollout_id: int) -> dict[str, Any]:
+        return dict(self._call("POST", f"{API}/rollouts/{rollout_id}/promote"))
+
+    def abort_rollout(self, rollout_id: int) -> dict[str, Any]:
+        return dict(self._call("POST", f"{API}/rollouts/{rollout_id}/abort"))
+
     def validate_graph(self, graph: Graph | Mapping[str, Any] | str | Path
                        ) -> dict[str, Any]:
         return dict(self._call("POST", f"{API}/graphs/validate", json=graph_document(graph)))

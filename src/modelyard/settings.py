@@ -29,6 +29,7 @@ class Settings:
     max_artifact_bytes: int = 4096 * MiB
     default_timeout_ms: int = 10_000
     reconcile_interval_s: float = 2.0
+    rollout_tick_s: float = 1.0  # how often rollouts are looked at (each at its interval_s)
     log_level: str = "info"
     # Model cards: an alias that needs a complete card, and what complete means.
     card_required_alias: str = "production"

@@ -21,6 +21,7 @@ from modelyard.control.endpoints import EndpointService
 from modelyard.control.keys import KeyService
 from modelyard.control.projects import ProjectService
 from modelyard.control.registry import Registration, RegistryService
+from modelyard.control.rollouts import RolloutService
 from modelyard.domain.approvals import Approval
 from modelyard.domain.deployment import DeploymentSpec
 from modelyard.domain.errors import ModelyardError, ValidationFailed
@@ -83,6 +84,7 @@ class Yard:
         self.endpoints = EndpointService(self.db, self.settings.default_timeout_ms,
                                          approvals=self.approvals)
         self.access = KeyService(self.db)
+        self.rollouts = RolloutService(self.db, self.endpoints, self.approvals, self.registry)
         self.principal = principal or Principal.local_admin()
         self._deployments: dict[tuple[str, str], Deployment] = {}
 
@@ -231,6 +233,31 @@ class Yard:
         ``shadows``), or with ``None`` send it all to the endpoint's model again."""
         return self.endpoints.set_traffic(self.principal, name,
                                           dict(traffic) if traffic is not None else None)
+
+    # -- rollouts -------------------------------------------------------------------------
+    def start_rollout(self, endpoint: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+        """Roll ``spec["target"]`` out on ``endpoint``: ``strategy`` canary (``steps`` of
+        weight and duration_s), blue_green (``bake_s``) or shadow (``duration_s``);
+        ``analysis`` thresholds; ``interval_s``. Analysis runs in the server."""
+        return self.rollouts.start(self.principal, endpoint, spec)
+
+    def rollouts_of(self, endpoint: str | None = None) -> list[dict[str, Any]]:
+        return self.rollouts.list_rollouts(self.principal, endpoint)
+
+    def rollout(self, rollout_id: int) -> dict[str, Any]:
+        return self.rollouts.get(self.principal, rollout_id)
+
+    def pause_rollout(self, rollout_id: int) -> dict[str, Any]:
+        return self.rollouts.pause(self.principal, rollout_id)
+
+    def resume_rollout(self, rollout_id: int) -> dict[str, Any]:
+        return self.rollouts.resume(self.principal, rollout_id)
+
+    def promote_rollout(self, rollout_id: int) -> dict[str, Any]:
+        return self.rollouts.promote(self.principal, rollout_id)
+
+    def abort_rollout(self, rollout_id: int) -> dict[str, Any]:
+        return self.rollouts.abort(self.principal, rollout_id)
 
     def validate_graph(self, graph: Graph | Mapping[str, Any] | str | Path
                        ) -> dict[str, Any]:

@@ -69,7 +69,8 @@ def request_for(method: str, path: str) -> dict[str, Any]:
     policy and meets a 404 (or a harmless success), a refused one gets 403."""
     filled = (path.replace("{name}", "ghost").replace("{version}", "7")
               .replace("{alias}", "nobody").replace("{digest}", "0" * 64)
-              .replace("{prefix}", "my_000000000000").replace("{approval_id}", "4242"))
+              .replace("{prefix}", "my_000000000000").replace("{approval_id}", "4242")
+              .replace("{rollout_id}", "4242"))
     kwargs: dict[str, Any] = {"method": method, "url": filled}
     if path.endswith("/artifacts") and method == "POST":
         data = _archive()
@@ -84,6 +85,8 @@ def request_for(method: str, path: str) -> dict[str, Any]:
         kwargs["json"] = {"description": "x"}
     elif method == "PUT":
         kwargs["json"] = {"version": 1}
+    elif path.endswith("/rollouts") and method == "POST":
+        kwargs["json"] = {"endpoint": "ghost", "spec": {"target": "ghost:2"}}
     elif path.endswith("/graphs/validate"):
         kwargs["json"] = {"inputs": [], "nodes": {}, "outputs": {}}
     elif path.endswith("/projects") and method == "POST":

@@ -130,7 +130,7 @@ def test_shadows_are_compared_and_never_returned(http: httpx.Client, client: Cli
         time.sleep(0.05)
     assert len(recorded) >= 20  # (and a few from the warm-up requests above)
     primary, shadow, agreed, primary_value, _, latency, ok = recorded[0]
-    assert (primary, shadow, ok) == ("churn:1", "churn:3", True) and latency >= 0
+    assert (primary, shadow, ok) == ("churn/churn:1", "churn/churn:3", True) and latency >= 0
     assert isinstance(agreed, bool) and primary_value is not None
 
 

@@ -72,6 +72,13 @@ ROUTE_ACTIONS: dict[tuple[str, str], str] = {
     ("PUT", f"{API}/endpoints/{{name}}/traffic"): "endpoints:write",
     ("DELETE", f"{API}/endpoints/{{name}}/traffic"): "endpoints:write",
     ("POST", f"{API}/graphs/validate"): "models:read",
+    ("GET", f"{API}/rollouts"): "rollouts:read",
+    ("POST", f"{API}/rollouts"): "rollouts:write",
+    ("GET", f"{API}/rollouts/{{rollout_id}}"): "rollouts:read",
+    ("POST", f"{API}/rollouts/{{rollout_id}}/pause"): "rollouts:write",
+    ("POST", f"{API}/rollouts/{{rollout_id}}/resume"): "rollouts:write",
+    ("POST", f"{API}/rollouts/{{rollout_id}}/promote"): "rollouts:write",
+    ("POST", f"{API}/rollouts/{{rollout_id}}/abort"): "rollouts:write",
     ("GET", f"{API}/keys"): "keys:read",
     ("POST", f"{API}/keys"): "keys:write",
     ("POST", f"{API}/keys/{{prefix}}/rotate"): "keys:write",
@@ -186,6 +193,13 @@ class ProjectUpdate(_Strict):
                                           " (merged into the current policy)")
 
 
+class RolloutStart(_Strict):
+    endpoint: str
+    spec: dict[str, Any] = Field(description="target (the new version), strategy (canary, "
+                                 "blue_green, shadow), steps [{weight, duration_s}], bake_s, "
+                                 "duration_s, interval_s, analysis thresholds, sticky_header")
+
+
 class Decision(_Strict):
     comment: str = Field(default="", max_length=2000)
 
@@ -220,6 +234,7 @@ def current_principal(request: Request) -> Principal:
 
 
 Who = Annotated[Principal, Depends(current_principal)]
+RolloutId = Annotated[int, PathParam(ge=1, le=2**62, description="the rollout's id")]
 ApprovalId = Annotated[int, PathParam(ge=1, le=2**62, description="the approval request's id")]
 
 
@@ -446,6 +461,40 @@ def build_control_api(app: FastAPI, yard: Yard, backend: Backend) -> None:
     def clear_traffic(name: str, who: Who) -> dict[str, Any]:
         """All traffic to the endpoint's model again."""
         return with_status(endpoints.set_traffic(who, name, None), who)
+
+    # -- rollouts -----------------------------------------------------------------------------
+    @router.get("/rollouts", tags=["rollouts"])
+    def list_rollouts(who: Who, endpoint: str | None = None) -> list[dict[str, Any]]:
+        return yard.rollouts.list_rollouts(who, endpoint)
+
+    @router.post("/rollouts", status_code=201, tags=["rollouts"], dependencies=json_body)
+    def start_rollout(body: RolloutStart, who: Who, response: Response) -> dict[str, Any]:
+        """Start a canary, blue_green or shadow rollout of ``spec.target`` on an endpoint;
+        the server analyses it every ``interval_s`` and advances, promotes or rolls back."""
+        started = yard.rollouts.start(who, body.endpoint, body.spec)
+        response.headers["Location"] = f"{API}/rollouts/{started['id']}"
+        return started
+
+    @router.get("/rollouts/{rollout_id}", tags=["rollouts"])
+    def get_rollout(rollout_id: RolloutId, who: Who) -> dict[str, Any]:
+        """The rollout with every verdict (checks, values, limits) it was decided on."""
+        return yard.rollouts.get(who, rollout_id)
+
+    @router.post("/rollouts/{rollout_id}/pause", tags=["rollouts"])
+    def pause_rollout(rollout_id: RolloutId, who: Who) -> dict[str, Any]:
+        return yard.rollouts.pause(who, rollout_id)
+
+    @router.post("/rollouts/{rollout_id}/resume", tags=["rollouts"])
+    def resume_rollout(rollout_id: RolloutId, who: Who) -> dict[str, Any]:
+        return yard.rollouts.resume(who, rollout_id)
+
+    @router.post("/rollouts/{rollout_id}/promote", tags=["rollouts"])
+    def promote_rollout(rollout_id: RolloutId, who: Who) -> dict[str, Any]:
+        return yard.rollouts.promote(who, rollout_id)
+
+    @router.post("/rollouts/{rollout_id}/abort", tags=["rollouts"])
+    def abort_rollout(rollout_id: RolloutId, who: Who) -> dict[str, Any]:
+        return yard.rollouts.abort(who, rollout_id)
 
     @router.post("/graphs/validate", tags=["endpoints"], dependencies=json_body)
     def validate_graph(body: dict[str, Any], who: Who) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from starlette.responses import Response
 from modelyard import __version__
 from modelyard.backends.local import LocalBackend
 from modelyard.control.api import API, build_control_api
+from modelyard.domain.analysis import WindowStats
 from modelyard.domain.errors import InvalidJSON, ModelyardError, ValidationFailed
 from modelyard.governance import oidc
 from modelyard.governance.redaction import redact_logs
@@ -29,11 +30,13 @@ from modelyard.serving.fastpath import FastPath
 from modelyard.serving.grpc_v2 import GrpcListen
 from modelyard.serving.limits import BodyLimit
 from modelyard.serving.metrics import ServingMetrics
+from modelyard.serving.observations import Observations
 from modelyard.serving.openai_api import OpenAIRoutes
 from modelyard.serving.problems import (
     CatchAll,
     error_response,
     http_error_handler,
+    loggable,
     modelyard_error_handler,
 )
 from modelyard.serving.request_id import RequestId
@@ -74,6 +77,9 @@ def create_app(yard: Yard, *, start_reconciler: bool = True,
                            on_reconcile=access.refresh)
     yard.access.on_change = access.refresh
     yard.endpoints.on_change = backend.trigger
+    # What each version did, per endpoint: the evidence rollouts are decided on.
+    observations = Observations()
+    backend.on_shadow = observations.record_shadow
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -105,12 +111,17 @@ def create_app(yard: Yard, *, start_reconciler: bool = True,
             on_ready(app.state.ready_after_s)
         stop = asyncio.Event()
         task = asyncio.create_task(backend.run(stop)) if start_reconciler else None
+        rollouts = asyncio.create_task(run_rollouts(yard, backend, observations, stop,
+                                                    settings.rollout_tick_s)) \
+            if start_reconciler else None
         try:
             yield
         finally:
+            stop.set()
+            if rollouts is not None:
+                await rollouts
             if grpc_server is not None:
                 await grpc_server.stop(5)  # in-flight calls get 5 s, as HTTP ones do
-            stop.set()
             if task is not None:
                 await task
             backend.close()
@@ -144,9 +155,38 @@ def create_app(yard: Yard, *, start_reconciler: bool = True,
     app.add_middleware(CatchAll)
     # Outermost: inference requests skip the framework entirely.
     app.add_middleware(FastPath, backend=backend, access=access,
-                       max_body_bytes=settings.max_body_bytes)
+                       max_body_bytes=settings.max_body_bytes,
+                       on_answer=observations.record)
     app.state.metrics = metrics
+    app.state.observations = observations
     return app
+
+
+async def run_rollouts(yard: Yard, backend: LocalBackend, observations: Observations,
+                       stop: asyncio.Event, tick_s: float) -> None:
+    """Analyse running rollouts (each at its own interval) until the server stops."""
+
+    def stats(key: str, seconds: float, shadow: bool) -> WindowStats:
+        return observations.stats(key, seconds, shadow=shadow)
+
+    def ready(endpoint: str, version: str) -> bool:
+        state = backend.state(endpoint)
+        if state is None or state.deployment is None:
+            return False
+        units = state.deployment.deployments() if hasattr(state.deployment, "deployments") \
+            else [state.deployment]
+        return any(d.version.ref == version for d in units)
+
+    while not stop.is_set():
+        try:
+            for decision in await asyncio.to_thread(yard.rollouts.tick, stats, ready):
+                if decision["action"] != "wait":
+                    log.info("rollout %s: %s (%s)", decision["rollout"], decision["action"],
+                             loggable(decision["reason"]))
+        except Exception:  # keep analysing: a database blip must not end every rollout
+            log.exception("rollout analysis failed")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=tick_s)
 
 
 def app_from_environment() -> FastAPI:

@@ -44,7 +44,7 @@ PRIORITY_HEADER = b"modelyard-priority"
 VERSION_HEADER = b"modelyard-model-version"
 MAX_TIMEOUT_MS = 600_000
 PIN_HEADER = b"modelyard-version"
-# (version ref, ok (not a 5xx), seconds, one number of the answer or None)
+# ("endpoint/model:version", ok (not a 5xx), seconds, one number of the answer or None)
 AnswerRecorder = Callable[[str, bool, float, float | None], None]
 _JSON = b"application/json"
 _PROBLEM = b"application/problem+json"
@@ -191,7 +191,8 @@ class FastPath:
             if isinstance(observer, DeploymentMetrics):
                 observer.answered(status, elapsed)
             if self.on_answer is not None:  # per-version evidence for rollouts
-                self.on_answer(deployment.version.ref, status < 500, elapsed, request.summary)
+                self.on_answer(f"{name}/{deployment.version.ref}", status < 500, elapsed,
+                               request.summary)
         if request.request_id:
             extra.append((b"x-request-id", request.request_id))
         await send({"type": "http.response.start", "status": status, "headers": [

@@ -121,7 +121,8 @@ class TrafficDeployment:
             got, ok = {}, False
         latency = time.perf_counter() - started
         if self.on_shadow is not None:
-            self.on_shadow(primary.version.ref, shadow.version.ref,
+            self.on_shadow(f"{self.name}/{primary.version.ref}",
+                           f"{self.name}/{shadow.version.ref}",
                            ok and agree(expected, got), summary(expected), summary(got),
                            latency, ok)
 

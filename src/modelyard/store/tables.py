@@ -259,3 +259,27 @@ class ApprovalVoteRow(Base):
     decision: Mapped[str] = mapped_column(String(16))  # approve or reject
     comment: Mapped[str] = mapped_column(Text, default="")
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RolloutRow(Base):
+    """A progressive rollout of a new version on one endpoint; its state survives restarts."""
+
+    __tablename__ = "rollouts"
+    __table_args__ = (Index("ix_rollouts_endpoint_status", "endpoint", "status"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    endpoint: Mapped[str] = mapped_column(String(128))
+    project: Mapped[str] = mapped_column(String(128))
+    strategy: Mapped[str] = mapped_column(String(16))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    baseline: Mapped[str] = mapped_column(String(300))  # model:version before the rollout
+    target: Mapped[str] = mapped_column(String(300))  # model:version being rolled out
+    status: Mapped[str] = mapped_column(String(24))
+    step: Mapped[int] = mapped_column(Integer, default=0)
+    step_started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    history: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    approval_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_by: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -78,6 +78,27 @@ def upgrade() -> None:
     op.create_index("ix_approvals_status", "approvals", ["status"])
     op.create_index("ix_approvals_project", "approvals", ["project"])
     op.create_table(
+        "rollouts",
+        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column("endpoint", sa.String(128), nullable=False),
+        sa.Column("project", sa.String(128), nullable=False),
+        sa.Column("strategy", sa.String(16), nullable=False),
+        sa.Column("spec", sa.JSON(), nullable=False),
+        sa.Column("baseline", sa.String(300), nullable=False),
+        sa.Column("target", sa.String(300), nullable=False),
+        sa.Column("status", sa.String(24), nullable=False),
+        sa.Column("step", sa.Integer(), nullable=False),
+        sa.Column("step_started_at", UTCDateTime(), nullable=False),
+        sa.Column("failures", sa.Integer(), nullable=False),
+        sa.Column("history", sa.JSON(), nullable=False),
+        sa.Column("reason", sa.Text(), nullable=False),
+        sa.Column("approval_id", sa.Integer(), nullable=True),
+        sa.Column("created_by", sa.String(256), nullable=False),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("updated_at", UTCDateTime(), nullable=False),
+    )
+    op.create_index("ix_rollouts_endpoint_status", "rollouts", ["endpoint", "status"])
+    op.create_table(
         "approval_votes",
         sa.Column("approval_id", sa.Integer(),
                   sa.ForeignKey("approvals.id", ondelete="CASCADE"), primary_key=True),
@@ -91,6 +112,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("approval_votes")
+    op.drop_table("rollouts")
     op.drop_table("approvals")
     op.drop_table("version_signatures")
     with op.batch_alter_table("endpoints") as batch:
