@@ -212,3 +212,62 @@ def test_a_rollout_resumes_after_a_restart_at_the_same_step(churn: Yard) -> None
         assert load.versions["churn:2"] > 0 and load.versions["churn:1"] > 0
         churn.abort_rollout(rollout["id"])
     assert churn.rollout(rollout["id"])["status"] == "aborted"
+
+
+def test_blue_green_warms_then_switches_at_once_without_a_failed_request(
+        churn: Yard, server: BackgroundServer) -> None:
+    with Load(server.url) as load:
+        time.sleep(0.3)
+        rollout = churn.start_rollout("churn", {
+            "target": "churn:2", "strategy": "blue_green", "bake_s": 1, "interval_s": 0.3,
+            "analysis": {**FAST, "min_requests": 10}})
+        final = wait_final(churn, rollout["id"])
+        time.sleep(0.3)
+    assert final["status"] == "promoted", final
+    assert load.codes == Counter({200: load.total})
+    steps = [h["action"] for h in churn.rollout(rollout["id"])["history"]]
+    assert steps[0] == "advance" and steps[-1] == "promote"
+
+
+def test_a_shadow_rollout_reports_and_changes_nothing(churn: Yard,
+                                                      server: BackgroundServer) -> None:
+    with Load(server.url) as load:
+        rollout = churn.start_rollout("churn", {
+            "target": "churn:2", "strategy": "shadow", "duration_s": 1, "interval_s": 0.3,
+            "analysis": {**FAST, "min_requests": 10, "min_agreement": 0.0,
+                         "max_p99_ratio": None}})
+        final = wait_final(churn, rollout["id"])
+    assert final["status"] == "completed", final
+    assert set(load.versions) == {"churn:1"}  # the shadow never answered a client
+    report = churn.rollout(rollout["id"])["history"][-1]["verdict"]
+    agreement = next(c for c in report["checks"] if c["name"] == "agreement")
+    assert agreement["value"] is not None and 0 <= agreement["value"] <= 1
+    assert churn.model("churn").aliases["production"] == 1
+
+
+def test_promoting_to_production_waits_for_approval_when_the_project_says_so(
+        churn: Yard, server: BackgroundServer) -> None:
+    from modelyard.governance.policy import Principal
+
+    churn.update_project("default", policy={"approvals_required": 1,
+                                            "approval_actions": ["rollout:promote"]})
+    with Load(server.url):
+        rollout = churn.start_rollout("churn", {
+            "target": "churn:2", "interval_s": 0.3, "analysis": FAST,
+            "steps": [{"weight": 50, "duration_s": 0.5}]})
+        deadline = time.monotonic() + 30
+        while churn.rollout(rollout["id"])["status"] == "running" and \
+                time.monotonic() < deadline:
+            time.sleep(0.1)
+        waiting = churn.rollout(rollout["id"])
+        assert waiting["status"] == "awaiting_approval", waiting
+        assert churn.model("churn").aliases["production"] == 1
+        approver = Yard(settings=churn.settings,
+                        principal=Principal("key:ana:x", frozenset({"approver"}), "ana"))
+        try:
+            decided = approver.approve(waiting["approval_id"])
+        finally:
+            approver.close()
+        assert decided.status == "executed"
+    assert churn.rollout(rollout["id"])["status"] == "promoted"
+    assert churn.model("churn").aliases["production"] == 2

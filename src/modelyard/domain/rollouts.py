@@ -76,6 +76,8 @@ class RolloutSpec:
             steps = [Step(w, d) for w, d in pairs]
             if steps[-1].weight != 100:
                 steps.append(Step(100.0, 0.0))
+        elif "steps" in data and "bake_s" not in data and "duration_s" not in data:
+            steps = [Step(w, d) for w, d in _steps(data["steps"])]  # a stored spec
         elif strategy == "blue_green":
             bake = _number(data.get("bake_s", 60), 0, 86_400, "rollout.bake_s")
             steps = [Step(0.0, 0.0), Step(100.0, bake)]

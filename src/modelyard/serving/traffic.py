@@ -132,10 +132,14 @@ class TrafficDeployment:
 
 
 def agree(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> bool:
-    """Whether two answers match on every output they share (floats within 1e-3)."""
+    """Whether two answers match: on their decisions (integer, boolean or text outputs, a
+    classifier's label) when they have any, else on every shared output within 1e-3."""
     shared = set(a) & set(b)
     if not shared:
         return False
+    decisions = {n for n in shared if np.asarray(a[n]).dtype.kind in "iubOUS"}
+    if decisions:
+        shared = decisions
     for name in shared:
         x, y = np.asarray(a[name]), np.asarray(b[name])
         if x.shape != y.shape:
