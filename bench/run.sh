@@ -48,5 +48,6 @@ cp "$OUT"/{results.jsonl,limit.jsonl,machine.json,versions.json,report.md} "$RES
 # Modelyard's own checks (127.0.0.1 only, bounded, they stop by themselves).
 "$PY" "$ROOT/bench/overload.py" "$RESULTS/overload.json"
 "$PY" "$ROOT/bench/binary.py" "$RESULTS/binary.json"
+"$PY" "$ROOT/bench/shadow.py" "$RESULTS/shadow.json"  # what a 100% shadow costs the primary
 "$PY" "$ROOT/bench/text.py" "$RESULTS"  # text embedder: torch vs onnx runtime, in-process
 echo "results: $RESULTS"
