@@ -21,7 +21,6 @@ from modelyard.control.endpoints import EndpointService
 from modelyard.control.keys import KeyService
 from modelyard.control.projects import ProjectService
 from modelyard.control.registry import Registration, RegistryService
-from modelyard.control.rollouts import RolloutService
 from modelyard.domain.approvals import Approval
 from modelyard.domain.deployment import DeploymentSpec
 from modelyard.domain.errors import ModelyardError, ValidationFailed
@@ -33,6 +32,7 @@ from modelyard.governance import audit
 from modelyard.governance.audit import guard
 from modelyard.governance.policy import Principal, authorize
 from modelyard.graphs import Graph, graph_document
+from modelyard.rollout.controller import RolloutService
 from modelyard.serving.batcher import BatchObserver
 from modelyard.serving.deployment import Deployment
 from modelyard.settings import Settings

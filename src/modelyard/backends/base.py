@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from modelyard.domain.registry import Endpoint
+from modelyard.graph.executor import GraphDeployment
+from modelyard.rollout.routing import TrafficDeployment
 from modelyard.serving.deployment import Deployment
-from modelyard.serving.graph import GraphDeployment
-from modelyard.serving.traffic import TrafficDeployment
 
 
 @dataclass(frozen=True)

@@ -27,12 +27,12 @@ from modelyard.domain.names import ModelRef
 from modelyard.domain.registry import Endpoint, ModelVersion
 from modelyard.domain.tensors import decode_many
 from modelyard.domain.traffic import TrafficPolicy
+from modelyard.graph.executor import GraphDeployment, NodeRuntime, load_function
+from modelyard.rollout.routing import ShadowRecorder, TrafficDeployment
 from modelyard.serving.batcher import BatchObserver
 from modelyard.serving.deployment import Deployment
-from modelyard.serving.graph import GraphDeployment, NodeRuntime, load_function
 from modelyard.serving.metrics import ServingMetrics
 from modelyard.serving.problems import loggable
-from modelyard.serving.traffic import ShadowRecorder, TrafficDeployment
 from modelyard.store import endpoints as endpoint_repo
 from modelyard.store import registry as registry_repo
 from modelyard.store.db import Database

@@ -23,6 +23,7 @@ from modelyard.domain.analysis import WindowStats
 from modelyard.domain.errors import InvalidJSON, ModelyardError, ValidationFailed
 from modelyard.governance import oidc
 from modelyard.governance.redaction import redact_logs
+from modelyard.rollout.observations import Observations
 from modelyard.serving.access import DataPlaneAccess
 from modelyard.serving.browser import BrowserGuard
 from modelyard.serving.dataplane import DataPlane
@@ -30,7 +31,6 @@ from modelyard.serving.fastpath import FastPath
 from modelyard.serving.grpc_v2 import GrpcListen
 from modelyard.serving.limits import BodyLimit
 from modelyard.serving.metrics import ServingMetrics
-from modelyard.serving.observations import Observations
 from modelyard.serving.openai_api import OpenAIRoutes
 from modelyard.serving.problems import (
     CatchAll,

@@ -19,12 +19,12 @@ from modelyard.domain.errors import (
     VersionNotFound,
 )
 from modelyard.domain.signature import Signature
+from modelyard.graph.executor import GraphDeployment
+from modelyard.rollout.routing import TrafficDeployment
 from modelyard.serving.access import DataPlaneAccess
 from modelyard.serving.codecs import json_response
 from modelyard.serving.deployment import Deployment
-from modelyard.serving.graph import GraphDeployment
 from modelyard.serving.metrics import ServingMetrics
-from modelyard.serving.traffic import TrafficDeployment
 
 
 class DataPlane:

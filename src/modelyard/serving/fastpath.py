@@ -29,15 +29,15 @@ from modelyard.domain.errors import (
     VersionNotFound,
 )
 from modelyard.governance.policy import Principal
+from modelyard.graph.executor import GraphDeployment
+from modelyard.rollout.routing import TrafficDeployment, summary
 from modelyard.serving import oip
 from modelyard.serving.access import DataPlaneAccess
 from modelyard.serving.batcher import PRIORITIES, Replaced
 from modelyard.serving.codecs import dumps, loads
 from modelyard.serving.dataplane import plain_inputs
 from modelyard.serving.deployment import Deployment
-from modelyard.serving.graph import GraphDeployment
 from modelyard.serving.metrics import DeploymentMetrics
-from modelyard.serving.traffic import TrafficDeployment, summary
 
 TIMEOUT_HEADER = b"modelyard-timeout-ms"
 PRIORITY_HEADER = b"modelyard-priority"

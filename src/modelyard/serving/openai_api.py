@@ -57,12 +57,12 @@ from modelyard.domain.errors import (
 )
 from modelyard.domain.registry import Endpoint
 from modelyard.flavors.base import ChatChunk, ChatModel, Embedder, Embeddings, Predictor
+from modelyard.graph.executor import GraphDeployment
+from modelyard.rollout.routing import TrafficDeployment
 from modelyard.serving.access import DataPlaneAccess
 from modelyard.serving.codecs import dumps, json_response, loads, require_json
 from modelyard.serving.deployment import Deployment
-from modelyard.serving.graph import GraphDeployment
 from modelyard.serving.problems import loggable
-from modelyard.serving.traffic import TrafficDeployment
 from modelyard.store.keys import KEY_PREFIX
 
 log = logging.getLogger("modelyard.http")

@@ -110,7 +110,7 @@ class Observations:
     def record(self, version: str, ok: bool, latency_s: float,
                prediction: float | None = None, at: float | None = None) -> None:
         """One answered request of ``version``. ``prediction``: one number summarizing the
-        answer (see ``serving.traffic.summary``), None if it has none; ``at``: when, in the
+        answer (see ``rollout.routing.summary``), None if it has none; ``at``: when, in the
         clock's time (default now)."""
         second = math.floor(self._clock() if at is None else at)
         with self._lock:
@@ -129,7 +129,7 @@ class Observations:
                       primary_value: float | None, shadow_value: float | None,
                       latency_s: float, ok: bool, at: float | None = None) -> None:
         """One mirrored request, after the shadow answered (or failed). The argument order is
-        ``serving.traffic.ShadowRecorder``'s, so the bound method can be passed as one.
+        ``rollout.routing.ShadowRecorder``'s, so the bound method can be passed as one.
 
         Counted under ``shadow_version`` as shadow traffic. ``agreed`` counts toward the
         agreement share only when the shadow answered (failures count as errors instead).

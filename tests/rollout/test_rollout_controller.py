@@ -112,7 +112,7 @@ def churn(yard: Yard, tabular: Any) -> Yard:
     yard.register("churn", LogisticRegression(C=0.5).fit(x, label), to_onnx=True,
                   sample=x[:4])
     for cls in ("Flaky", "Sluggish"):
-        yard.register("churn", f"test_integration_rollouts:{cls}", flavor="python",
+        yard.register("churn", f"test_rollout_controller:{cls}", flavor="python",
                       trusted=True, signature=SIGNATURE)
     yard.update_project("default", policy={"card_required": []})
     yard.set_alias("churn", "production", 1)  # versions: 1, 2 good; 3 flaky; 4 slow

@@ -68,7 +68,7 @@ def models(yard: Yard, tabular: Any) -> Yard:
         yard.set_alias(name, "champion", 1)
     proba_sample = {"input": x[:2]}
     for name, cls in (("broken", "Broken"), ("slow", "Slow")):
-        yard.register(name, f"test_serving_graphs:{cls}", flavor="python", trusted=True,
+        yard.register(name, f"test_graph_executor:{cls}", flavor="python", trusted=True,
                       signature={"inputs": [{"name": "input", "dtype": "float32",
                                              "shape": [-1, 4]}],
                                  "outputs": [{"name": "label", "dtype": "int64",
@@ -184,7 +184,7 @@ def test_router_ensemble_and_transform(http: httpx.Client, client: Client) -> No
     graph = (Graph("mixed")
              .input("features", "float32", (-1, 4))
              .input("amount", "float64", (-1,))
-             .transform("scale", "test_serving_graphs:double", inputs={"x": "inputs.features"},
+             .transform("scale", "test_graph_executor:double", inputs={"x": "inputs.features"},
                         outputs=[{"name": "scaled", "dtype": "float32", "shape": [-1, 4]}],
                         trusted=True)
              .model("small", "small@champion", inputs={"input": "scale.scaled"})
@@ -265,7 +265,7 @@ def test_the_sdk_calls_a_graph_like_a_model(http: httpx.Client, client: Client,
 def test_branches_wait_for_the_nodes_they_read(http: httpx.Client, client: Client) -> None:
     graph = (Graph("nested")
              .input("features", "float32", (-1, 4))
-             .transform("scale", "test_serving_graphs:double", inputs={"x": "inputs.features"},
+             .transform("scale", "test_graph_executor:double", inputs={"x": "inputs.features"},
                         outputs=[{"name": "scaled", "dtype": "float32", "shape": [-1, 4]}],
                         trusted=True)
              .model("quick", "small@champion", inputs={"input": "scale.scaled"})

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from modelyard.domain.errors import ValidationFailed
-from modelyard.serving.observations import Observations
+from modelyard.rollout.observations import Observations
 
 
 class FakeClock:

@@ -1,0 +1,1 @@
+"""Inference graphs at run time: the executor behind graph endpoints."""

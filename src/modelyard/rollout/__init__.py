@@ -1,0 +1,1 @@
+"""Releases: traffic routing across versions, observations, and the rollout controller."""
