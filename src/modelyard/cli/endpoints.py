@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import typer
@@ -163,7 +164,83 @@ def show(name: str = typer.Argument(...)) -> None:
     endpoint = operations().endpoint(name)
     emit(endpoint, lambda e: console.print(table(
         f"Endpoint {e['name']}", ["field", "value"],
-        [[k, v] for k, v in e.items() if k != "status"] + [["status", _status(e)]])))
+        [[k, traffic_text(v) if k == "traffic" else v] for k, v in e.items()
+         if k != "status"] + [["status", _status(e)]])))
+
+
+def traffic_text(traffic: Mapping[str, Any] | None) -> str | None:
+    """``churn:2 10% | churn:1 90% (sticky by x-user-id); shadow churn:3 20%``."""
+    if not traffic:
+        return None
+    text = " | ".join(f"{t['model']} {t['weight']:g}%" for t in traffic.get("split") or [])
+    if traffic.get("sticky_header"):
+        text += f" (sticky by {traffic['sticky_header']})"
+    for shadow in traffic.get("shadows") or []:
+        text += f"; shadow {shadow['model']} {float(shadow['sample']) * 100:g}% of requests"
+    return text
+
+
+def _targets(items: list[str], option: str, value: str, default: float | None
+             ) -> list[tuple[str, float]]:
+    """``churn:2=10,churn:1=90`` (comma-separated and/or repeated) -> (model, number)
+    pairs; ranges and sums are left to ``TrafficPolicy`` so the CLI and the API agree."""
+    out = []
+    for item in (p.strip() for text in items for p in text.split(",")):
+        model, eq, raw = item.partition("=")
+        try:
+            if not model or not (eq or default is not None):
+                raise ValueError(item)
+            out.append((model, float(raw) if eq else float(default or 0.0)))
+        except ValueError:
+            raise ValidationFailed(f"{option} {item!r} must look like MODEL:VERSION={value}",
+                                   field=option.lstrip("-")) from None
+    return out
+
+
+@app.command()
+@handle_errors
+def traffic(
+    name: str = typer.Argument(...),
+    split: str | None = typer.Option(None, "--split", help="MODEL:VERSION=PERCENT, "
+                                     "comma-separated, adding up to 100 (default: the "
+                                     "endpoint's model takes 100)."),
+    sticky_header: str | None = typer.Option(None, "--sticky-header", help="Keep each value "
+                                             "of this header on one version."),
+    shadow: list[str] | None = typer.Option(None, "--shadow", help="MODEL:VERSION=SAMPLE: a "
+                                            "share (0-1, default 1) of requests copied to "
+                                            "it, answers compared, never returned; "
+                                            "repeatable."),
+    clear: bool = typer.Option(False, "--clear", help="Send all traffic to the endpoint's "
+                               "model again."),
+) -> None:
+    """Split an endpoint's traffic across versions, with shadows (or --clear it).
+
+    Example: modelyard endpoints traffic churn --split churn:2=10,churn:1=90 --shadow churn:3=0.2
+    """
+    ops = operations()
+    if clear:
+        if split or sticky_header or shadow:
+            raise ValidationFailed("--clear takes no --split, --sticky-header or --shadow",
+                                   field="clear")
+        endpoint = ops.set_traffic(name, None)
+        emit(endpoint, lambda e: console.print(f"endpoint {e['name']}: all traffic to "
+                                               f"{e['model']}", highlight=False))
+        return
+    if not split and not shadow:
+        raise ValidationFailed("give --split and/or --shadow (or --clear)", field="split")
+    # Shadows alone keep live traffic where it is: the endpoint's own model answers all.
+    pairs = _targets([split], "--split", "PERCENT", None) if split else \
+        [(str(ops.endpoint(name)["model"]), 100.0)]
+    policy: dict[str, Any] = {"split": [{"model": m, "weight": w} for m, w in pairs]}
+    if sticky_header:
+        policy["sticky_header"] = sticky_header
+    if shadow:
+        policy["shadows"] = [{"model": m, "sample": s}
+                             for m, s in _targets(shadow, "--shadow", "SAMPLE", 1.0)]
+    endpoint = ops.set_traffic(name, policy)
+    emit(endpoint, lambda e: console.print(f"endpoint {e['name']}: "
+                                           f"{traffic_text(e.get('traffic'))}",
+                                           highlight=False))
 
 
 @app.command()

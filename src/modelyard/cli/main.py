@@ -12,7 +12,18 @@ import numpy as np
 import typer
 
 from modelyard import __version__
-from modelyard.cli import approvals, audit, db, demo, endpoints, graphs, keys, models, projects
+from modelyard.cli import (
+    approvals,
+    audit,
+    db,
+    demo,
+    endpoints,
+    graphs,
+    keys,
+    models,
+    projects,
+    rollouts,
+)
 from modelyard.cli.common import STATE, console, emit, err_console, handle_errors, operations
 from modelyard.domain.errors import InvalidJSON, ValidationFailed
 
@@ -30,6 +41,7 @@ app.add_typer(graphs.app, name="graphs")
 app.add_typer(keys.app, name="keys")
 app.add_typer(projects.app, name="projects")
 app.add_typer(approvals.app, name="approvals")
+app.add_typer(rollouts.app, name="rollout")
 app.add_typer(audit.app, name="audit")
 app.add_typer(db.app, name="db")
 app.command("demo")(demo.demo)
