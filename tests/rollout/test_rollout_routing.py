@@ -151,3 +151,10 @@ def test_bad_traffic_policies_are_named_and_change_nothing(client: Client, yard:
         assert getattr(raised.value, "status", None) in (404, 422)
     assert yard.endpoint("churn").traffic is None
     assert yard.audit_verify()["ok"]
+
+
+def test_a_split_endpoint_reports_ready_and_current(client: Client, http: httpx.Client) -> None:
+    client.set_traffic("churn", {"split": [{"model": "churn:2", "weight": 50},
+                                           {"model": "churn:1", "weight": 50}]})
+    state = client.wait_ready("churn", timeout_s=30)  # must not wait for one version
+    assert state["status"]["current"] is True and state["status"]["ready"] is True

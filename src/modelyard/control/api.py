@@ -396,7 +396,8 @@ def build_control_api(app: FastAPI, yard: Yard, backend: Backend) -> None:
         state = backend.state(endpoint.name)
         status: dict[str, Any] = state.to_dict() if state else {
             "status": "pending", "ready": False, "serving": None, "error": None}
-        if endpoint.graph is not None:
+        composite = endpoint.graph is not None or endpoint.traffic is not None
+        if composite:  # a graph or a split: its own build target, not one version
             status["target"] = state.target if state else None
         else:
             try:
@@ -408,7 +409,7 @@ def build_control_api(app: FastAPI, yard: Yard, backend: Backend) -> None:
             status["status"], status["error"] = "pending", None  # a stale failure
         status["current"] = bool(
             state is not None and state.deployment is not None
-            and status["serving"] == status["target"]
+            and (state.status == "ready" if composite else status["serving"] == status["target"])
             and state.endpoint.generation == endpoint.generation)
         return {**endpoint.to_dict(), "status": status}
 
