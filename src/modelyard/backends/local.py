@@ -269,6 +269,18 @@ class LocalBackend:
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(fn)
 
+    def drop(self, name: str) -> None:
+        """Stop answering for a deleted endpoint now, not at the next reconcile (which
+        retires its deployments once their queued requests are done)."""
+        with self._lock:  # after any reconcile in progress, so it cannot bring it back
+            table = dict(self._table)
+            gone = table.pop(name, None)
+            self._table = table
+        if gone is not None:
+            for deployment in _units(gone):
+                self._call_in_loop(deployment.retire)
+        self.trigger()
+
     def trigger(self) -> None:
         """Ask the background loop to reconcile now (safe from any thread)."""
         if self._wake is not None:

@@ -448,6 +448,7 @@ def build_control_api(app: FastAPI, yard: Yard, backend: Backend) -> None:
     @router.delete("/endpoints/{name}", status_code=204, tags=["endpoints"])
     def delete_endpoint(name: str, who: Who) -> Response:
         endpoints.delete(who, name)
+        backend.drop(name)  # this server stops answering at once
         return Response(status_code=204)
 
     @router.put("/endpoints/{name}/traffic", tags=["endpoints"], dependencies=json_body)
