@@ -396,6 +396,13 @@ class Client:
         return list(self._call("GET", f"{API}/audit", params=params))
 
     # -- inference ---------------------------------------------------------------------
+    def send_feedback(self, endpoint: str, outcomes: Sequence[Mapping[str, Any]]
+                      ) -> dict[str, Any]:
+        """Report outcomes of answers (``{"version", "value", "request_id"?}``; the version
+        is the answer's Modelyard-Model-Version): A/B tests decide on them."""
+        return dict(self._call("POST", f"/endpoints/{endpoint}/feedback",
+                               json=[dict(o) for o in outcomes]))
+
     def predict(self, endpoint: str, inputs: Any) -> dict[str, np.ndarray]:
         """Predict through the Open Inference Protocol (dtypes survive the round trip)."""
         if not isinstance(inputs, Mapping):

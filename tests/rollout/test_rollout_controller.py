@@ -271,3 +271,47 @@ def test_promoting_to_production_waits_for_approval_when_the_project_says_so(
         assert decided.status == "executed"
     assert churn.rollout(rollout["id"])["status"] == "promoted"
     assert churn.model("churn").aliases["production"] == 2
+
+
+def test_an_ab_test_stops_when_the_outcome_differs_and_promotes_the_winner(
+        churn: Yard, server: BackgroundServer) -> None:
+    import random
+
+    rollout = churn.start_rollout("churn", {
+        "target": "churn:2", "strategy": "ab_test", "weight": 50, "interval_s": 0.3,
+        "min_n": 50, "promote_winner": True,
+        "analysis": {**FAST, "min_requests": 10}})
+    rng = random.Random(4)
+    rates = {"churn:1": 0.2, "churn:2": 0.6}  # the new version converts three times as often
+    deadline = time.monotonic() + 40
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        while not churn.rollout(rollout["id"])["final"] and time.monotonic() < deadline:
+            outcomes = []
+            for _ in range(20):
+                r = http.post("/endpoints/churn/predict", json={"inputs": X.tolist()},
+                              headers={"x-user-id": f"u{rng.random()}"})
+                version = r.headers["modelyard-model-version"]
+                outcomes.append({"version": version,
+                                 "value": float(rng.random() < rates[version])})
+            answered = http.post("/endpoints/churn/feedback", json=outcomes)
+            assert answered.status_code == 202 and answered.json()["accepted"] == 20
+    final = churn.rollout(rollout["id"])
+    assert final["status"] == "promoted", final
+    assert "is better" in final["reason"] and "interval" in final["reason"]
+    report = next(h["ab_test"] for h in reversed(churn.rollout(rollout["id"])["history"])
+                  if h.get("ab_test"))
+    assert report["decision"] == "treatment better" and report["p_value"] < 0.05
+    assert report["interval"][0] > 0  # the whole interval says "better"
+    assert churn.model("churn").aliases["production"] == 2
+
+
+def test_feedback_is_checked(churn: Yard, server: BackgroundServer) -> None:
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        for body, field in ((({"version": "other:1", "value": 1}), "body.version"),
+                            ({"version": 2, "value": "yes"}, "body.value"),
+                            ([{"version": 1, "value": 1, "extra": 1}], "body[0]"),
+                            ([], "body")):
+            refused = http.post("/endpoints/churn/feedback", json=body)
+            assert refused.status_code == 422 and refused.json()["field"] == field, refused.text
+        assert http.post("/endpoints/churn/feedback", json={"version": 1, "value": 0.5}
+                         ).status_code == 202

@@ -106,6 +106,7 @@ PUBLIC_ROUTES = ("/healthz", "/readyz", "/v2", "/v2/health/live",
                  "/v2/models/{name}/versions/{version}",
                  "/v2/models/{name}/versions/{version}/ready", "/openapi.json", "/docs",
                  "/docs/oauth2-redirect", "/redoc", "/endpoints/{name}/predict",
+                 "/endpoints/{name}/feedback",
                  "/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer",
                  # OpenAI-compatible (serving/openai_api.py): each endpoint's auth mode
                  # decides, like predict; the list shows a caller only what it may call.

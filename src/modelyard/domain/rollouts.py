@@ -7,6 +7,11 @@ Strategies, each a list of steps (weight of the new version, how long it must ho
   and must hold for a bake time before it is promoted.
 - ``shadow``: the new version gets a copy of the traffic only; after the duration the rollout
   completes with its report (agreement, divergence, latency), and nothing is promoted.
+- ``ab_test``: a fixed split until the outcome clients report (``/endpoints/NAME/feedback``)
+  differs significantly between the versions, by an always-valid sequential test (checking
+  every interval adds no false positives), or until ``max_duration_s``; the report gives the
+  effect, its confidence interval and the p-value; ``promote_winner`` promotes a better new
+  version. The safety checks run meanwhile, and roll back as in a canary.
 
 After every analysis interval: a failed verdict counts towards ``failures_to_rollback``
 consecutive failures (then the rollout rolls back at once); a step advances only when its
@@ -22,7 +27,7 @@ from modelyard.domain.analysis import Thresholds, Verdict
 from modelyard.domain.errors import ValidationFailed, reject_unknown
 from modelyard.domain.names import ModelRef
 
-STRATEGIES = ("canary", "blue_green", "shadow")
+STRATEGIES = ("canary", "blue_green", "shadow", "ab_test")
 ACTIVE = ("running", "paused", "awaiting_approval")
 FINAL = ("promoted", "rolled_back", "aborted", "completed")
 DEFAULT_CANARY = ((5.0, 120.0), (25.0, 300.0), (50.0, 300.0))
@@ -47,18 +52,27 @@ class RolloutSpec:
     analysis: Thresholds = field(default_factory=Thresholds)
     sticky_header: str | None = None
     shadow_sample: float = 1.0
+    # ab_test: the outcome test
+    alpha: float = 0.05
+    higher_is_better: bool = True
+    min_n: int = 100  # outcomes per version before the test can decide
+    promote_winner: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"strategy": self.strategy, "target": self.target,
                 "steps": [s.to_dict() for s in self.steps], "interval_s": self.interval_s,
                 "analysis": self.analysis.to_dict(), "sticky_header": self.sticky_header,
-                "shadow_sample": self.shadow_sample}
+                "shadow_sample": self.shadow_sample, "alpha": self.alpha,
+                "higher_is_better": self.higher_is_better, "min_n": self.min_n,
+                "promote_winner": self.promote_winner}
 
     @classmethod
     def from_dict(cls, data: Any) -> RolloutSpec:
         data = reject_unknown(data, {"strategy", "target", "steps", "interval_s", "analysis",
                                      "sticky_header", "shadow_sample", "bake_s",
-                                     "duration_s"}, "rollout field", "rollout")
+                                     "duration_s", "weight", "max_duration_s", "alpha",
+                                     "higher_is_better", "min_n", "promote_winner"},
+                              "rollout field", "rollout")
         strategy = data.get("strategy", "canary")
         if strategy not in STRATEGIES:
             raise ValidationFailed(f"strategy must be one of {', '.join(STRATEGIES)}",
@@ -76,6 +90,10 @@ class RolloutSpec:
             steps = [Step(w, d) for w, d in pairs]
             if steps[-1].weight != 100:
                 steps.append(Step(100.0, 0.0))
+        elif strategy == "ab_test" and "steps" not in data:
+            steps = [Step(_number(data.get("weight", 50), 1, 99, "rollout.weight"),
+                          _number(data.get("max_duration_s", 7 * 86_400), 1, 90 * 86_400,
+                                  "rollout.max_duration_s"))]
         elif "steps" in data and "bake_s" not in data and "duration_s" not in data:
             steps = [Step(w, d) for w, d in _steps(data["steps"])]  # a stored spec
         elif strategy == "blue_green":
@@ -90,8 +108,17 @@ class RolloutSpec:
             raise ValidationFailed("sticky_header is a header name",
                                    field="rollout.sticky_header")
         sample = _number(data.get("shadow_sample", 1.0), 1e-6, 1, "rollout.shadow_sample")
+        alpha = _number(data.get("alpha", 0.05), 1e-6, 0.5, "rollout.alpha")
+        min_n = int(_number(data.get("min_n", 100), 2, 10_000_000, "rollout.min_n"))
+        flags = {}
+        for name, default in (("higher_is_better", True), ("promote_winner", False)):
+            value = data.get(name, default)
+            if not isinstance(value, bool):
+                raise ValidationFailed(f"{name} must be true or false", field=f"rollout.{name}")
+            flags[name] = value
         return cls(strategy, target, tuple(steps), interval,
-                   Thresholds.from_dict(data.get("analysis")), header, sample)
+                   Thresholds.from_dict(data.get("analysis")), header, sample, alpha,
+                   flags["higher_is_better"], min_n, flags["promote_winner"])
 
 
 def _number(value: Any, low: float, high: float, where: str) -> float:
@@ -109,7 +136,7 @@ def _steps(raw: Any) -> list[tuple[float, float]]:
         where = f"rollout.steps[{i}]"
         item = reject_unknown(item, {"weight", "duration_s"}, "step field", where)
         weight = _number(item.get("weight"), 0, 100, f"{where}.weight")
-        duration = _number(item.get("duration_s", 60), 0, 86_400, f"{where}.duration_s")
+        duration = _number(item.get("duration_s", 60), 0, 90 * 86_400, f"{where}.duration_s")
         if weight < last:
             raise ValidationFailed("step weights never go down", field=f"{where}.weight")
         last = weight

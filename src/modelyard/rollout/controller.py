@@ -8,17 +8,28 @@ in the server, every interval, with the server's own observations of each versio
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from modelyard.control.approvals import ApprovalService
 from modelyard.control.endpoints import EndpointService
 from modelyard.control.registry import RegistryService
-from modelyard.domain.analysis import Verdict, WindowStats, analyze
+from modelyard.domain.analysis import (
+    NO_DIFFERENCE_YET,
+    TREATMENT_BETTER,
+    ABTestResult,
+    Verdict,
+    WindowStats,
+    ab_test,
+    analyze,
+)
 from modelyard.domain.errors import Conflict, NotFound, ValidationFailed
 from modelyard.domain.names import ModelRef
 from modelyard.domain.rollouts import ACTIVE, FINAL, Decision, RolloutSpec, decide
@@ -27,6 +38,7 @@ from modelyard.governance import audit
 from modelyard.governance.audit import guard
 from modelyard.governance.policy import Principal
 from modelyard.store import endpoints as endpoint_repo
+from modelyard.store import feedback as feedback_repo
 from modelyard.store import projects as projects_repo
 from modelyard.store import registry as registry_repo
 from modelyard.store.db import Database
@@ -75,8 +87,7 @@ class RolloutService:
             if baseline == target:
                 raise ValidationFailed(f"{target} already serves {endpoint!r}",
                                        field="rollout.target")
-            spec = RolloutSpec(spec.strategy, target, spec.steps, spec.interval_s,
-                               spec.analysis, spec.sticky_header, spec.shadow_sample)
+            spec = replace(spec, target=target)
             rollout = RolloutRow(endpoint=endpoint, project=row.project,
                                  strategy=spec.strategy, spec=spec.to_dict(),
                                  baseline=baseline, target=target, status="running", step=0,
@@ -193,10 +204,16 @@ class RolloutService:
                 if has_baseline else None
             verdict = analyze(canary, baseline, spec.analysis)
             decision = decide(spec, row.step, elapsed, row.failures, verdict)
+        outcome = None
+        if spec.strategy == "ab_test" and decision.action != "rollback":
+            outcome = self._outcome_test(session, row, spec)
+            decision = _ab_decision(spec, outcome, elapsed, decision)
         row.failures = decision.failures
         entry = {"at": now.isoformat(), "step": row.step,
                  "weight": spec.steps[row.step].weight, "action": decision.action,
                  "reason": decision.reason, "verdict": verdict.to_dict()}
+        if outcome is not None:
+            entry["ab_test"] = outcome.to_dict()
         row.history = [*list(row.history or [])[-(HISTORY - 1):], entry]
         row.reason = decision.reason
         bot = Principal(BOT, frozenset({"admin"}))
@@ -214,8 +231,27 @@ class RolloutService:
             self._promote(session, bot, row, spec, decision.reason, verdict)
         elif decision.action == "complete":
             self._finish(session, bot, row, "completed", decision.reason, verdict)
+            if outcome is not None:
+                audit.append(session, BOT, "rollout.ab_result", f"rollout:{row.id}",
+                             after=outcome.to_dict())
         row.updated_at = now
         return {"rollout": row.id, "action": decision.action, "reason": decision.reason}
+
+    def _outcome_test(self, session: Session, row: RolloutRow, spec: RolloutSpec
+                      ) -> ABTestResult:
+        """The sequential test on the outcomes reported since the rollout began, continued
+        from the previous look (what keeps its p-value valid under repeated looks)."""
+        control = feedback_repo.values(session, row.endpoint, row.baseline, row.created_at)
+        treatment = feedback_repo.values(session, row.endpoint, row.target, row.created_at)
+        previous = next((_ab_from_dict(h["ab_test"]) for h in reversed(row.history or [])
+                         if h.get("ab_test")), None)
+        if previous is not None and (previous.n_control > len(control) or
+                                     previous.n_treatment > len(treatment)):
+            previous = None  # outcomes were removed meanwhile: start the sequence over
+        return ab_test(np.asarray(control, dtype=np.float64),
+                       np.asarray(treatment, dtype=np.float64), spec.alpha,
+                       min_n=spec.min_n, higher_is_better=spec.higher_is_better,
+                       previous=previous)
 
     def _promote(self, session: Session, who: Principal, row: RolloutRow, spec: RolloutSpec,
                  reason: str, verdict: Verdict | None = None) -> None:
@@ -285,6 +321,36 @@ class RolloutService:
     def _active(session: Session, endpoint: str) -> RolloutRow | None:
         return session.scalars(select(RolloutRow).where(
             RolloutRow.endpoint == endpoint, RolloutRow.status.in_(ACTIVE))).first()
+
+
+def _ab_decision(spec: RolloutSpec, outcome: ABTestResult, elapsed: float,
+                 safety: Decision) -> Decision:
+    """An A/B test ends when the outcome test decides or time is up (never on a safety
+    verdict that merely passed); safety failures keep counting as in a canary."""
+    effect = (f"{outcome.difference:+.4g} ({outcome.mean_treatment:.4g} vs "
+              f"{outcome.mean_control:.4g}; {1 - outcome.alpha:.0%} interval "
+              f"[{outcome.interval[0]:.3g}, {outcome.interval[1]:.3g}], p={outcome.p_value:.3g}, "
+              f"n={outcome.n_treatment}/{outcome.n_control})")
+    if outcome.decision == TREATMENT_BETTER:
+        action = "promote" if spec.promote_winner else "complete"
+        return Decision(action, f"{spec.target} is better: {effect}", safety.failures)
+    if outcome.decision != NO_DIFFERENCE_YET:
+        return Decision("complete", f"the baseline is better: {effect}", safety.failures)
+    if elapsed >= spec.steps[0].duration_s:
+        return Decision("complete", f"no significant difference in time: {effect}",
+                        safety.failures)
+    return Decision("wait", f"no decision yet: {effect}", safety.failures)
+
+
+def _ab_from_dict(data: dict[str, Any]) -> ABTestResult:
+    def bounds(pair: list[float | None]) -> tuple[float, float]:
+        low, high = pair
+        return (-math.inf if low is None else low, math.inf if high is None else high)
+
+    values = dict(data)
+    values["interval"] = bounds(values["interval"])
+    values["fixed_interval"] = bounds(values["fixed_interval"])
+    return ABTestResult(**values)
 
 
 def _subject_of(name: str) -> str:

@@ -143,7 +143,8 @@ def create_app(yard: Yard, *, start_reconciler: bool = True,
     app.state.backend = backend
     app.state.tokens = tokens
     build_control_api(app, yard, backend)
-    for route in DataPlane(backend, metrics, access, settings.public_metrics).routes():
+    for route in DataPlane(backend, metrics, access, settings.public_metrics,
+                           yard.db).routes():
         app.router.routes.append(route)
     app.router.routes.extend(OpenAIRoutes(backend, access).routes())  # /v1: OpenAI clients
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes,

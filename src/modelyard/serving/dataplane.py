@@ -3,6 +3,8 @@ plain JSON body shapes. Inference itself is answered by ``serving.fastpath``."""
 
 from __future__ import annotations
 
+import asyncio
+import math
 from typing import Any
 
 from starlette.requests import Request
@@ -16,20 +18,26 @@ from modelyard.domain.errors import (
     InvalidInput,
     InvalidRequest,
     NotReady,
+    ValidationFailed,
     VersionNotFound,
 )
+from modelyard.domain.names import ModelRef
 from modelyard.domain.signature import Signature
 from modelyard.graph.executor import GraphDeployment
 from modelyard.rollout.routing import TrafficDeployment
 from modelyard.serving.access import DataPlaneAccess
-from modelyard.serving.codecs import json_response
+from modelyard.serving.codecs import json_response, loads, require_json
 from modelyard.serving.deployment import Deployment
 from modelyard.serving.metrics import ServingMetrics
+from modelyard.store import feedback as feedback_repo
+from modelyard.store.db import Database
 
 
 class DataPlane:
     def __init__(self, backend: Backend, metrics: ServingMetrics,
-                 access: DataPlaneAccess, public_metrics: bool = False) -> None:
+                 access: DataPlaneAccess, public_metrics: bool = False,
+                 db: Database | None = None) -> None:
+        self.db = db
         self.backend = backend
         self.metrics = metrics
         self.access = access
@@ -37,6 +45,7 @@ class DataPlane:
 
     def routes(self) -> list[Route]:
         return [
+            Route("/endpoints/{name}/feedback", self.feedback, methods=["POST"]),
             Route("/v2", self.server_metadata, methods=["GET"]),
             Route("/v2/health/live", self.live, methods=["GET"]),
             Route("/v2/health/ready", self.ready, methods=["GET"]),
@@ -92,6 +101,32 @@ class DataPlane:
         if ready and "version" in request.path_params:
             self._deployment(request)
         return json_response({"name": name, "ready": ready}, status=200 if ready else 503)
+
+    async def feedback(self, request: Request) -> Response:
+        """Outcomes of answers, reported by the client: ``{"version": "churn:2" (from the
+        answer's Modelyard-Model-Version), "value": 1.0, "request_id": "..."}`` or a list of
+        up to 1,000. A/B tests decide on them. Answers 202 with the count stored."""
+        name = request.path_params["name"]
+        state = self._state(name, request)  # the endpoint's own auth mode decides
+        require_json(request)
+        doc = loads(await request.body())
+        items = doc if isinstance(doc, list) else [doc]
+        if not items or len(items) > MAX_FEEDBACK:
+            raise ValidationFailed(f"send 1-{MAX_FEEDBACK} outcomes", field="body")
+        model = ModelRef.parse(state.endpoint.model_ref).model \
+            if state.endpoint.graph is None else name
+        parsed = [_outcome(item, model, f"body[{i}]" if isinstance(doc, list) else "body")
+                  for i, item in enumerate(items)]
+        if self.db is None:
+            raise NotReady("feedback needs the metadata store")
+        db = self.db
+
+        def store() -> int:
+            with db.transaction() as session:
+                return feedback_repo.add(session, name, parsed)
+
+        stored = await asyncio.to_thread(store)
+        return json_response({"accepted": stored}, status=202)
 
     async def model_metadata(self, request: Request) -> Response:
         deployment = self._deployment(request)
@@ -160,3 +195,28 @@ def _instances(rows: Any, names: list[str]) -> dict[str, Any]:
             raise InvalidInput(f"instance {i} has unknown input {extra[0]!r}",
                                field=f"instances[{i}].{extra[0]}")
     return out
+
+
+MAX_FEEDBACK = 1000
+
+
+def _outcome(item: Any, model: str, where: str) -> tuple[str, float, str | None]:
+    """One reported outcome: (model:version, value, request id)."""
+    if not isinstance(item, dict) or set(item) - {"version", "value", "request_id"}:
+        raise ValidationFailed("an outcome is {version, value, request_id?}", field=where)
+    version = item.get("version")
+    if isinstance(version, int) and not isinstance(version, bool) and version >= 1:
+        version = f"{model}:{version}"
+    if not isinstance(version, str) or ModelRef.parse(version, f"{where}.version").version \
+            is None or not version.startswith(f"{model}:"):
+        raise ValidationFailed(f"version must be a version of {model} (as the answer's "
+                               "Modelyard-Model-Version says)", field=f"{where}.version")
+    value = item.get("value")
+    if not isinstance(value, int | float) or isinstance(value, bool) or \
+            not math.isfinite(value):
+        raise ValidationFailed("value must be a finite number", field=f"{where}.value")
+    request_id = item.get("request_id")
+    if request_id is not None and (not isinstance(request_id, str) or len(request_id) > 128):
+        raise ValidationFailed("request_id is text of at most 128 characters",
+                               field=f"{where}.request_id")
+    return version, float(value), request_id

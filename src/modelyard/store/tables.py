@@ -283,3 +283,17 @@ class RolloutRow(Base):
     created_by: Mapped[str] = mapped_column(String(256))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class FeedbackRow(Base):
+    """An outcome a client reports for an answer (a conversion, a label's correctness...):
+    the metric A/B tests decide on."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (Index("ix_feedback_endpoint_version_at", "endpoint", "version", "at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    endpoint: Mapped[str] = mapped_column(String(128))
+    version: Mapped[str] = mapped_column(String(300))  # model:version that answered
+    request_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    value: Mapped[float] = mapped_column(Float)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

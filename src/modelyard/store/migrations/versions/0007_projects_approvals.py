@@ -99,6 +99,17 @@ def upgrade() -> None:
     )
     op.create_index("ix_rollouts_endpoint_status", "rollouts", ["endpoint", "status"])
     op.create_table(
+        "feedback",
+        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column("endpoint", sa.String(128), nullable=False),
+        sa.Column("version", sa.String(300), nullable=False),
+        sa.Column("request_id", sa.String(128), nullable=True),
+        sa.Column("value", sa.Float(), nullable=False),
+        sa.Column("at", UTCDateTime(), nullable=False),
+    )
+    op.create_index("ix_feedback_endpoint_version_at", "feedback",
+                    ["endpoint", "version", "at"])
+    op.create_table(
         "approval_votes",
         sa.Column("approval_id", sa.Integer(),
                   sa.ForeignKey("approvals.id", ondelete="CASCADE"), primary_key=True),
@@ -112,6 +123,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("approval_votes")
+    op.drop_table("feedback")
     op.drop_table("rollouts")
     op.drop_table("approvals")
     op.drop_table("version_signatures")
