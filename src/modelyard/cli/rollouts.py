@@ -313,7 +313,8 @@ def start(
     to: str | None = typer.Option(None, "--to", help="The new version: MODEL:VERSION or "
                                   "MODEL@ALIAS (pinned when the rollout starts)."),
     strategy: str | None = typer.Option(None, "--strategy",
-                                        help="canary (default), blue_green or shadow."),
+                                        help="canary (default), blue_green, shadow or ab_test "
+                                        "(its weight, min_n, alpha, promote_winner: in -f)."),
     steps: str | None = typer.Option(None, "--steps", help="Canary steps WEIGHT:SECONDS, "
                                      "comma-separated, e.g. 5:120,25:300,50:300 (100% "
                                      "follows)."),
