@@ -315,3 +315,29 @@ def test_feedback_is_checked(churn: Yard, server: BackgroundServer) -> None:
             assert refused.status_code == 422 and refused.json()["field"] == field, refused.text
         assert http.post("/endpoints/churn/feedback", json={"version": 1, "value": 0.5}
                          ).status_code == 202
+
+
+def test_a_canary_worse_on_reported_outcomes_is_rolled_back(churn: Yard,
+                                                            server: BackgroundServer) -> None:
+    import random
+
+    rollout = churn.start_rollout("churn", {
+        "target": "churn:2", "interval_s": 0.3, "min_n": 40,
+        "analysis": {**FAST, "min_requests": 10},
+        "steps": [{"weight": 50, "duration_s": 600}]})
+    rng = random.Random(8)
+    rates = {"churn:1": 0.7, "churn:2": 0.2}  # the new version's answers turn out wrong
+    deadline = time.monotonic() + 40
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        while not churn.rollout(rollout["id"])["final"] and time.monotonic() < deadline:
+            outcomes = []
+            for _ in range(20):
+                r = http.post("/endpoints/churn/predict", json={"inputs": X.tolist()},
+                              headers={"x-user-id": f"u{rng.random()}"})
+                version = r.headers["modelyard-model-version"]
+                outcomes.append({"version": version,
+                                 "value": float(rng.random() < rates[version])})
+            http.post("/endpoints/churn/feedback", json=outcomes)
+    final = churn.rollout(rollout["id"])
+    assert final["status"] == "rolled_back", final
+    assert "significantly worse" in final["reason"]

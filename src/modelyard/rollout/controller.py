@@ -22,9 +22,11 @@ from modelyard.control.approvals import ApprovalService
 from modelyard.control.endpoints import EndpointService
 from modelyard.control.registry import RegistryService
 from modelyard.domain.analysis import (
+    CONTROL_BETTER,
     NO_DIFFERENCE_YET,
     TREATMENT_BETTER,
     ABTestResult,
+    Check,
     Verdict,
     WindowStats,
     ab_test,
@@ -192,6 +194,7 @@ class RolloutService:
         if not ready(row.endpoint, row.target):
             return None  # still loading: the step has not begun for traffic yet
         elapsed = (now - row.step_started_at).total_seconds()
+        outcome: ABTestResult | None = None  # the outcome test, when outcomes are reported
         if spec.strategy == "blue_green" and row.step == 0:
             decision = Decision("advance", f"{row.target} is loaded and warm", 0)
             verdict = Verdict("pass", ())
@@ -203,8 +206,9 @@ class RolloutService:
             baseline = stats_of(f"{row.endpoint}/{row.baseline}", window, False) \
                 if has_baseline else None
             verdict = analyze(canary, baseline, spec.analysis)
+            if spec.strategy in ("canary", "blue_green"):
+                verdict, outcome = self._with_quality(session, row, spec, verdict)
             decision = decide(spec, row.step, elapsed, row.failures, verdict)
-        outcome = None
         if spec.strategy == "ab_test" and decision.action != "rollback":
             outcome = self._outcome_test(session, row, spec)
             decision = _ab_decision(spec, outcome, elapsed, decision)
@@ -212,7 +216,7 @@ class RolloutService:
         entry = {"at": now.isoformat(), "step": row.step,
                  "weight": spec.steps[row.step].weight, "action": decision.action,
                  "reason": decision.reason, "verdict": verdict.to_dict()}
-        if outcome is not None:
+        if outcome is not None:  # kept: the next look continues the sequential test
             entry["ab_test"] = outcome.to_dict()
         row.history = [*list(row.history or [])[-(HISTORY - 1):], entry]
         row.reason = decision.reason
@@ -231,11 +235,29 @@ class RolloutService:
             self._promote(session, bot, row, spec, decision.reason, verdict)
         elif decision.action == "complete":
             self._finish(session, bot, row, "completed", decision.reason, verdict)
-            if outcome is not None:
+            if outcome is not None and spec.strategy == "ab_test":
                 audit.append(session, BOT, "rollout.ab_result", f"rollout:{row.id}",
                              after=outcome.to_dict())
         row.updated_at = now
         return {"rollout": row.id, "action": decision.action, "reason": decision.reason}
+
+    def _with_quality(self, session: Session, row: RolloutRow, spec: RolloutSpec,
+                      verdict: Verdict) -> tuple[Verdict, ABTestResult]:
+        """Where clients report outcomes (labels, conversions) through the feedback route,
+        a canary that is significantly worse on them fails like one with errors. Without
+        enough outcomes the check is left out (outcomes may never come; waiting for them
+        would stall every rollout)."""
+        outcome = self._outcome_test(session, row, spec)
+        if outcome.n_control < spec.min_n or outcome.n_treatment < spec.min_n:
+            return verdict, outcome
+        worse = outcome.decision == CONTROL_BETTER
+        check = Check("quality", outcome.difference, 0.0, "fail" if worse else "pass",
+                      f"reported outcome {outcome.mean_treatment:.4g} vs "
+                      f"{outcome.mean_control:.4g} (p={outcome.p_value:.3g}, "
+                      f"n={outcome.n_treatment}/{outcome.n_control})"
+                      + (": significantly worse" if worse else ""))
+        status = "fail" if worse else verdict.status
+        return Verdict(status, (*verdict.checks, check)), outcome
 
     def _outcome_test(self, session: Session, row: RolloutRow, spec: RolloutSpec
                       ) -> ABTestResult:
