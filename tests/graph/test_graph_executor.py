@@ -300,3 +300,20 @@ def test_a_graph_answers_tritonclient_over_grpc(models: Yard, admin_key: str) ->
             assert result.as_numpy("probabilities").shape == (len(ROWS), 2)
         finally:
             triton.close()
+
+
+def test_models_a_graph_uses_cannot_be_deleted_or_archived(models: Yard) -> None:
+    from modelyard.domain.errors import InUse
+
+    graph = (Graph().input("features", "float32", (-1, 4))
+             .model("a", "small:1", inputs={"input": "inputs.features"})
+             .output("label", "a.label"))
+    models.create_endpoint("uses-small", graph=graph)
+    with pytest.raises(InUse):
+        models.delete_model("small")
+    models.set_alias("small", "champion", 1)
+    models.remove_alias("small", "champion")
+    with pytest.raises(InUse):
+        models.archive("small", 1)
+    models.delete_endpoint("uses-small")
+    models.delete_model("small")

@@ -295,9 +295,10 @@ def archive_version(session: Session, name: str, version: int) -> VersionRow:
             f"{name}:{version} still carries the aliases {sorted(holders)}; move them first",
             field="version",
         )
-    pinned = session.scalars(
+    pinned = list(session.scalars(
         select(EndpointRow.name).where(EndpointRow.model_ref == f"{name}:{version}")
-    ).all()
+    ).all())
+    pinned += [e for e, refs in composite_refs(session).items() if f"{name}:{version}" in refs]
     if pinned:
         raise InUse(f"{name}:{version} is served by endpoints {sorted(pinned)}",
                     field="version")
@@ -305,11 +306,30 @@ def archive_version(session: Session, name: str, version: int) -> VersionRow:
     return row
 
 
+def composite_refs(session: Session) -> dict[str, set[str]]:
+    """Model references each endpoint's graph nodes and traffic split (and shadows) name:
+    these models are in use too, beyond the endpoint's own ``model_ref``."""
+    out: dict[str, set[str]] = {}
+    rows = session.execute(select(EndpointRow.name, EndpointRow.graph, EndpointRow.traffic)
+                           .where((EndpointRow.graph.is_not(None)) |
+                                  (EndpointRow.traffic.is_not(None))))
+    for endpoint, graph, traffic in rows:
+        refs = {node.get("model") for node in ((graph or {}).get("nodes") or {}).values()
+                if isinstance(node, dict)}
+        for part in ("split", "shadows"):
+            refs |= {t.get("model") for t in (traffic or {}).get(part) or []
+                     if isinstance(t, dict)}
+        out[endpoint] = {r for r in refs if isinstance(r, str)}
+    return out
+
+
 def delete_model(session: Session, name: str) -> None:
     model = model_row(session, name, lock=True)
-    users = session.scalars(
+    users = list(session.scalars(
         select(EndpointRow.name).where(EndpointRow.model_name == name)
-    ).all()
+    ).all())
+    users += [e for e, refs in composite_refs(session).items()
+              if any(ModelRef.parse(r).model == name for r in refs)]
     if users:
         raise InUse(
             f"model {name!r} is served by endpoints {sorted(users)}; delete or repoint them "
