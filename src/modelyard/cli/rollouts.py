@@ -406,19 +406,20 @@ def list_rollouts(
         "MODEL:VERSION'")))
 
 
-def _steer(verb: str, rollout_id: int) -> None:
-    state = getattr(operations(), f"{verb}_rollout")(rollout_id)
+def _steer(verb: str, target: str) -> None:
+    ops = operations()
+    state = getattr(ops, f"{verb}_rollout")(resolve(ops, target))
     emit(state, lambda s: console.print(Text.assemble(
         f"rollout {s['id']} on {s['endpoint']}: ", _status(str(s["status"])),
         f" ({s['reason']})" if s.get("reason") else "")))
 
 
-ID = typer.Argument(..., help="The rollout id (see 'modelyard rollout list').")
+ID = typer.Argument(..., help="The rollout id, or an endpoint (its latest rollout).")
 
 
 @app.command()
 @handle_errors
-def pause(rollout_id: int = ID) -> None:
+def pause(rollout_id: str = ID) -> None:
     """Hold a rollout at its step (traffic keeps its weights; no analysis decides).
 
     Example: modelyard rollout pause 7
@@ -428,7 +429,7 @@ def pause(rollout_id: int = ID) -> None:
 
 @app.command()
 @handle_errors
-def resume(rollout_id: int = ID) -> None:
+def resume(rollout_id: str = ID) -> None:
     """Go on with a paused rollout (its step starts over).
 
     Example: modelyard rollout resume 7
@@ -438,7 +439,7 @@ def resume(rollout_id: int = ID) -> None:
 
 @app.command()
 @handle_errors
-def promote(rollout_id: int = ID) -> None:
+def promote(rollout_id: str = ID) -> None:
     """Skip the remaining steps: the new version takes the endpoint now.
 
     When the endpoint follows production and the project holds promotions back for
@@ -451,7 +452,7 @@ def promote(rollout_id: int = ID) -> None:
 
 @app.command()
 @handle_errors
-def abort(rollout_id: int = ID) -> None:
+def abort(rollout_id: str = ID) -> None:
     """Send all traffic back to the baseline at once.
 
     Example: modelyard rollout abort 7
