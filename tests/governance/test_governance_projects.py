@@ -359,3 +359,15 @@ def test_a_project_requiring_signatures_serves_only_signed_versions(
     assert _status(client, "fraud-api", "ready")["status"] == "ready"
     assert any(r["action"] == "version.sign" for r in yard.audit_records())
     assert chain_ok(yard)
+
+
+def test_revoking_the_requesters_key_withdraws_the_change(guarded: Team, client: Client,
+                                                          yard: Yard) -> None:
+    client.update_project("fraud", policy={"approvals_required": 1})
+    pending = request_production(guarded)
+    prefix = guarded.keys["dana"].partition(".")[0]
+    client.revoke_key(prefix)
+    decided = guarded.http["alex"].post(f"/api/v1/approvals/{pending['id']}/approve").json()
+    assert decided["status"] == "failed" and "revoked" in decided["reason"]
+    assert "production" not in yard.model("echo").aliases
+    assert chain_ok(yard)

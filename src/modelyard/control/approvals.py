@@ -24,6 +24,7 @@ from modelyard.domain.errors import (
     ApprovalClosed,
     ApprovalNotFound,
     Conflict,
+    Forbidden,
     ModelyardError,
     SelfApproval,
     ValidationFailed,
@@ -33,7 +34,7 @@ from modelyard.governance import audit
 from modelyard.governance.audit import guard
 from modelyard.governance.policy import Principal
 from modelyard.store.db import Database
-from modelyard.store.tables import ApprovalRow, ApprovalVoteRow, utcnow
+from modelyard.store.tables import ApiKeyRow, ApprovalRow, ApprovalVoteRow, utcnow
 
 # Applies the held-back change inside the deciding transaction; returns what to record.
 Executor = Callable[[Session, Principal, dict[str, Any]], Any]
@@ -159,6 +160,7 @@ class ApprovalService:
                               subject=row.requester_subject)
         row.decided_at = utcnow()
         try:
+            _check_still_valid(session, row.requested_by)
             with session.begin_nested():
                 result = execute(session, requester, dict(row.payload))
         except ModelyardError as exc:
@@ -178,6 +180,19 @@ class ApprovalService:
         guard(self.db, principal, action, f"approval:{approval_id}", anywhere=True)
         with self.db.transaction() as session:
             return _row(session, approval_id).project
+
+
+def _check_still_valid(session: Session, requested_by: str) -> None:
+    """A change asked for with an API key runs only while that key is still valid: revoking
+    a key also withdraws what it left waiting for approval."""
+    kind, _, rest = requested_by.partition(":")
+    if kind != "key":
+        return
+    prefix = rest.rpartition(":")[2]
+    key = session.scalars(select(ApiKeyRow).where(ApiKeyRow.prefix == prefix)).one_or_none()
+    if key is None or key.revoked_at is not None:
+        raise Forbidden(f"the requester's key {prefix} was revoked after asking; the change "
+                        "does not run", field="id")
 
 
 def _row(session: Session, approval_id: int, *, lock: bool = False) -> ApprovalRow:
