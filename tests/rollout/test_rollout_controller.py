@@ -3,6 +3,7 @@ endpoint while the server moves it from v1 to v2 (or back)."""
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections import Counter
@@ -125,6 +126,25 @@ def server(churn: Yard) -> Iterator[BackgroundServer]:
     churn.settings = churn.settings.with_(rollout_tick_s=0.1)
     with BackgroundServer(churn) as srv:
         yield srv
+
+
+def report_outcomes(yard: Yard, server: BackgroundServer, rollout_id: int,
+                    rates: dict[str, float], seed: int, timeout_s: float = 40) -> None:
+    """Call the endpoint and report a 0/1 outcome per answer, drawn at the answering
+    version's rate, until the rollout ends (bounded in time)."""
+    rng = random.Random(seed)
+    deadline = time.monotonic() + timeout_s
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        while not yard.rollout(rollout_id)["final"] and time.monotonic() < deadline:
+            outcomes = []
+            for _ in range(20):
+                r = http.post("/endpoints/churn/predict", json={"inputs": X.tolist()},
+                              headers={"x-user-id": f"u{rng.random()}"})
+                version = r.headers["modelyard-model-version"]
+                outcomes.append({"version": version,
+                                 "value": float(rng.random() < rates[version])})
+            answered = http.post("/endpoints/churn/feedback", json=outcomes)
+            assert answered.status_code == 202 and answered.json()["accepted"] == 20
 
 
 def wait_final(yard: Yard, rollout_id: int, timeout_s: float = 40) -> dict[str, Any]:
@@ -275,26 +295,12 @@ def test_promoting_to_production_waits_for_approval_when_the_project_says_so(
 
 def test_an_ab_test_stops_when_the_outcome_differs_and_promotes_the_winner(
         churn: Yard, server: BackgroundServer) -> None:
-    import random
-
     rollout = churn.start_rollout("churn", {
         "target": "churn:2", "strategy": "ab_test", "weight": 50, "interval_s": 0.3,
         "min_n": 50, "promote_winner": True,
         "analysis": {**FAST, "min_requests": 10}})
-    rng = random.Random(4)
-    rates = {"churn:1": 0.2, "churn:2": 0.6}  # the new version converts three times as often
-    deadline = time.monotonic() + 40
-    with httpx.Client(base_url=server.url, timeout=10) as http:
-        while not churn.rollout(rollout["id"])["final"] and time.monotonic() < deadline:
-            outcomes = []
-            for _ in range(20):
-                r = http.post("/endpoints/churn/predict", json={"inputs": X.tolist()},
-                              headers={"x-user-id": f"u{rng.random()}"})
-                version = r.headers["modelyard-model-version"]
-                outcomes.append({"version": version,
-                                 "value": float(rng.random() < rates[version])})
-            answered = http.post("/endpoints/churn/feedback", json=outcomes)
-            assert answered.status_code == 202 and answered.json()["accepted"] == 20
+    # the new version converts three times as often
+    report_outcomes(churn, server, rollout["id"], {"churn:1": 0.2, "churn:2": 0.6}, seed=4)
     final = churn.rollout(rollout["id"])
     assert final["status"] == "promoted", final
     assert "is better" in final["reason"] and "interval" in final["reason"]
@@ -319,25 +325,12 @@ def test_feedback_is_checked(churn: Yard, server: BackgroundServer) -> None:
 
 def test_a_canary_worse_on_reported_outcomes_is_rolled_back(churn: Yard,
                                                             server: BackgroundServer) -> None:
-    import random
-
     rollout = churn.start_rollout("churn", {
         "target": "churn:2", "interval_s": 0.3, "min_n": 40,
         "analysis": {**FAST, "min_requests": 10},
         "steps": [{"weight": 50, "duration_s": 600}]})
-    rng = random.Random(8)
-    rates = {"churn:1": 0.7, "churn:2": 0.2}  # the new version's answers turn out wrong
-    deadline = time.monotonic() + 40
-    with httpx.Client(base_url=server.url, timeout=10) as http:
-        while not churn.rollout(rollout["id"])["final"] and time.monotonic() < deadline:
-            outcomes = []
-            for _ in range(20):
-                r = http.post("/endpoints/churn/predict", json={"inputs": X.tolist()},
-                              headers={"x-user-id": f"u{rng.random()}"})
-                version = r.headers["modelyard-model-version"]
-                outcomes.append({"version": version,
-                                 "value": float(rng.random() < rates[version])})
-            http.post("/endpoints/churn/feedback", json=outcomes)
+    # the new version's answers turn out wrong
+    report_outcomes(churn, server, rollout["id"], {"churn:1": 0.7, "churn:2": 0.2}, seed=8)
     final = churn.rollout(rollout["id"])
     assert final["status"] == "rolled_back", final
     assert "significantly worse" in final["reason"]

@@ -30,6 +30,7 @@ import re
 import sys
 import threading
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -93,14 +94,14 @@ class TextEmbedder:
 
 # -- predictors -----------------------------------------------------------------------------
 
-class _TextPredictor:
+class _TextPredictor(ABC):
     """``predict`` in tensor form ({"text": strings} -> {"embedding": float32 [n, d]}) on top
-    of ``embed``, which subclasses implement."""
+    of ``embed``, which each runtime implements."""
 
     dimension: int
 
-    def embed(self, texts: Sequence[str]) -> Embeddings:
-        raise NotImplementedError
+    @abstractmethod
+    def embed(self, texts: Sequence[str]) -> Embeddings: ...
 
     def predict(self, inputs: Arrays) -> dict[str, np.ndarray]:
         return {OUTPUT: self.embed(_texts(inputs)).vectors}
