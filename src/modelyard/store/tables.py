@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    SmallInteger,
     String,
     Text,
     TypeDecorator,
@@ -168,6 +169,8 @@ class EndpointRow(Base):
     # Field rules (drop, hash, mask) for whatever is stored or logged from its payloads.
     redaction: Mapped[dict[str, str]] = mapped_column(JSON, default=dict,
                                                       server_default=text("'{}'"))
+    # Share of requests written to the inference log (0 = none, 1 = all).
+    log_sample: Mapped[float] = mapped_column(Float, default=1.0, server_default=text("1.0"))
     description: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -296,4 +299,46 @@ class FeedbackRow(Base):
     version: Mapped[str] = mapped_column(String(300))  # model:version that answered
     request_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     value: Mapped[float] = mapped_column(Float)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# 64-bit ids where the database has them; SQLite's rowid is 64-bit already.
+_BIG_ID = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class InferenceRecordRow(Base):
+    """One sampled request and its answer, redacted before it was written."""
+
+    __tablename__ = "inference_log"
+    __table_args__ = (
+        Index("ix_inference_log_endpoint_at", "endpoint", "at"),
+        Index("ix_inference_log_endpoint_version_at", "endpoint", "version", "at"),
+        Index("ix_inference_log_endpoint_request", "endpoint", "request_id"),
+        Index("ix_inference_log_at", "at"),
+    )
+    id: Mapped[int] = mapped_column(_BIG_ID, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    endpoint: Mapped[str] = mapped_column(String(128))
+    version: Mapped[str] = mapped_column(String(300))  # model:version (or graph:generation)
+    request_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    status: Mapped[int] = mapped_column(SmallInteger)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    rows: Mapped[int] = mapped_column(Integer)
+    inputs: Mapped[Any] = mapped_column(JSON, nullable=True)
+    outputs: Mapped[Any] = mapped_column(JSON, nullable=True)
+    prediction: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class LabelRow(Base):
+    """Ground truth for an answer, joined to the inference log by request id; the latest
+    label sent for a request wins."""
+
+    __tablename__ = "labels"
+    __table_args__ = (UniqueConstraint("endpoint", "request_id",
+                                       name="uq_labels_endpoint_request"),
+                      Index("ix_labels_at", "at"))
+    id: Mapped[int] = mapped_column(_BIG_ID, primary_key=True, autoincrement=True)
+    endpoint: Mapped[str] = mapped_column(String(128))
+    request_id: Mapped[str] = mapped_column(String(128))
+    label: Mapped[Any] = mapped_column(JSON)
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
