@@ -7,28 +7,36 @@ deadline (the node's timeout within what is left of the request's), retries insi
 budget, and a circuit breaker; a fallback node turns a failure or a timeout into its next
 branch and records why. ``predict_traced`` also returns what ran: nodes, rows, timings,
 versions, fallbacks.
+
+Telemetry: with an observer (the server gives each graph one), every node call is counted and
+timed per node (``modelyard_node_requests``, ``modelyard_node_seconds``) and, when tracing is
+on, is a span (children of the request's span; a router's or cascade's branches nest under it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from opentelemetry.trace import Status, StatusCode
 
 from modelyard.domain.deployment import DeploymentSpec
 from modelyard.domain.errors import DeadlineExceeded, InvalidInput, ModelyardError
 from modelyard.domain.graph import GraphSpec, Node, Rule, split_ref
 from modelyard.domain.registry import ModelVersion
 from modelyard.domain.signature import Signature
+from modelyard.serving.batcher import BatchObserver
 from modelyard.serving.deployment import Deployment
 from modelyard.serving.resilience import CircuitBreaker, RetryBudget, backoff_s
 
 Arrays = dict[str, np.ndarray]
+log = logging.getLogger("modelyard.graph")
 
 
 class NodeFailed(ModelyardError):
@@ -95,7 +103,7 @@ class GraphDeployment:
             description=spec.description, status="active",
             created_at=first.created_at if first else _now(), created_by="graph",
             project=first.project if first else "default")
-        self.observer = None
+        self.observer: BatchObserver | None = None  # set by the backend: metrics, tracer
         self.warmup_ms = sum(r.deployment.warmup_ms for r in self.runtimes.values()
                              if r.deployment is not None)
 
@@ -125,7 +133,15 @@ class GraphDeployment:
                              priority: int = 1) -> tuple[dict[str, np.ndarray],
                                                          list[dict[str, Any]]]:
         run = _Run(self, dict(inputs), time.monotonic() + timeout_s, priority)
-        await run.all()
+        observer = self.observer
+        if observer is None:
+            await run.all()
+        else:
+            observer.in_flight(1)
+            try:
+                await run.all()
+            finally:
+                observer.in_flight(-1)
         outputs = {name: run.value(ref, None) for name, ref in self.spec.outputs.items()}
         return outputs, run.trace.steps
 
@@ -139,6 +155,8 @@ class _Run:
             priority
         self.results: dict[str, Arrays] = {}
         self.trace = Trace()
+        self.observer = graph.observer
+        self.tracer = graph.observer.tracer if graph.observer is not None else None
         self.rows = len(next(iter(inputs.values()))) if inputs else 0
 
     async def all(self) -> None:
@@ -189,6 +207,48 @@ class _Run:
 
     # -- nodes -----------------------------------------------------------------------------
     async def call(self, node: Node, rows: np.ndarray | None) -> Arrays:
+        """Run one node (with its metrics and span, when the graph has an observer)."""
+        observer = self.observer
+        if observer is None:
+            return await self._dispatch(node, rows)
+        began = time.perf_counter()
+        code = "ok"
+        try:
+            if self.tracer is None:
+                return await self._dispatch(node, rows)
+            return await self._traced(node, rows)
+        except ModelyardError as exc:
+            code = exc.code
+            raise
+        except asyncio.CancelledError:
+            code = "cancelled"
+            raise
+        except Exception:
+            code = "error"
+            raise
+        finally:
+            observer.node(node.name, code, time.perf_counter() - began)
+
+    async def _traced(self, node: Node, rows: np.ndarray | None) -> Arrays:
+        assert self.tracer is not None
+        runtime = self.graph.runtimes.get(node.name)
+        attributes: dict[str, Any] = {
+            "modelyard.node": node.name, "modelyard.node.kind": node.kind,
+            "modelyard.rows": self.rows if rows is None else len(rows)}
+        if runtime is not None and runtime.deployment is not None:
+            attributes["modelyard.model.version"] = runtime.deployment.version.ref
+        # Errors are recorded by code only: a model's message may quote the payload.
+        with self.tracer.start_as_current_span(f"node {node.name}", attributes=attributes,
+                                               record_exception=False,
+                                               set_status_on_exception=False) as span:
+            try:
+                return await self._dispatch(node, rows)
+            except ModelyardError as exc:
+                span.set_attribute("error.type", exc.code)
+                span.set_status(Status(StatusCode.ERROR, exc.code))
+                raise
+
+    async def _dispatch(self, node: Node, rows: np.ndarray | None) -> Arrays:
         kind = node.kind
         if kind in ("model", "transform"):
             return await self.leaf(node, self.gather(node, rows), rows)
@@ -342,6 +402,8 @@ class _Run:
                 if self.deadline - time.monotonic() <= 0:
                     raise
                 reasons.append(f"{branch}: {exc.code}")
+                log.info("graph %s: node %s fell back from %s: %s", self.graph.version.model,
+                         node.name, branch, exc.detail)
                 self.trace.add(node, 0, began, "fell_back", skipped=branch, reason=exc.detail)
                 continue
             if reasons:

@@ -18,6 +18,11 @@ when the queue ahead of it could not be served within its deadline at the measur
 (admitting it would only waste work on an answer nobody waits for), unless it outranks a
 queued request, which is then shed in its place. A request whose deadline passes while it
 waits is answered 504 and never computed.
+
+Tracing (when the observer carries a tracer): each executed batch is one span, linked to the
+spans of the requests it served (one batch answers many requests, each in its own trace) and
+parented by the first of them, so it shows in that request's trace too. A batch none of whose
+requests is sampled makes no span.
 """
 
 from __future__ import annotations
@@ -32,6 +37,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    SpanContext,
+    Status,
+    StatusCode,
+    Tracer,
+    get_current_span,
+    set_span_in_context,
+)
 
 from modelyard.domain.deployment import DeploymentSpec
 from modelyard.domain.errors import DeadlineExceeded, ModelFailed, ModelyardError, Overloaded
@@ -47,9 +62,18 @@ class Replaced(Overloaded):
 
 class BatchObserver:
     """Where the batcher reports what happened (Prometheus in the server; no-op here).
-    Called from model threads as well as from the event loop."""
+    Called from model threads as well as from the event loop. ``tracer``: spans per batch
+    (and per graph node, for a graph's observer); None when tracing is off."""
+
+    tracer: Tracer | None = None
 
     def queued(self, depth: int) -> None: ...
+
+    def in_flight(self, delta: int) -> None:
+        """A request was admitted (+1) or answered (-1)."""
+
+    def node(self, name: str, code: str, seconds: float) -> None:
+        """A graph node answered (``code``: ``ok`` or the error's code)."""
 
     def batch(self, size: int, waits_s: list[float], run_s: float) -> None: ...
 
@@ -70,6 +94,7 @@ class _Pending:
     loop: asyncio.AbstractEventLoop
     enqueued: float
     shape_key: tuple[Any, ...]  # requests batch together only when these agree
+    span: SpanContext | None = None  # the request's span, when sampled
 
 
 class Batcher:
@@ -80,6 +105,7 @@ class Batcher:
         self.config = config
         self.observer = observer or BatchObserver()
         self.name = name
+        self._tracer = self.observer.tracer
         self._queues: list[deque[_Pending]] = [deque() for _ in PRIORITIES]
         self._lock = threading.Condition()
         self._size = 0
@@ -130,6 +156,10 @@ class Batcher:
         future: asyncio.Future[dict[str, np.ndarray]] = loop.create_future()
         pending = _Pending(inputs, rows, now + timeout_s, priority, future, loop, now,
                            self._shape_key(inputs))
+        if self._tracer is not None:
+            context = get_current_span().get_span_context()
+            if context.trace_flags.sampled:
+                pending.span = context
         with self._lock:
             if self._closed:
                 raise Replaced(f"{self.name} is being replaced; retry")
@@ -147,11 +177,13 @@ class Batcher:
             self.observer.shed(victim.priority)
             _settle(victim, Overloaded(f"{self.name}: shed for a higher-priority request"))
         self.observer.queued(self._size)
+        self.observer.in_flight(1)
         timer = loop.call_later(timeout_s, self._expire, pending)
         try:
             return await future
         finally:
             timer.cancel()
+            self.observer.in_flight(-1)
 
     def refusal(self, rows: int, timeout_s: float) -> str | None:
         """Why a request of ``rows`` would be refused now (before evictions), or None."""
@@ -276,7 +308,10 @@ class Batcher:
     def _work(self, run: Runner) -> None:
         while (batch := self._next_batch()) is not None:
             try:
-                self._execute(run, batch)
+                if self._tracer is None:
+                    self._execute(run, batch)
+                else:
+                    self._execute_traced(self._tracer, run, batch)
             finally:
                 with self._lock:
                     self._running -= 1
@@ -285,7 +320,28 @@ class Batcher:
                         self._lock.notify()
             self.observer.queued(self._size)
 
-    def _execute(self, run: Runner, batch: list[_Pending]) -> None:
+    def _execute_traced(self, tracer: Tracer, run: Runner, batch: list[_Pending]) -> None:
+        sampled = [p.span for p in batch if p.span is not None]
+        if not sampled:
+            self._execute(run, batch)
+            return
+        oldest = min(p.enqueued for p in batch)
+        attributes: dict[str, str | int | float] = {
+            "modelyard.model.version": self.name, "modelyard.batch.requests": len(batch),
+            "modelyard.batch.rows": sum(p.rows for p in batch),
+            "modelyard.batch.queue_wait_ms": round((time.monotonic() - oldest) * 1000, 3)}
+        with tracer.start_as_current_span(
+                f"batch {self.name}", context=set_span_in_context(NonRecordingSpan(sampled[0])),
+                links=[Link(c) for c in sampled], attributes=attributes,
+                record_exception=False) as span:
+            error = self._execute(run, batch)
+            if error is not None:  # the code only: a model's message may quote the payload
+                code = getattr(error, "code", type(error).__name__)
+                span.set_attribute("error.type", code)
+                span.set_status(Status(StatusCode.ERROR, code))
+
+    def _execute(self, run: Runner, batch: list[_Pending]) -> Exception | None:
+        """Run one batch and hand out the answers; the model's failure, if it failed."""
         start = time.monotonic()
         waits = [start - p.enqueued for p in batch]
         try:
@@ -296,7 +352,7 @@ class Batcher:
             error = exc if isinstance(exc, ModelyardError) else ModelFailed(
                 f"{self.name} failed: {type(exc).__name__}: {exc}")
             _deliver(batch, [error] * len(batch))
-            return
+            return error
         took = time.monotonic() - start
         total = sum(p.rows for p in batch)
         with self._lock:
@@ -304,7 +360,7 @@ class Batcher:
         self.observer.batch(total, waits, took)
         if len(batch) == 1:
             _deliver(batch, [outputs])
-            return
+            return None
         results: list[dict[str, np.ndarray] | Exception] = []
         offset = 0
         for pending in batch:
@@ -315,6 +371,7 @@ class Batcher:
             })
             offset = end
         _deliver(batch, results)
+        return None
 
     def _learn(self, rows: int, seconds: float) -> None:
         seconds = max(seconds, 1e-6)

@@ -1,14 +1,24 @@
 """Prometheus metrics of the data plane, one registry per server (so tests can run several).
 
-Label children are resolved once per deployment, so the hot path pays one observe per metric.
+Label children are resolved once per deployment (error codes and graph nodes on first use),
+so the hot path pays one observe per metric. Circuit breakers are read when Prometheus
+scrapes, not on the request path. With ``enabled=False`` (the ``metrics`` setting) nothing is
+counted: observers only carry the tracer.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from opentelemetry.trace import Tracer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 from modelyard.serving.batcher import BatchObserver
+from modelyard.serving.resilience import CircuitBreaker
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
@@ -16,10 +26,15 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 PRIORITY_NAMES = ("low", "normal", "high")
 
 
+BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
+
+
 class ServingMetrics:
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self) -> None:
+    def __init__(self, enabled: bool = True, tracer: Tracer | None = None) -> None:
+        self.enabled = enabled
+        self.tracer = tracer
         self.registry = CollectorRegistry(auto_describe=True)
         labels = ("endpoint", "version")
         r = self.registry
@@ -42,9 +57,28 @@ class ServingMetrics:
                                "they were computed.", labels, registry=r)
         self.cache = Counter("modelyard_cache", "Response cache lookups.",
                              (*labels, "result"), registry=r)
+        self.in_flight = Gauge("modelyard_in_flight", "Requests admitted to a model's queue "
+                               "or a graph and not answered yet.", labels, registry=r)
+        self.node_requests = Counter("modelyard_node_requests", "Graph node calls, by outcome "
+                                     "(ok or the error code).", (*labels, "node", "code"),
+                                     registry=r)
+        self.node_latency = Histogram("modelyard_node_seconds", "Time a graph node took "
+                                      "(its retries and branches included).",
+                                      (*labels, "node"), buckets=LATENCY_BUCKETS, registry=r)
 
-    def observer(self, endpoint: str, version: str) -> DeploymentMetrics:
+    def observer(self, endpoint: str, version: str) -> BatchObserver:
+        """What a deployment (or a graph) of ``endpoint`` at ``version`` reports to."""
+        if not self.enabled:
+            bare = BatchObserver()
+            bare.tracer = self.tracer
+            return bare
         return DeploymentMetrics(self, endpoint, version)
+
+    def watch_breakers(self, states: Callable[[], Iterable[Any]]) -> None:
+        """Report the circuit breakers of the endpoints ``states()`` returns (read at scrape
+        time): graph nodes' and remote models' upstreams."""
+        if self.enabled:
+            self.registry.register(_Breakers(states))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -54,6 +88,9 @@ class DeploymentMetrics(BatchObserver):
     def __init__(self, metrics: ServingMetrics, endpoint: str, version: str) -> None:
         lv = (endpoint, version)
         self._metrics = metrics
+        self.tracer = metrics.tracer
+        self._in_flight = metrics.in_flight.labels(*lv)
+        self._nodes: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._labels = lv
         self._depth = metrics.queue_depth.labels(*lv)
         self._size = metrics.batch_size.labels(*lv)
@@ -90,3 +127,76 @@ class DeploymentMetrics(BatchObserver):
 
     def cache(self, hit: bool) -> None:
         self._cache[hit].inc()
+
+    def in_flight(self, delta: int) -> None:
+        self._in_flight.inc(delta)
+
+    def node(self, name: str, code: str, seconds: float) -> None:
+        children = self._nodes.get((name, code))
+        if children is None:
+            m = self._metrics
+            children = self._nodes[(name, code)] = (
+                m.node_requests.labels(*self._labels, name, code),
+                m.node_latency.labels(*self._labels, name))
+        children[0].inc()
+        children[1].observe(seconds)
+
+
+def refused(state: Any, status: int) -> None:
+    """Count a refusal that came before a version was chosen (401, 403, 429, 413...) on the
+    version the endpoint serves (a split's stable version)."""
+    deployment = getattr(state, "deployment", None)
+    deployment = getattr(deployment, "primary", deployment)
+    observer = getattr(deployment, "observer", None)
+    if isinstance(observer, DeploymentMetrics):
+        observer.answered(status)
+
+
+class _Breakers(Collector):
+    """``modelyard_breaker_state``: 0 closed, 1 half-open, 2 open; per graph node (``kind``
+    node) and per remote model's upstream (``kind`` upstream; the worst of its replicas)."""
+
+    def __init__(self, states: Callable[[], Iterable[Any]]) -> None:
+        self.states = states
+
+    def describe(self) -> Iterable[Metric]:
+        return [self._family()]
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily("modelyard_breaker_state", "Circuit breaker state: 0 closed, "
+                                 "1 half-open (probing), 2 open (calls refused).",
+                                 labels=("endpoint", "version", "node", "kind"))
+
+    def collect(self) -> Iterator[Metric]:
+        family = self._family()
+        for state in self.states():
+            endpoint = state.endpoint.name
+            for node, version, kind, level in _breakers_of(state.deployment):
+                family.add_metric((endpoint, version, node, kind), level)
+        yield family
+
+
+def _breakers_of(deployment: Any) -> Iterator[tuple[str, str, str, int]]:
+    """(node, version, kind, state) of every breaker behind a running endpoint."""
+    if deployment is None:
+        return
+    runtimes = getattr(deployment, "runtimes", None)
+    if runtimes is not None:  # a graph
+        for name, runtime in runtimes.items():
+            unit = runtime.deployment
+            version = unit.version.ref if unit is not None else ""
+            if isinstance(runtime.breaker, CircuitBreaker):
+                yield name, version, "node", BREAKER_STATES.get(runtime.breaker.state, 0)
+            if unit is not None:
+                for _, _, kind, level in _breakers_of(unit):
+                    yield name, version, kind, level
+        return
+    if hasattr(deployment, "targets"):  # a traffic split: each version it runs
+        for unit in deployment.deployments():
+            yield from _breakers_of(unit)
+        return
+    levels = [BREAKER_STATES.get(p.breaker.state, 0) for p in deployment.predictors
+              if isinstance(getattr(p, "breaker", None), CircuitBreaker)]
+    if levels:
+        yield "", deployment.version.ref, "upstream", max(levels)

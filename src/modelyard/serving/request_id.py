@@ -9,7 +9,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelyard.governance.audit import request_id
 
-_HEADER = b"x-request-id"
+HEADER = b"x-request-id"
+
+
+def request_id_from(given: bytes) -> str:
+    """The caller's id if it is printable ASCII (it ends up in logs and the audit chain),
+    bounded to 128 characters; else a new one."""
+    given = given[:128]
+    if given and all(33 <= c < 127 for c in given):
+        return given.decode("ascii")
+    return uuid.uuid4().hex
 
 
 class RequestId:
@@ -20,16 +29,13 @@ class RequestId:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = next((v for k, v in scope["headers"] if k == _HEADER), b"")
-        # Printable ASCII only, bounded: it ends up in logs and the audit chain.
-        rid = given.decode("latin-1")[:128] if given and all(
-            33 <= c < 127 for c in given[:128]) else uuid.uuid4().hex
+        rid = request_id_from(next((v for k, v in scope["headers"] if k == HEADER), b""))
         token = request_id.set(rid)
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = [h for h in message.get("headers", []) if h[0] != _HEADER]
-                message = {**message, "headers": [*headers, (_HEADER, rid.encode())]}
+                headers = [h for h in message.get("headers", []) if h[0] != HEADER]
+                message = {**message, "headers": [*headers, (HEADER, rid.encode())]}
             await send(message)
 
         try:
