@@ -183,8 +183,8 @@ class JobService:
         """Create or replace a cron schedule (UTC): each slot enqueues one ``kind`` job
         acting as the caller."""
         project = project or DEFAULT_PROJECT
-        check_name(name, "schedule name", "name")
         who = guard(self.db, principal, "jobs:write", f"schedule:{name}", project)
+        check_name(name, "schedule name", "name")
         spec = self.handlers.get(check_kind(kind))
         if spec.action != "jobs:write":
             guard(self.db, who, spec.action, f"schedule:{name}", project)

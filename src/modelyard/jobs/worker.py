@@ -200,7 +200,7 @@ class Worker:
         self.concurrency = concurrency
         self.lease_s = float(lease_s if lease_s is not None else yard.settings.job_lease_s)
         self.poll_s = float(poll_s if poll_s is not None else yard.settings.job_poll_s)
-        self.scheduler = Scheduler(self.queue, self.handlers) if schedules else None
+        self.scheduler = Scheduler(self.queue) if schedules else None
         self.on_event = on_event
         self.running: dict[int, Job] = {}  # job id -> job, while its handler runs
         self._stop = threading.Event()
