@@ -339,18 +339,24 @@ class NumericProfile:
         count = jf.integer(jf.required(d, "count", where), f"{where}.count")
         stats = {k: jf.number(d.get(k), f"{where}.{k}", optional=not count)
                  for k in ("min", "max", "mean", "std")}
-        try:
-            return cls(count=count,
-                       missing=jf.integer(jf.required(d, "missing", where), f"{where}.missing"),
-                       **stats,
-                       quantiles=jf.numbers(d.get("quantiles", []), f"{where}.quantiles"),
-                       cdf_error=jf.share(d.get("cdf_error", 0.0), f"{where}.cdf_error"),
-                       bin_edges=jf.numbers(d.get("bin_edges", []), f"{where}.bin_edges"),
-                       bin_shares=jf.numbers(d.get("bin_shares", []), f"{where}.bin_shares"),
-                       discrete=jf.boolean(d.get("discrete", False), f"{where}.discrete"))
-        except ValidationFailed as exc:
-            raise ValidationFailed(f"{where}: {exc.detail}",
-                                   field=f"{where}.{exc.field}") from exc
+        return _construct(cls, where, count=count,
+                          missing=jf.integer(jf.required(d, "missing", where),
+                                             f"{where}.missing"),
+                          **stats,
+                          quantiles=jf.numbers(d.get("quantiles", []), f"{where}.quantiles"),
+                          cdf_error=jf.share(d.get("cdf_error", 0.0), f"{where}.cdf_error"),
+                          bin_edges=jf.numbers(d.get("bin_edges", []), f"{where}.bin_edges"),
+                          bin_shares=jf.numbers(d.get("bin_shares", []),
+                                                f"{where}.bin_shares"),
+                          discrete=jf.boolean(d.get("discrete", False), f"{where}.discrete"))
+
+
+def _construct(cls: Any, where: str, **kwargs: Any) -> Any:
+    """``cls(**kwargs)``, its own checks' errors placed under ``where``."""
+    try:
+        return cls(**kwargs)
+    except ValidationFailed as exc:
+        raise ValidationFailed(f"{where}: {exc.detail}", field=f"{where}.{exc.field}") from exc
 
 
 @dataclass(frozen=True, eq=False)
@@ -423,16 +429,14 @@ class CategoricalProfile:
             if not isinstance(pair, list | tuple) or len(pair) != 2:
                 raise ValidationFailed(f"{at} must be [name, count]", field=at)
             categories.append((jf.string(pair[0], at), jf.integer(pair[1], at)))
-        try:
-            return cls(count=jf.integer(jf.required(d, "count", where), f"{where}.count"),
-                       missing=jf.integer(jf.required(d, "missing", where), f"{where}.missing"),
-                       categories=tuple(categories),
-                       other=jf.integer(d.get("other", 0), f"{where}.other"),
-                       distinct=jf.integer(d.get("distinct", len(categories)),
-                                           f"{where}.distinct"))
-        except ValidationFailed as exc:
-            raise ValidationFailed(f"{where}: {exc.detail}",
-                                   field=f"{where}.{exc.field}") from exc
+        return _construct(cls, where,
+                          count=jf.integer(jf.required(d, "count", where), f"{where}.count"),
+                          missing=jf.integer(jf.required(d, "missing", where),
+                                             f"{where}.missing"),
+                          categories=tuple(categories),
+                          other=jf.integer(d.get("other", 0), f"{where}.other"),
+                          distinct=jf.integer(d.get("distinct", len(categories)),
+                                              f"{where}.distinct"))
 
 
 def projection(width: int, dims: int, seed: int) -> np.ndarray | None:
@@ -576,18 +580,14 @@ class EmbeddingProfile:
             raise ValidationFailed(f"{where}.sample.data does not match its shape",
                                    field=f"{where}.sample.data")
         sample = np.frombuffer(raw, dtype="<f4").reshape(shape).astype(np.float32)
-        try:
-            return cls(count=jf.integer(jf.required(d, "count", where), f"{where}.count"),
-                       missing=jf.integer(jf.required(d, "missing", where), f"{where}.missing"),
-                       width=jf.integer(jf.required(d, "width", where), f"{where}.width", 1),
-                       dims=jf.integer(jf.required(d, "dims", where), f"{where}.dims", 1),
-                       seed=jf.integer(jf.required(d, "seed", where), f"{where}.seed"),
-                       sample=sample, mean=jf.numbers(d.get("mean", []), f"{where}.mean"),
-                       norm_quantiles=jf.numbers(d.get("norm_quantiles", []),
-                                                 f"{where}.norm_quantiles"))
-        except ValidationFailed as exc:
-            raise ValidationFailed(f"{where}: {exc.detail}",
-                                   field=f"{where}.{exc.field}") from exc
+        return _construct(
+            cls, where, count=jf.integer(jf.required(d, "count", where), f"{where}.count"),
+            missing=jf.integer(jf.required(d, "missing", where), f"{where}.missing"),
+            width=jf.integer(jf.required(d, "width", where), f"{where}.width", 1),
+            dims=jf.integer(jf.required(d, "dims", where), f"{where}.dims", 1),
+            seed=jf.integer(jf.required(d, "seed", where), f"{where}.seed"),
+            sample=sample, mean=jf.numbers(d.get("mean", []), f"{where}.mean"),
+            norm_quantiles=jf.numbers(d.get("norm_quantiles", []), f"{where}.norm_quantiles"))
 
 
 FeatureProfile: TypeAlias = NumericProfile | CategoricalProfile | EmbeddingProfile
