@@ -181,6 +181,20 @@ class _LogCapture(logging.Handler):
             self._inside.busy = False
 
 
+_CAPTURE: list[_LogCapture] = []
+_CAPTURE_LOCK = threading.Lock()
+
+
+def _capture() -> _LogCapture:
+    """The one capturing handler on the root logger, shared by every worker in the process
+    (it routes each record by the thread that logged it)."""
+    with _CAPTURE_LOCK:
+        if not _CAPTURE:
+            _CAPTURE.append(_LogCapture())
+            logging.getLogger().addHandler(_CAPTURE[0])
+        return _CAPTURE[0]
+
+
 class Worker:
     """``concurrency`` threads claiming jobs of the kinds ``handlers`` knows, and (with
     ``schedules``) enqueueing due cron slots. ``start`` / ``stop``, or ``run_once`` to run
@@ -208,14 +222,13 @@ class Worker:
         self._threads: list[threading.Thread] = []
         self._tick_lock = threading.Lock()
         self._last_tick = 0.0
-        self._capture = _LogCapture()
+        self._capture = _capture()
 
     def __repr__(self) -> str:
         return f"Worker({self.name!r}, concurrency={self.concurrency})"
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> Worker:
-        logging.getLogger().addHandler(self._capture)
         for i in range(self.concurrency):
             thread = threading.Thread(target=self._loop, args=(f"{self.name}:{i}",),
                                       name=f"modelyard-job-worker-{i}", daemon=True)
@@ -235,7 +248,6 @@ class Worker:
         deadline = time.monotonic() + timeout_s
         for thread in self._threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
-        logging.getLogger().removeHandler(self._capture)
         return not any(t.is_alive() for t in self._threads)
 
     @property
