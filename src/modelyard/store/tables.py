@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -342,3 +343,160 @@ class LabelRow(Base):
     request_id: Mapped[str] = mapped_column(String(128))
     label: Mapped[Any] = mapped_column(JSON)
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class JobRow(Base):
+    """Background work (training, evaluation, drift...): queued, leased by one worker at a
+    time (``lease_owner`` until ``lease_expires_at``, extended by heartbeats), retried with
+    backoff; a lease that runs out is taken over by the next worker (jobs/queue.py)."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_state_run_after", "state", "run_after"),
+                      Index("ix_jobs_project_state", "project", "state"))
+    id: Mapped[int] = mapped_column(_BIG_ID, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    project: Mapped[str] = mapped_column(String(128))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16))  # queued running succeeded failed cancelled
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    backoff_s: Mapped[float] = mapped_column(Float)
+    run_after: Mapped[datetime] = mapped_column(UTCDateTime)
+    lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    result: Mapped[Any] = mapped_column(JSON, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Enqueueing twice with one key yields one job (schedules: ``schedule:NAME:SLOT``).
+    dedupe_key: Mapped[str | None] = mapped_column(String(300), nullable=True, unique=True)
+    # Who the job acts as: name, grants and subject of the principal that enqueued it.
+    principal: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_by: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class JobLogRow(Base):
+    """A line a job logged (redacted before it was written), per attempt."""
+
+    __tablename__ = "job_logs"
+    __table_args__ = (Index("ix_job_logs_job_id_id", "job_id", "id"),)
+    id: Mapped[int] = mapped_column(_BIG_ID, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    level: Mapped[str] = mapped_column(String(16))
+    line: Mapped[str] = mapped_column(Text)
+
+
+class JobStepRow(Base):
+    """A step a job finished and its result: a later attempt returns it instead of running
+    the step again (exactly once in effect)."""
+
+    __tablename__ = "job_steps"
+    __table_args__ = (UniqueConstraint("job_id", "key", name="uq_job_steps_job_key"),)
+    id: Mapped[int] = mapped_column(_BIG_ID, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(200))
+    result: Mapped[Any] = mapped_column(JSON, nullable=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class JobScheduleRow(Base):
+    """A cron schedule: each due slot enqueues one job, however many schedulers run."""
+
+    __tablename__ = "job_schedules"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    cron: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(64))
+    project: Mapped[str] = mapped_column(String(128))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    next_run_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_job_id: Mapped[int | None] = mapped_column(_BIG_ID, nullable=True)
+    principal: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_by: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ReferenceProfileRow(Base):
+    """What a version's training data looked like (``domain.profiles.Profile``)."""
+
+    __tablename__ = "reference_profiles"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version_id: Mapped[int] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="CASCADE"), unique=True)
+    profile: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(256))
+
+
+class MonitorRow(Base):
+    """How an endpoint is watched: windows, thresholds, quality task, alert rules."""
+
+    __tablename__ = "monitors"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    endpoint: Mapped[str] = mapped_column(String(128), unique=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    last_window_end: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class MonitorResultRow(Base):
+    """One window's drift or quality result for one version: the time series."""
+
+    __tablename__ = "monitor_results"
+    __table_args__ = (UniqueConstraint("endpoint", "version", "kind", "window_end",
+                                       name="uq_monitor_results_window"),
+                      Index("ix_monitor_results_endpoint_kind_end", "endpoint", "kind",
+                            "window_end"))
+    id: Mapped[int] = mapped_column(_BIG_ID, primary_key=True, autoincrement=True)
+    endpoint: Mapped[str] = mapped_column(String(128))
+    version: Mapped[str] = mapped_column(String(300))
+    kind: Mapped[str] = mapped_column(String(16))
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    window_end: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(32))
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    n: Mapped[int] = mapped_column(Integer)
+    report: Mapped[dict[str, Any]] = mapped_column(JSON)
+    computed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AlertRow(Base):
+    """One alert (a rule on an endpoint), de-duplicated by fingerprint."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (Index("ix_alerts_endpoint", "endpoint"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+    endpoint: Mapped[str] = mapped_column(String(128))
+    rule: Mapped[str] = mapped_column(String(128))
+    severity: Mapped[str] = mapped_column(String(16))
+    state: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))
+    summary: Mapped[str] = mapped_column(Text)
+    value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AlertEventRow(Base):
+    """An alert firing or resolving: the event stream sinks and the dashboard read."""
+
+    __tablename__ = "alert_events"
+    __table_args__ = (Index("ix_alert_events_at", "at"),)
+    id: Mapped[int] = mapped_column(_BIG_ID, primary_key=True, autoincrement=True)
+    alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    kind: Mapped[str] = mapped_column(String(16))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    delivered: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
