@@ -12,7 +12,7 @@ import pytest
 
 from modelyard import Yard
 from modelyard.domain.errors import ProjectNotFound, ValidationFailed
-from modelyard.domain.jobs import JobFinished, LeaseLost, UnknownJobKind, backoff_delay
+from modelyard.domain.jobs import Job, JobFinished, LeaseLost, UnknownJobKind, backoff_delay
 from modelyard.jobs.queue import JobQueue
 
 ADMIN = {"name": "tester", "roles": ["admin"], "subject": "tester"}
@@ -45,6 +45,12 @@ def put(queue: JobQueue, kind: str = "train", **options: Any) -> int:
                              **options).id
 
 
+def take(queue: JobQueue, owner: str, lease_s: float = 30) -> Job:
+    claimed = queue.claim(owner, lease_s)
+    assert claimed is not None, "nothing to claim"
+    return claimed[0]
+
+
 def test_claim_leases_one_due_job_then_nothing(queue: JobQueue) -> None:
     job_id = put(queue)
     claimed = queue.claim("w1", lease_s=30)
@@ -67,9 +73,9 @@ def test_kinds_filter_and_delay(queue: JobQueue, clock: Clock) -> None:
 
 def test_complete_is_fenced_by_owner_and_attempt(queue: JobQueue, clock: Clock) -> None:
     job_id = put(queue)
-    job, _ = queue.claim("w1", 10)  # type: ignore[misc]
+    take(queue, "w1", 10)
     clock.advance(11)  # w1 stopped heartbeating
-    taken, _ = queue.claim("w2", 10)  # type: ignore[misc]
+    taken = take(queue, "w2", 10)
     assert (taken.id, taken.attempt, taken.lease_owner) == (job_id, 2, "w2")
     with pytest.raises(LeaseLost):
         queue.complete(job_id, "w1", 1, {"late": True})
@@ -97,7 +103,7 @@ def test_failures_retry_with_exponential_backoff_then_fail(queue: JobQueue,
     job_id = put(queue, max_attempts=3, backoff_s=4)
     delays = []
     for attempt in (1, 2):
-        job, _ = queue.claim("w", 30)  # type: ignore[misc]
+        job = take(queue, "w", 30)
         assert job.attempt == attempt
         failed = queue.fail(job_id, "w", attempt, "boom")
         assert failed.state == "queued"
@@ -106,7 +112,7 @@ def test_failures_retry_with_exponential_backoff_then_fail(queue: JobQueue,
         clock.advance(delays[-1])
     # draw 0.5: three quarters of 4 s, then of 8 s
     assert delays == [pytest.approx(3.0), pytest.approx(6.0)]
-    job, _ = queue.claim("w", 30)  # type: ignore[misc]
+    job = take(queue, "w", 30)
     final = queue.fail(job_id, "w", 3, "boom again")
     assert (final.state, final.error, final.attempt) == ("failed", "boom again", 3)
     assert queue.claim("w", 30) is None
@@ -129,7 +135,7 @@ def test_cancel_queued_at_once_running_at_next_heartbeat(queue: JobQueue) -> Non
     queued, running = put(queue), put(queue)
     with queue.db.transaction() as session:
         queue.cancel(session, queued)
-    job, _ = queue.claim("w", 30)  # type: ignore[misc]
+    job = take(queue, "w", 30)
     assert job.id == running  # the cancelled one is never claimed
     with queue.db.transaction() as session:
         _, after = queue.cancel(session, running)

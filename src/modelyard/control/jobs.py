@@ -7,6 +7,7 @@ schedule changes are written to the audit chain in the transaction that makes th
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable
 from typing import Any
 
@@ -134,7 +135,7 @@ class JobService:
             return self.queue.get(session, job_id)
 
     def logs(self, principal: Principal | None, job_id: int, after: int = 0,
-             limit: int = 1000) -> list[LogLine]:
+             limit: int = 1000) -> builtins.list[LogLine]:
         """Log lines after id ``after`` (for following a running job), oldest first."""
         self._project_of(principal, job_id, "jobs:read")
         if not 1 <= limit <= 10_000:
@@ -207,7 +208,7 @@ class JobService:
                          before=before.to_dict() if before else None, after=after.to_dict())
         return after
 
-    def list_schedules(self, principal: Principal | None) -> list[Schedule]:
+    def list_schedules(self, principal: Principal | None) -> builtins.list[Schedule]:
         who = guard(self.db, principal, "jobs:read", "schedules", anywhere=True)
         with self.db.transaction() as session:
             return [s for s in schedules.all_schedules(session)
