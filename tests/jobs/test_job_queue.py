@@ -5,6 +5,7 @@ one job twice."""
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -192,6 +193,7 @@ def test_concurrent_claimers_never_share_a_job(queue: JobQueue) -> None:
         while (got := queue.claim(name, 60)) is not None:
             with lock:
                 claimed.append((name, got[0].id))
+            time.sleep(0.01)  # "runs" it, leaving the others a turn
 
     threads = [threading.Thread(target=claimer, args=(f"w{i}",)) for i in range(6)]
     for t in threads:
