@@ -63,6 +63,7 @@ def test_json_lines_from_a_real_serve_carry_request_and_trace_ids(tmp_path: Path
     yard.close()
     port = free_port()
     env = {**os.environ, "MODELYARD_LOG_FORMAT": "json", "MODELYARD_TRACE_EXPORTER": "console",
+           "MODELYARD_TRACE_SAMPLE_RATIO": "1",
            "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
     stdout, stderr = tmp_path / "stdout", tmp_path / "stderr"
     with stdout.open("wb") as out, stderr.open("wb") as err:

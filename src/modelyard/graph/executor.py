@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from opentelemetry.trace import Status, StatusCode
+from opentelemetry.trace import Status, StatusCode, get_current_span
 
 from modelyard.domain.deployment import DeploymentSpec
 from modelyard.domain.errors import DeadlineExceeded, InvalidInput, ModelyardError
@@ -214,8 +214,8 @@ class _Run:
         began = time.perf_counter()
         code = "ok"
         try:
-            if self.tracer is None:
-                return await self._dispatch(node, rows)
+            if self.tracer is None or not get_current_span().is_recording():
+                return await self._dispatch(node, rows)  # (a request not traced)
             return await self._traced(node, rows)
         except ModelyardError as exc:
             code = exc.code

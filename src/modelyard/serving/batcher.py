@@ -330,15 +330,17 @@ class Batcher:
             "modelyard.model.version": self.name, "modelyard.batch.requests": len(batch),
             "modelyard.batch.rows": sum(p.rows for p in batch),
             "modelyard.batch.queue_wait_ms": round((time.monotonic() - oldest) * 1000, 3)}
-        with tracer.start_as_current_span(
-                f"batch {self.name}", context=set_span_in_context(NonRecordingSpan(sampled[0])),
-                links=[Link(c) for c in sampled], attributes=attributes,
-                record_exception=False) as span:
+        span = tracer.start_span(
+            f"batch {self.name}", context=set_span_in_context(NonRecordingSpan(sampled[0])),
+            links=[Link(c) for c in sampled], attributes=attributes)
+        try:
             error = self._execute(run, batch)
             if error is not None:  # the code only: a model's message may quote the payload
                 code = getattr(error, "code", type(error).__name__)
                 span.set_attribute("error.type", code)
                 span.set_status(Status(StatusCode.ERROR, code))
+        finally:
+            span.end()
 
     def _execute(self, run: Runner, batch: list[_Pending]) -> Exception | None:
         """Run one batch and hand out the answers; the model's failure, if it failed."""

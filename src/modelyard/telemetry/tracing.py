@@ -4,8 +4,10 @@
   ``otlp`` (OTLP/HTTP protobuf to ``otlp_endpoint``, or to the OTEL_EXPORTER_OTLP_* variables
   without one). Left empty (the default) it means ``otlp`` when ``otlp_endpoint`` is set and
   ``off`` otherwise.
-- ``trace_sample_ratio``: the share of traces kept (by trace id, so a request and its nodes
-  and batches are kept or dropped together; an incoming ``traceparent`` decides for itself).
+- ``trace_sample_ratio``: the share of requests traced (default 0.1). The choice is made once
+  per request, before any span exists, so an untraced request costs nothing more than a random
+  number, and its nodes and batches make no spans either; a request whose caller sent a
+  ``traceparent`` follows the caller's choice (its sampled flag) instead.
 
 Each server has its own ``TracerProvider`` (not the process-global one), like its own
 Prometheus registry, so tests and embedding applications can run several. When tracing is
@@ -25,7 +27,7 @@ from opentelemetry.sdk.trace.export import (
     SimpleSpanProcessor,
     SpanExporter,
 )
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 from opentelemetry.trace import Tracer
 
 from modelyard import __version__
@@ -37,15 +39,18 @@ EXPORTERS = ("off", "console", "otlp")
 class Tracing:
     """A tracer provider with one exporter. ``batch=False`` exports each span as it ends (for
     tests that read an in-memory exporter); otherwise spans leave in batches from a
-    background thread, off the request path."""
+    background thread, off the request path. ``sample_ratio`` is applied per request by the
+    request layer (telemetry/asgi.py), before a span exists; the provider keeps what it is
+    given and follows a remote parent's sampled flag."""
 
     def __init__(self, exporter: SpanExporter, sample_ratio: float = 1.0,
                  batch: bool = True) -> None:
         self.exporter = exporter
+        self.sample_ratio = sample_ratio
         self.provider = TracerProvider(
             resource=Resource.create({"service.name": "modelyard",
                                       "service.version": __version__}),
-            sampler=ParentBased(TraceIdRatioBased(sample_ratio)))
+            sampler=ParentBased(ALWAYS_ON))
         processor: SpanProcessor = BatchSpanProcessor(exporter) if batch \
             else SimpleSpanProcessor(exporter)
         self.provider.add_span_processor(processor)
