@@ -217,7 +217,10 @@ def schedule_set(
 @schedules.command("list")
 @handle_errors
 def schedule_list() -> None:
-    """Every schedule you may see, with its next slot."""
+    """Every schedule you may see, with its next slot.
+
+    Example: modelyard jobs schedule list
+    """
 
     def render(found: list[dict[str, Any]]) -> None:
         if not found:
@@ -239,7 +242,10 @@ def schedule_list() -> None:
 @schedules.command("delete")
 @handle_errors
 def schedule_delete(name: str = typer.Argument(..., help="The schedule's name.")) -> None:
-    """Delete a schedule (jobs it already queued stay)."""
+    """Delete a schedule (jobs it already queued stay).
+
+    Example: modelyard jobs schedule delete nightly
+    """
     operations().delete_schedule(name)
     emit({"deleted": name}, lambda _: console.print(f"deleted schedule {escape(name)}"))
 
