@@ -8,7 +8,7 @@ four ways, each in its own process on a free 127.0.0.1 port:
   metrics+logs Prometheus metrics and JSON logs with request ids, tracing off
   on           monitoring on as configured by default once a collector is named: metrics, JSON
                logs, and spans (request, graph node, batch) over OTLP/HTTP to a collector on
-               127.0.0.1 for the default trace_sample_ratio (0.1) of requests
+               127.0.0.1 for the default trace_sample_ratio (0.05) of requests
   all-traces   the same with trace_sample_ratio 1.0 (every request traced)
 
 and drives each with the same closed-loop wrk load (CONNS connections, DUR seconds), rounds
@@ -225,7 +225,7 @@ def main() -> None:
         f"{rows}\n\n"
         "- off: metrics off, tracing off, text logs. metrics+logs: Prometheus metrics, JSON "
         "logs with request ids. on: those plus tracing at the default trace_sample_ratio "
-        "(0.1): request, node and batch spans over OTLP/HTTP to a collector on 127.0.0.1. "
+        "(0.05): request, node and batch spans over OTLP/HTTP to a collector on 127.0.0.1. "
         "all-traces: every request traced.\n"
         "- Best rounds (highest throughput, lowest CPU per request): "
         + ", ".join(f"{name} {b['rps']:.0f} req/s, {b['cpu_us_per_request']:.0f} us"

@@ -4,7 +4,7 @@
   ``otlp`` (OTLP/HTTP protobuf to ``otlp_endpoint``, or to the OTEL_EXPORTER_OTLP_* variables
   without one). Left empty (the default) it means ``otlp`` when ``otlp_endpoint`` is set and
   ``off`` otherwise.
-- ``trace_sample_ratio``: the share of requests traced (default 0.1). The choice is made once
+- ``trace_sample_ratio``: the share of requests traced (default 0.05). The choice is made once
   per request, before any span exists, so an untraced request costs nothing more than a random
   number, and its nodes and batches make no spans either; a request whose caller sent a
   ``traceparent`` follows the caller's choice (its sampled flag) instead.
