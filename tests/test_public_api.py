@@ -21,7 +21,13 @@ def test_client_and_yard_offer_the_same_verbs() -> None:
              "list_projects", "project", "update_project", "list_approvals", "approval",
              "approve", "reject", "cancel_approval", "validate_graph",
              "set_traffic", "start_rollout", "rollouts_of", "rollout", "pause_rollout",
-             "resume_rollout", "promote_rollout", "abort_rollout"}
+             "resume_rollout", "promote_rollout", "abort_rollout", "enqueue_job",
+             "list_jobs", "job", "job_logs", "cancel_job", "wait_job", "set_schedule",
+             "list_schedules", "delete_schedule", "inference_log", "inference_log_summary",
+             "set_monitor", "monitor", "delete_monitor", "run_monitor", "drift", "quality",
+             "alerts", "alert_events", "set_profile", "profile",
+             "set_retrain_policy", "retrain_policy", "list_retrain_policies",
+             "delete_retrain_policy", "retrain", "retrain_cycles", "retrain_cycle"}
     for cls in (modelyard.Client, modelyard.Yard):
         missing = {v for v in verbs if not callable(getattr(cls, v, None))}
         assert not missing, (cls.__name__, missing)

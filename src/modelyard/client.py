@@ -6,6 +6,7 @@ was not told to trust), uploaded by sha256, then registered.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -18,6 +19,7 @@ import httpx
 import numpy as np
 
 from modelyard.domain import errors
+from modelyard.domain.monitors import sample_rows, training_columns
 from modelyard.domain.signature import as_input_dict
 from modelyard.domain.tensors import decode_many, to_jsonable
 from modelyard.graphs import Graph, graph_document
@@ -26,6 +28,8 @@ if TYPE_CHECKING:
     from modelyard.yard import RegisterOptions
 
 API = "/api/v1"
+PROFILE_UPLOAD_ROWS = 5000  # training rows sent for a reference profile (a seeded sample)
+log = logging.getLogger("modelyard.client")
 
 
 class ApiError(errors.ModelyardError):
@@ -151,7 +155,22 @@ class Client:
             "description": spec.description, "trusted": spec.trusted,
             "trusted_types": types, "project": spec.project,
         }
-        return dict(self._call("POST", f"{API}/models/{name}/versions", json=body))
+        version = dict(self._call("POST", f"{API}/models/{name}/versions", json=body))
+        data, wanted = options.get("data"), options.get("profile")
+        if data is not None and wanted is not False:
+            names = [t["name"] for t in version["signature"]["inputs"]]
+            try:
+                self.set_profile(f"{name}:{version['version']}",
+                                 training_columns(data, names))
+            except errors.ValidationFailed as exc:
+                if wanted:  # asked for: say why not (the version itself is registered)
+                    raise errors.ValidationFailed(
+                        f"{name}:{version['version']} is registered, but without a "
+                        f"reference profile: {exc.detail}", field=exc.field or "data"
+                    ) from None
+                log.warning("%s:%s: no reference profile from data (%s)", name,
+                            version["version"], exc.detail)
+        return version
 
     def models(self, tags: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
         params = [("tag", f"{k}={v}") for k, v in (tags or {}).items()]
@@ -246,8 +265,10 @@ class Client:
                         description: str = "",
                         deployment: Mapping[str, Any] | None = None,
                         auth: str = "key",
-                        redaction: Mapping[str, str] | None = None) -> dict[str, Any]:
+                        redaction: Mapping[str, str] | None = None,
+                        log_sample: float | None = None) -> dict[str, Any]:
         return dict(self._call("POST", f"{API}/endpoints", json={
+            "log_sample": log_sample,
             "name": name, "model": model, "timeout_ms": timeout_ms, "description": description,
             "deployment": dict(deployment) if deployment is not None else None,
             "auth": auth, "redaction": dict(redaction) if redaction is not None else None,
@@ -258,9 +279,10 @@ class Client:
                         deployment: Mapping[str, Any] | None = None,
                         auth: str | None = None,
                         redaction: Mapping[str, str] | None = None,
-                        graph: Graph | Mapping[str, Any] | str | Path | None = None
-                        ) -> dict[str, Any]:
+                        graph: Graph | Mapping[str, Any] | str | Path | None = None,
+                        log_sample: float | None = None) -> dict[str, Any]:
         body = {k: v for k, v in {"model": model, "timeout_ms": timeout_ms,
+                                  "log_sample": log_sample,
                                   "graph": graph_document(graph) if graph is not None
                                   else None,
                                   "description": description,
@@ -395,11 +417,182 @@ class Client:
             params["since"] = since.isoformat()
         return list(self._call("GET", f"{API}/audit", params=params))
 
+    # -- jobs ----------------------------------------------------------------------------
+    def enqueue_job(self, kind: str, payload: Mapping[str, Any] | None = None, *,
+                    project: str | None = None, max_attempts: int | None = None,
+                    delay_s: float | None = None, backoff_s: float | None = None,
+                    dedupe_key: str | None = None) -> dict[str, Any]:
+        body = {"kind": kind, "payload": dict(payload or {}), "project": project,
+                "max_attempts": max_attempts, "delay_s": delay_s, "backoff_s": backoff_s,
+                "dedupe_key": dedupe_key}
+        return dict(self._call("POST", f"{API}/jobs",
+                               json={k: v for k, v in body.items() if v is not None}))
+
+    def list_jobs(self, *, state: str | None = None, kind: str | None = None,
+                  project: str | None = None, before: int | None = None, limit: int = 100
+                  ) -> list[dict[str, Any]]:
+        params = {k: v for k, v in (("state", state), ("kind", kind), ("project", project),
+                                    ("before", before), ("limit", limit)) if v is not None}
+        return list(self._call("GET", f"{API}/jobs", params=params))
+
+    def job(self, job_id: int) -> dict[str, Any]:
+        return dict(self._call("GET", f"{API}/jobs/{job_id}"))
+
+    def job_logs(self, job_id: int, after: int = 0, limit: int = 1000
+                 ) -> list[dict[str, Any]]:
+        return list(self._call("GET", f"{API}/jobs/{job_id}/logs",
+                               params={"after": after, "limit": limit}))
+
+    def cancel_job(self, job_id: int) -> dict[str, Any]:
+        return dict(self._call("POST", f"{API}/jobs/{job_id}/cancel"))
+
+    def wait_job(self, job_id: int, timeout_s: float = 60.0) -> dict[str, Any]:
+        """Wait until the job succeeded, failed or was cancelled (``NotReady`` on time-out)."""
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        while (job := self.job(job_id))["state"] not in ("succeeded", "failed", "cancelled"):
+            if time.monotonic() > deadline:
+                raise errors.NotReady(f"job {job_id} is still {job['state']} after "
+                                      f"{timeout_s} s")
+            time.sleep(0.1)
+        return job
+
+    def set_schedule(self, name: str, cron: str, kind: str,
+                     payload: Mapping[str, Any] | None = None, *, project: str | None = None,
+                     enabled: bool = True, max_attempts: int = 3) -> dict[str, Any]:
+        return dict(self._call("PUT", f"{API}/schedules/{name}", json={
+            "cron": cron, "kind": kind, "payload": dict(payload or {}), "project": project,
+            "enabled": enabled, "max_attempts": max_attempts}))
+
+    def list_schedules(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", f"{API}/schedules"))
+
+    def delete_schedule(self, name: str) -> None:
+        self._call("DELETE", f"{API}/schedules/{name}")
+
+    # -- retraining ----------------------------------------------------------------------
+    def set_retrain_policy(self, model: str, policy: Mapping[str, Any]) -> dict[str, Any]:
+        return dict(self._call("PUT", f"{API}/retraining/policies/{model}",
+                               json=dict(policy)))
+
+    def retrain_policy(self, model: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"{API}/retraining/policies/{model}"))
+
+    def list_retrain_policies(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", f"{API}/retraining/policies"))
+
+    def delete_retrain_policy(self, model: str) -> None:
+        self._call("DELETE", f"{API}/retraining/policies/{model}")
+
+    def retrain(self, model: str, reason: str = "") -> dict[str, Any]:
+        """Start a retraining cycle now (the server's worker runs it)."""
+        return dict(self._call("POST", f"{API}/retraining/policies/{model}/run",
+                               json={"reason": reason}))
+
+    def retrain_cycles(self, model: str | None = None, *, limit: int = 50,
+                       before: int | None = None) -> list[dict[str, Any]]:
+        params = {k: v for k, v in (("model", model), ("limit", limit), ("before", before))
+                  if v is not None}
+        return list(self._call("GET", f"{API}/retraining/cycles", params=params))
+
+    def retrain_cycle(self, cycle_id: int) -> dict[str, Any]:
+        return dict(self._call("GET", f"{API}/retraining/cycles/{cycle_id}"))
+
+    # -- monitoring --------------------------------------------------------------------
+    def set_monitor(self, endpoint: str, spec: Mapping[str, Any] | None = None, *,
+                    enabled: bool = True) -> dict[str, Any]:
+        return dict(self._call("PUT", f"{API}/endpoints/{endpoint}/monitor",
+                               json={"spec": dict(spec or {}), "enabled": enabled}))
+
+    def monitor(self, endpoint: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"{API}/endpoints/{endpoint}/monitor"))
+
+    def delete_monitor(self, endpoint: str) -> None:
+        self._call("DELETE", f"{API}/endpoints/{endpoint}/monitor")
+
+    def run_monitor(self, endpoint: str) -> dict[str, Any]:
+        return dict(self._call("POST", f"{API}/endpoints/{endpoint}/monitor/run"))
+
+    def _series(self, endpoint: str, kind: str, since: str | None, until: str | None,
+                version: str | None, limit: int) -> dict[str, Any]:
+        params = {k: v for k, v in {"since": since, "until": until, "version": version,
+                                    "limit": limit}.items() if v is not None}
+        return dict(self._call("GET", f"{API}/endpoints/{endpoint}/{kind}", params=params))
+
+    def drift(self, endpoint: str, *, since: str | None = None, until: str | None = None,
+              version: str | None = None, limit: int = 500) -> dict[str, Any]:
+        return self._series(endpoint, "drift", since, until, version, limit)
+
+    def quality(self, endpoint: str, *, since: str | None = None, until: str | None = None,
+                version: str | None = None, limit: int = 500) -> dict[str, Any]:
+        return self._series(endpoint, "quality", since, until, version, limit)
+
+    def alerts(self, *, endpoint: str | None = None, status: str | None = None
+               ) -> list[dict[str, Any]]:
+        params = {k: v for k, v in {"endpoint": endpoint, "status": status}.items()
+                  if v is not None}
+        return list(self._call("GET", f"{API}/alerts", params=params))
+
+    def alert_events(self, *, after_id: int = 0, endpoint: str | None = None,
+                     limit: int = 100) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"after_id": after_id, "limit": limit}
+        if endpoint is not None:
+            params["endpoint"] = endpoint
+        return list(self._call("GET", f"{API}/alerts/events", params=params))
+
+    def set_profile(self, ref: str, data: Any = None, *, predictions: Any = None,
+                    profile: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Attach the reference profile of ``model:version``: from training ``data``
+        (at most ``PROFILE_UPLOAD_ROWS`` rows are sent, a seeded sample; the server adds the
+        version's predictions), or a profile computed elsewhere."""
+        from modelyard.domain.names import ModelRef
+
+        parsed = ModelRef.parse(ref)
+        body: dict[str, Any] = {}
+        if data is not None:
+            version = self.version(ref)
+            columns = training_columns(data, [t["name"] for t in
+                                              version["signature"]["inputs"]])
+            body["columns"] = {k: v.tolist() for k, v in
+                               sample_rows(columns, PROFILE_UPLOAD_ROWS).items()}
+            parsed = ModelRef(parsed.model, int(version["version"]), None)
+        if predictions is not None:
+            body["predictions"] = np.asarray(predictions).tolist()
+        if profile is not None:
+            body["profile"] = dict(profile)
+        return dict(self._call("PUT", f"{API}/models/{parsed.model}/versions/"
+                                      f"{parsed.version}/profile", json=body))
+
+    def profile(self, ref: str) -> dict[str, Any]:
+        from modelyard.domain.names import ModelRef
+
+        parsed = ModelRef.parse(ref)
+        number = parsed.version or self.version(ref)["version"]
+        return dict(self._call("GET", f"{API}/models/{parsed.model}/versions/{number}/profile"))
+
+    def inference_log(self, endpoint: str, *, since: str | None = None,
+                      until: str | None = None, version: str | None = None,
+                      status: str | None = None, limit: int = 100,
+                      before_id: int | None = None, payloads: bool = True) -> dict[str, Any]:
+        params = {k: v for k, v in {"since": since, "until": until, "version": version,
+                                    "status": status, "limit": limit, "before_id": before_id,
+                                    "payloads": str(payloads).lower()}.items()
+                  if v is not None}
+        return dict(self._call("GET", f"{API}/endpoints/{endpoint}/log", params=params))
+
+    def inference_log_summary(self, endpoint: str, *, since: str | None = None,
+                              until: str | None = None) -> dict[str, Any]:
+        params = {k: v for k, v in {"since": since, "until": until}.items() if v is not None}
+        return dict(self._call("GET", f"{API}/endpoints/{endpoint}/log/summary",
+                               params=params))
+
     # -- inference ---------------------------------------------------------------------
     def send_feedback(self, endpoint: str, outcomes: Sequence[Mapping[str, Any]]
                       ) -> dict[str, Any]:
-        """Report outcomes of answers (``{"version", "value", "request_id"?}``; the version
-        is the answer's Modelyard-Model-Version): A/B tests decide on them."""
+        """Report what became of answers: outcomes (``{"version" or "request_id",
+        "value"}``: A/B tests decide on them) and ground truth (``{"request_id", "label"}``:
+        live quality per version)."""
         return dict(self._call("POST", f"/endpoints/{endpoint}/feedback",
                                json=[dict(o) for o in outcomes]))
 

@@ -44,6 +44,15 @@ class Settings:
     allowed_origins: str = ""
     # /metrics answers without a key (for a Prometheus that cannot send a bearer token).
     public_metrics: bool = False
+    # Telemetry (docs/decisions/0016-telemetry.md). metrics: Prometheus counters on the data
+    # plane. trace_exporter: off, console or otlp; empty means otlp when otlp_endpoint is set
+    # (e.g. http://collector:4318), else off. trace_sample_ratio: share of requests traced.
+    # log_format: text or json (one object per line, with request and trace ids).
+    metrics: bool = True
+    trace_exporter: str = ""
+    otlp_endpoint: str = ""
+    trace_sample_ratio: float = 0.05
+    log_format: str = "text"
     # Non-public hosts, IPs or CIDRs (comma-separated) that remote models may call; public
     # addresses need no entry. Remote models read it as MODELYARD_OUTBOUND_ALLOW at load time.
     outbound_allow: str = ""
@@ -53,6 +62,21 @@ class Settings:
     # Serve OIP v2 over gRPC (KServe's inference.GRPCInferenceService) on this port too, on the
     # HTTP host; 0: off. Needs the grpc extra: pip install 'modelyard[grpc]'.
     grpc_port: int = 0
+    # Inference log: samples waiting to be written (a full buffer drops and counts), how often
+    # they are written, the largest payload kept per side, and how long records are kept
+    # (days; 0 keeps them forever). Each endpoint sets its own sampling rate (log_sample).
+    inference_log_buffer: int = 10_000
+    inference_log_flush_s: float = 0.5
+    inference_log_max_payload_bytes: int = 64 * 1024
+    inference_log_retention_days: float = 30.0
+    # Jobs: a worker thread runs in the server process (off: only 'modelyard worker'
+    # processes run jobs); a job's lease (extended by heartbeats every third of it; a worker
+    # that stops heartbeating loses the job to another after this long); idle polling.
+    jobs_in_process: bool = True
+    # How often the server looks for monitors due (each runs at its own evaluate_every_s).
+    monitor_tick_s: float = 10.0
+    job_lease_s: float = 30.0
+    job_poll_s: float = 1.0
 
     @property
     def cache_dir(self) -> Path:

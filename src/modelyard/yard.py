@@ -7,6 +7,7 @@ as the HTTP ``Client``: ``register``, ``models``, ``version``, ``set_alias``, ``
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -18,12 +19,20 @@ import numpy as np
 
 from modelyard.control.approvals import ApprovalService
 from modelyard.control.endpoints import EndpointService
+from modelyard.control.jobs import JobService
 from modelyard.control.keys import KeyService
+from modelyard.control.monitoring import (
+    MONITOR_KIND,
+    MonitoringService,
+    check_monitor_payload,
+)
 from modelyard.control.projects import ProjectService
 from modelyard.control.registry import Registration, RegistryService
 from modelyard.domain.approvals import Approval
 from modelyard.domain.deployment import DeploymentSpec
-from modelyard.domain.errors import ModelyardError, ValidationFailed
+from modelyard.domain.errors import ModelyardError, NotReady, ValidationFailed
+from modelyard.domain.jobs import Job, LogLine, Schedule
+from modelyard.domain.monitors import training_columns
 from modelyard.domain.names import ModelRef
 from modelyard.domain.projects import Project
 from modelyard.domain.registry import Alias, Endpoint, Lineage, Model, ModelVersion, fingerprint
@@ -32,6 +41,7 @@ from modelyard.governance import audit
 from modelyard.governance.audit import guard
 from modelyard.governance.policy import Principal, authorize
 from modelyard.graphs import Graph, graph_document
+from modelyard.jobs.retraining import RetrainService
 from modelyard.rollout.controller import RolloutService
 from modelyard.serving.batcher import BatchObserver
 from modelyard.serving.deployment import Deployment
@@ -40,6 +50,7 @@ from modelyard.store import keys
 from modelyard.store.artifacts import ArtifactStore
 from modelyard.store.db import Database
 
+log = logging.getLogger("modelyard.yard")
 
 class YardNotInitialised(ModelyardError):
     code, status, title = "yard_not_initialised", 404, "No yard here"
@@ -85,6 +96,17 @@ class Yard:
                                          approvals=self.approvals)
         self.access = KeyService(self.db)
         self.rollouts = RolloutService(self.db, self.endpoints, self.approvals, self.registry)
+        self.jobs = JobService(self.db)  # register kinds: yard.jobs.handlers.register
+        self.monitoring = MonitoringService(self.db, self.settings.outbound_allow)
+        self.monitoring.predict = lambda ref, rows: self.predict(ref, rows)
+        self.jobs.handlers.register(MONITOR_KIND, self.monitoring.run_job,
+                                    action="monitors:write", check=check_monitor_payload,
+                                    description="drift, quality and alerts of an endpoint")
+        # Retraining policies and cycles (registers the ``retrain`` job kind).
+        self.retraining = RetrainService(
+            self.db, self.jobs, self.registry, self.rollouts, self.approvals,
+            [h.strip() for h in self.settings.outbound_allow.split(",") if h.strip()])
+        self.monitoring.retrain = self.retraining.trigger  # alerts ask for cycles
         self.principal = principal or Principal.local_admin()
         self._deployments: dict[tuple[str, str], Deployment] = {}
 
@@ -132,8 +154,22 @@ class Yard:
             raise ValidationFailed("pass either a model object or path=", field="model")
         spec = registration(**options)
         if path is not None:
-            return self.registry.register_path(self.principal, name, Path(path), spec)
-        return self.registry.register_object(self.principal, name, model, spec)
+            version = self.registry.register_path(self.principal, name, Path(path), spec)
+        else:
+            version = self.registry.register_object(self.principal, name, model, spec)
+        data, wanted = options.get("data"), options.get("profile")
+        if data is not None and wanted is not False:
+            try:
+                self.monitoring.set_profile(self.principal, version.ref, columns=(
+                    training_columns(data, [s.name for s in version.signature.inputs])))
+            except ValidationFailed as exc:
+                if wanted:  # asked for: say why not (the version itself is registered)
+                    raise ValidationFailed(f"{version.ref} is registered, but without a "
+                                           f"reference profile: {exc.detail}",
+                                           field=exc.field or "data") from None
+                log.warning("%s: no reference profile from data (%s); attach one with "
+                            "set_profile", version.ref, exc.detail)
+        return version
 
     def models(self, tags: Mapping[str, str] | None = None) -> list[Model]:
         return self.registry.list_models(self.principal, dict(tags or {}))
@@ -203,15 +239,16 @@ class Yard:
                         description: str = "",
                         deployment: Mapping[str, Any] | None = None,
                         auth: str = "key",
-                        redaction: Mapping[str, str] | None = None) -> Endpoint:
+                        redaction: Mapping[str, str] | None = None,
+                        log_sample: float | None = None) -> Endpoint:
         """``deployment``: batching and queueing settings (see ``DeploymentSpec``);
         ``auth``: who may call it: key (the default), jwt, or public (admins only);
         ``redaction``: payload field -> drop, hash or mask for what is stored or logged;
         ``graph``: serve an inference graph (a ``Graph``, a mapping or a YAML file) instead
-        of one model."""
+        of one model; ``log_sample``: the share of requests written to the inference log."""
         return self.endpoints.create(self.principal, name, model, timeout_ms=timeout_ms,
                                      description=description, deployment=deployment,
-                                     auth=auth, redaction=redaction,
+                                     auth=auth, redaction=redaction, log_sample=log_sample,
                                      graph_doc=graph_document(graph) if graph is not None
                                      else None)
 
@@ -220,11 +257,11 @@ class Yard:
                         deployment: Mapping[str, Any] | None = None,
                         auth: str | None = None,
                         redaction: Mapping[str, str] | None = None,
-                        graph: Graph | Mapping[str, Any] | str | Path | None = None
-                        ) -> Endpoint | Approval:
+                        graph: Graph | Mapping[str, Any] | str | Path | None = None,
+                        log_sample: float | None = None) -> Endpoint | Approval:
         return self.endpoints.update(self.principal, name, model=model, timeout_ms=timeout_ms,
                                      description=description, deployment=deployment,
-                                     auth=auth, redaction=redaction,
+                                     auth=auth, redaction=redaction, log_sample=log_sample,
                                      graph_doc=graph_document(graph) if graph is not None
                                      else None)
 
@@ -233,6 +270,69 @@ class Yard:
         ``shadows``), or with ``None`` send it all to the endpoint's model again."""
         return self.endpoints.set_traffic(self.principal, name,
                                           dict(traffic) if traffic is not None else None)
+
+    # -- monitoring -----------------------------------------------------------------------
+    def inference_log(self, endpoint: str, *, since: str | None = None,
+                      until: str | None = None, version: str | None = None,
+                      status: str | None = None, limit: int = 100,
+                      before_id: int | None = None, payloads: bool = True) -> dict[str, Any]:
+        """Logged requests (sampled, redacted), newest first; ``since``/``until``: ISO 8601
+        or a time ago (``15m``, ``2h``, ``7d``); continue with ``before_id=page["next"]``."""
+        return self.monitoring.records(self.principal, endpoint, since=since, until=until,
+                                       version=version, status=status, before_id=before_id,
+                                       limit=limit, payloads=payloads)
+
+    def inference_log_summary(self, endpoint: str, *, since: str | None = None,
+                              until: str | None = None) -> dict[str, Any]:
+        return self.monitoring.summary(self.principal, endpoint, since=since, until=until)
+
+    def set_monitor(self, endpoint: str, spec: Mapping[str, Any] | None = None, *,
+                    enabled: bool = True) -> dict[str, Any]:
+        """Watch an endpoint for drift, quality (with ``quality={"task": ...}``) and SLOs;
+        see ``modelyard.domain.monitors.MonitorSpec`` for the settings."""
+        return self.monitoring.set_monitor(self.principal, endpoint, spec, enabled)
+
+    def monitor(self, endpoint: str) -> dict[str, Any]:
+        return self.monitoring.monitor(self.principal, endpoint)
+
+    def delete_monitor(self, endpoint: str) -> None:
+        self.monitoring.delete_monitor(self.principal, endpoint)
+
+    def run_monitor(self, endpoint: str) -> dict[str, Any]:
+        return self.monitoring.run_monitor(self.principal, endpoint)
+
+    def drift(self, endpoint: str, *, since: str | None = None, until: str | None = None,
+              version: str | None = None, limit: int = 500) -> dict[str, Any]:
+        return self.monitoring.results(self.principal, endpoint, "drift", since=since,
+                                       until=until, version=version, limit=limit)
+
+    def quality(self, endpoint: str, *, since: str | None = None, until: str | None = None,
+                version: str | None = None, limit: int = 500) -> dict[str, Any]:
+        return self.monitoring.results(self.principal, endpoint, "quality", since=since,
+                                       until=until, version=version, limit=limit)
+
+    def alerts(self, *, endpoint: str | None = None, status: str | None = None
+               ) -> list[dict[str, Any]]:
+        return self.monitoring.alerts(self.principal, endpoint=endpoint, status=status)
+
+    def alert_events(self, *, after_id: int = 0, endpoint: str | None = None,
+                     limit: int = 100) -> list[dict[str, Any]]:
+        return self.monitoring.alert_events(self.principal, after_id=after_id,
+                                            endpoint=endpoint, limit=limit)
+
+    def set_profile(self, ref: str, data: Any = None, *, predictions: Any = None,
+                    profile: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Attach the reference profile of ``model:version`` from training ``data`` (an
+        array for a single-input model, else input name -> rows), or a computed one."""
+        columns = None
+        if data is not None:
+            version = self.version(ref)
+            columns = as_input_dict(data, [s.name for s in version.signature.inputs])
+        return self.monitoring.set_profile(self.principal, ref, columns=columns,
+                                           predictions=predictions, profile=profile)
+
+    def profile(self, ref: str) -> dict[str, Any]:
+        return self.monitoring.profile(self.principal, ref)
 
     # -- rollouts -------------------------------------------------------------------------
     def start_rollout(self, endpoint: str, spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -328,6 +428,87 @@ class Yard:
     def revoke_key(self, prefix: str) -> dict[str, Any]:
         return self.access.revoke(self.principal, prefix).to_dict()
 
+    # -- jobs ----------------------------------------------------------------------------
+    def enqueue_job(self, kind: str, payload: Mapping[str, Any] | None = None, *,
+                    project: str | None = None, max_attempts: int | None = None,
+                    delay_s: float | None = None, backoff_s: float | None = None,
+                    dedupe_key: str | None = None) -> Job:
+        """Queue a job of a known kind (``call``: a trusted project function,
+        ``{"function": "module:function", "args": {...}, "trusted": true}``); a worker runs
+        it (the server's, or ``modelyard worker``). The same ``dedupe_key`` gives one job."""
+        return self.jobs.enqueue(self.principal, kind, dict(payload or {}), project=project,
+                                 max_attempts=max_attempts, delay_s=delay_s,
+                                 backoff_s=backoff_s, dedupe_key=dedupe_key)
+
+    def list_jobs(self, *, state: str | None = None, kind: str | None = None,
+                  project: str | None = None, before: int | None = None, limit: int = 100
+                  ) -> list[Job]:
+        """Newest first; ``before``: the smallest id of the previous page."""
+        return self.jobs.list(self.principal, state=state, kind=kind, project=project,
+                              before=before, limit=limit)
+
+    def job(self, job_id: int) -> Job:
+        return self.jobs.get(self.principal, job_id)
+
+    def job_logs(self, job_id: int, after: int = 0, limit: int = 1000) -> list[LogLine]:
+        return self.jobs.logs(self.principal, job_id, after, limit)
+
+    def cancel_job(self, job_id: int) -> Job:
+        return self.jobs.cancel(self.principal, job_id)
+
+    def wait_job(self, job_id: int, timeout_s: float = 60.0) -> Job:
+        """Wait until the job succeeded, failed or was cancelled (``NotReady`` on time-out)."""
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        while not (job := self.job(job_id)).finished:
+            if time.monotonic() > deadline:
+                raise NotReady(f"job {job_id} is still {job.state} after {timeout_s} s")
+            time.sleep(0.1)
+        return job
+
+    def set_schedule(self, name: str, cron: str, kind: str,
+                     payload: Mapping[str, Any] | None = None, *, project: str | None = None,
+                     enabled: bool = True, max_attempts: int = 3) -> Schedule:
+        """Enqueue a ``kind`` job at every slot of ``cron`` (five fields, UTC)."""
+        return self.jobs.set_schedule(self.principal, name, cron=cron, kind=kind,
+                                      payload=dict(payload or {}), project=project,
+                                      enabled=enabled, max_attempts=max_attempts)
+
+    def list_schedules(self) -> list[Schedule]:
+        return self.jobs.list_schedules(self.principal)
+
+    def delete_schedule(self, name: str) -> None:
+        self.jobs.delete_schedule(self.principal, name)
+
+    # -- retraining ----------------------------------------------------------------------
+    def set_retrain_policy(self, model: str, policy: Mapping[str, Any]) -> dict[str, Any]:
+        """Create or replace ``model``'s retraining policy: endpoint, entrypoint
+        (``module:function``, ``trusted: true``), data, holdout, gate, triggers, rollout,
+        require_approval (see ``domain.retraining.RetrainPolicy``)."""
+        return self.retraining.set_policy(self.principal, model, dict(policy))
+
+    def retrain_policy(self, model: str) -> dict[str, Any]:
+        return self.retraining.policy(self.principal, model)
+
+    def list_retrain_policies(self) -> list[dict[str, Any]]:
+        return self.retraining.policies(self.principal)
+
+    def delete_retrain_policy(self, model: str) -> None:
+        self.retraining.delete_policy(self.principal, model)
+
+    def retrain(self, model: str, reason: str = "") -> dict[str, Any]:
+        """Start a retraining cycle now (a worker runs it); ``Conflict`` while one runs."""
+        return self.retraining.run(self.principal, model, reason)
+
+    def retrain_cycles(self, model: str | None = None, *, limit: int = 50,
+                       before: int | None = None) -> list[dict[str, Any]]:
+        """Cycles, newest first: trigger, state, champion vs challenger, gate, rollout."""
+        return self.retraining.cycles(self.principal, model, limit=limit, before=before)
+
+    def retrain_cycle(self, cycle_id: int) -> dict[str, Any]:
+        return self.retraining.cycle(self.principal, cycle_id)
+
     # -- audit -------------------------------------------------------------------------
     def audit_verify(self) -> dict[str, Any]:
         """Walk the audit chain; name the first broken or missing record."""
@@ -396,6 +577,9 @@ class RegisterOptions(TypedDict, total=False):
     trusted: bool  # accept pickles / project code the registrant made
     trusted_types: Sequence[str]  # skops types the registrant reviewed
     to_onnx: bool  # convert a scikit-learn model to ONNX (needs sample)
+    # with data: the reference profile drift is tested against (default: when data fits
+    # the model's inputs; True: it must; False: never)
+    profile: bool | None
     project: str | None  # a new model's project (default: "default")
 
 

@@ -70,7 +70,8 @@ def request_for(method: str, path: str) -> dict[str, Any]:
     filled = (path.replace("{name}", "ghost").replace("{version}", "7")
               .replace("{alias}", "nobody").replace("{digest}", "0" * 64)
               .replace("{prefix}", "my_000000000000").replace("{approval_id}", "4242")
-              .replace("{rollout_id}", "4242"))
+              .replace("{rollout_id}", "4242").replace("{job_id}", "4242")
+              .replace("{cycle_id}", "4242").replace("{model}", "ghost"))
     kwargs: dict[str, Any] = {"method": method, "url": filled}
     if path.endswith("/artifacts") and method == "POST":
         data = _archive()
@@ -83,10 +84,16 @@ def request_for(method: str, path: str) -> dict[str, Any]:
         kwargs["json"] = {"split": [{"model": "ghost:1", "weight": 100}]}
     elif method == "PATCH":
         kwargs["json"] = {"description": "x"}
+    elif path.endswith("/monitor") and method == "PUT":
+        kwargs["json"] = {"spec": {"window_s": 600}}
+    elif path.endswith("/profile") and method == "PUT":
+        kwargs["json"] = {"columns": {"input": [[1.0]]}}
     elif method == "PUT":
         kwargs["json"] = {"version": 1}
     elif path.endswith("/rollouts") and method == "POST":
         kwargs["json"] = {"endpoint": "ghost", "spec": {"target": "ghost:2"}}
+    elif path.endswith("/jobs") and method == "POST":
+        kwargs["json"] = {"kind": "ghost"}
     elif path.endswith("/graphs/validate"):
         kwargs["json"] = {"inputs": [], "nodes": {}, "outputs": {}}
     elif path.endswith("/projects") and method == "POST":

@@ -40,7 +40,7 @@ class Receiver(BaseHTTPRequestHandler):
 
     received: list[dict[str, Any]] = []
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["content-length"]))
         Receiver.received.append(json.loads(body))
         self.send_response(204)

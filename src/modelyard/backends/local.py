@@ -203,6 +203,8 @@ class LocalBackend:
                 raise graph.invalid(problems)
             built = GraphDeployment(endpoint.name, endpoint.generation, spec,
                                     graph.signature(spec, produced), runtimes, target)
+            if self.metrics:  # requests, in-flight and per-node metrics; spans per node
+                built.observer = self.metrics.observer(endpoint.name, built.version.ref)
         except Exception as exc:  # any load failure is reported on the endpoint
             detail = exc.detail if isinstance(exc, ModelyardError) else repr(exc)
             if current is None or current.error != detail:

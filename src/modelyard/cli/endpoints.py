@@ -62,6 +62,9 @@ def _redaction(items: list[str] | None) -> dict[str, str] | None:
     return rules
 
 
+LOG_SAMPLE = typer.Option(None, "--log-sample", min=0.0, max=1.0,
+                          help="Share of requests written to the inference log, redacted "
+                          "(0: none, 1: all; default 1).")
 AUTH_HELP = ("Who may call it: key (an API key; the default), jwt (an OIDC token) or public "
              "(no credentials; only an admin may make an endpoint public).")
 
@@ -81,6 +84,7 @@ def create(
     cache_ttl_s: float | None = CACHE_TTL,
     auth: str = typer.Option("key", help=AUTH_HELP),
     redact: list[str] | None = REDACT,
+    log_sample: float | None = LOG_SAMPLE,
 ) -> None:
     """Create an endpoint serving a model version or alias.
 
@@ -90,7 +94,7 @@ def create(
         name, model, timeout_ms=timeout_ms, description=description,
         deployment=_deployment(max_batch_size, max_queue_delay_ms, max_queue_size, replicas,
                                cache_entries, cache_ttl_s), auth=auth,
-        redaction=_redaction(redact))
+        redaction=_redaction(redact), log_sample=log_sample)
     emit(endpoint, lambda e: console.print(
         f"endpoint [bold]{e['name']}[/bold] -> {e['model']} ({e['auth']}) "
         f"(POST /endpoints/{e['name']}/predict, /v2/models/{e['name']}/infer)"))
@@ -111,6 +115,7 @@ def update(
     cache_ttl_s: float | None = CACHE_TTL,
     auth: str | None = typer.Option(None, help="key, jwt or public (public needs an admin)."),
     redact: list[str] | None = REDACT,
+    log_sample: float | None = LOG_SAMPLE,
 ) -> None:
     """Change what an endpoint serves, its deadline, batching or who may call it.
 
@@ -123,10 +128,10 @@ def update(
                              cache_entries, cache_ttl_s)
     endpoint = operations().update_endpoint(
         name, model=model, timeout_ms=timeout_ms, description=description,
-        deployment=deployment, auth=auth, redaction=_redaction(redact))
+        deployment=deployment, auth=auth, redaction=_redaction(redact), log_sample=log_sample)
     if is_pending(endpoint):
         others = model is not None or timeout_ms is not None or description is not None \
-            or deployment is not None or bool(redact)
+            or deployment is not None or bool(redact) or log_sample is not None
 
         def render(a: dict[str, Any]) -> None:
             if others:

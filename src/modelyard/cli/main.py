@@ -19,9 +19,12 @@ from modelyard.cli import (
     demo,
     endpoints,
     graphs,
+    jobs,
     keys,
     models,
+    monitor,
     projects,
+    retrain,
     rollouts,
 )
 from modelyard.cli.common import STATE, console, emit, err_console, handle_errors, operations
@@ -44,6 +47,10 @@ app.add_typer(approvals.app, name="approvals")
 app.add_typer(rollouts.app, name="rollout")
 app.add_typer(audit.app, name="audit")
 app.add_typer(db.app, name="db")
+app.add_typer(jobs.app, name="jobs")
+app.add_typer(monitor.app, name="monitor")
+app.add_typer(retrain.app, name="retrain")
+app.command("worker")(jobs.worker)
 app.command("demo")(demo.demo)
 
 
@@ -126,10 +133,13 @@ def serve(
 
     from modelyard.serving.app import create_app
     from modelyard.serving.grpc_v2 import GrpcListen
+    from modelyard.telemetry.logs import logging_config
     from modelyard.yard import Yard
 
     started = time.perf_counter()
     yard = Yard(STATE.yard_path)
+    # Every logger in the process, uvicorn's too, in the log_format setting's shape, redacted.
+    log_config = logging_config(yard.settings.log_format, log_level)
     if (ssl_certfile is None) != (ssl_keyfile is None):
         raise typer.BadParameter("give both --ssl-certfile and --ssl-keyfile")
     tls: dict[str, Any] = {"ssl_certfile": str(ssl_certfile),
@@ -150,7 +160,8 @@ def serve(
         console.print(f"Modelyard {__version__} serving {yard.settings.home} on "
                       f"{scheme}://{host}:{port} with {workers} worker processes")
         uvicorn.run("modelyard.serving.app:app_from_environment", factory=True, host=host,
-                    port=port, workers=workers, log_level=log_level, access_log=False, **tls)
+                    port=port, workers=workers, log_level=log_level, access_log=False,
+                    log_config=log_config, **tls)
         return
 
     def announce(_: float) -> None:
@@ -161,7 +172,8 @@ def serve(
 
     grpc = GrpcListen(host, grpc_port, tls.get("ssl_certfile"), tls.get("ssl_keyfile"))
     app_ = create_app(yard, on_ready=announce, tls=bool(tls), grpc=grpc)
-    uvicorn.run(app_, host=host, port=port, log_level=log_level, access_log=False, **tls)
+    uvicorn.run(app_, host=host, port=port, log_level=log_level, access_log=False,
+                log_config=log_config, **tls)
 
 
 app.command("up", help="Alias of 'serve'.\n\nExample: modelyard up --port 8000")(serve)

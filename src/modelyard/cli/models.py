@@ -361,3 +361,60 @@ def signatures(ref: str = typer.Argument(..., help="name:VERSION or name@ALIAS")
         [[s["key_id"], s["algorithm"], s["added_by"], s["added_at"][:19]] for s in ss],
         empty=f"{name}:{number} has no signatures: sign it with "
         f"'modelyard models sign {name}:{number} --key PRIVATE.pem'")))
+
+
+def _load_table(path: Path) -> Any:
+    """Training data for a profile: .npy/.npz/.json as for samples, or a CSV with a header
+    (its numeric columns, in order, as one 2-D input)."""
+    if path.suffix.lower() != ".csv":
+        return _load_sample(path)
+    import csv
+
+    try:
+        with path.open(newline="") as fh:
+            rows = list(csv.reader(fh))
+    except OSError as exc:
+        raise ValidationFailed(f"cannot read {path}: {exc}", field="data") from exc
+    if len(rows) < 2:
+        raise ValidationFailed(f"{path} needs a header and at least one row", field="data")
+    try:
+        return np.asarray([[float(v) if v != "" else np.nan for v in row] for row in rows[1:]],
+                          dtype=np.float64)
+    except ValueError as exc:
+        raise ValidationFailed(f"{path}: only numeric CSV columns can be profiled here ({exc})"
+                               "; use .json for other columns", field="data") from None
+
+
+@app.command()
+@handle_errors
+def profile(
+    ref: str = typer.Argument(..., help="name:VERSION or name@ALIAS"),
+    data: Path | None = typer.Option(None, help="Training inputs (.npy, .npz, .json or a "
+                                     "numeric .csv) to compute the reference profile from."),
+) -> None:
+    """Show (or, with --data, compute and attach) a version's reference profile: what its
+    training inputs and predictions looked like, which drift is tested against.
+
+    Example: modelyard models profile churn:3 --data train.npy
+    """
+    ops = operations()
+    result = ops.set_profile(ref, _load_table(data)) if data is not None else ops.profile(ref)
+
+    def render(r: dict[str, Any]) -> None:
+        features = r["profile"]["features"]
+        rows = []
+        for name, f in features.items():
+            if f["kind"] == "numeric":
+                summary = f"mean {f['mean']:.3g}, std {f['std']:.3g}, " \
+                          f"[{f['min']:.3g}, {f['max']:.3g}]"
+            elif f["kind"] == "categorical":
+                summary = ", ".join(c for c, _ in f["categories"][:5])
+            else:
+                summary = f"width {f['width']}, {f['dims']} projected dims"
+            missing = f["missing"] / max(1, f["count"] + f["missing"])
+            rows.append([name, f["kind"], f"{missing:.1%}", summary])
+        console.print(table(f"reference profile of {r['version']} "
+                            f"({r['profile']['rows']} rows)",
+                            ["feature", "kind", "missing", "summary"], rows))
+
+    emit(result, render)

@@ -71,6 +71,18 @@ ROUTE_ACTIONS: dict[tuple[str, str], str] = {
     ("DELETE", f"{API}/endpoints/{{name}}"): "endpoints:delete",
     ("PUT", f"{API}/endpoints/{{name}}/traffic"): "endpoints:write",
     ("DELETE", f"{API}/endpoints/{{name}}/traffic"): "endpoints:write",
+    ("GET", f"{API}/endpoints/{{name}}/log"): "inference:read",
+    ("GET", f"{API}/endpoints/{{name}}/log/summary"): "inference:read",
+    ("GET", f"{API}/endpoints/{{name}}/monitor"): "monitors:read",
+    ("PUT", f"{API}/endpoints/{{name}}/monitor"): "monitors:write",
+    ("DELETE", f"{API}/endpoints/{{name}}/monitor"): "monitors:write",
+    ("POST", f"{API}/endpoints/{{name}}/monitor/run"): "monitors:write",
+    ("GET", f"{API}/endpoints/{{name}}/drift"): "monitors:read",
+    ("GET", f"{API}/endpoints/{{name}}/quality"): "monitors:read",
+    ("GET", f"{API}/alerts"): "monitors:read",
+    ("GET", f"{API}/alerts/events"): "monitors:read",
+    ("GET", f"{API}/models/{{name}}/versions/{{version}}/profile"): "models:read",
+    ("PUT", f"{API}/models/{{name}}/versions/{{version}}/profile"): "models:write",
     ("POST", f"{API}/graphs/validate"): "models:read",
     ("GET", f"{API}/rollouts"): "rollouts:read",
     ("POST", f"{API}/rollouts"): "rollouts:write",
@@ -96,6 +108,21 @@ ROUTE_ACTIONS: dict[tuple[str, str], str] = {
     ("POST", f"{API}/approvals/{{approval_id}}/cancel"): "approvals:read",
     ("GET", f"{API}/audit"): "audit:read",
     ("GET", f"{API}/audit/verify"): "audit:read",
+    ("GET", f"{API}/jobs"): "jobs:read",
+    ("POST", f"{API}/jobs"): "jobs:write",  # and the kind's own action (call: jobs:run_code)
+    ("GET", f"{API}/jobs/{{job_id}}"): "jobs:read",
+    ("GET", f"{API}/jobs/{{job_id}}/logs"): "jobs:read",
+    ("POST", f"{API}/jobs/{{job_id}}/cancel"): "jobs:write",
+    ("GET", f"{API}/schedules"): "jobs:read",
+    ("PUT", f"{API}/schedules/{{name}}"): "jobs:write",
+    ("DELETE", f"{API}/schedules/{{name}}"): "jobs:write",
+    ("GET", f"{API}/retraining/policies"): "retraining:read",
+    ("GET", f"{API}/retraining/policies/{{model}}"): "retraining:read",
+    ("PUT", f"{API}/retraining/policies/{{model}}"): "retraining:write",  # and jobs:run_code
+    ("DELETE", f"{API}/retraining/policies/{{model}}"): "retraining:write",
+    ("POST", f"{API}/retraining/policies/{{model}}/run"): "retraining:write",
+    ("GET", f"{API}/retraining/cycles"): "retraining:read",
+    ("GET", f"{API}/retraining/cycles/{{cycle_id}}"): "retraining:read",
     ("GET", "/metrics"): "metrics:read",  # unless the public_metrics setting opens it
 }
 # Routes open without a key: health, readiness, server metadata (name, version, extensions)
@@ -160,6 +187,10 @@ DEPLOYMENT_HELP = ("batching and queueing: max_batch_size, max_queue_delay_ms, m
                    "replicas, preferred_batch_sizes, pad, cache_max_entries, cache_ttl_s")
 
 
+LOG_SAMPLE_HELP = ("share of requests written to the inference log, redacted (0: none, "
+                   "1: all; default 1)")
+
+
 class EndpointCreate(_Strict):
     name: str
     model: str | None = Field(default=None, description="name, name:VERSION or name@ALIAS "
@@ -172,6 +203,7 @@ class EndpointCreate(_Strict):
                       "API key with the predictor role or better in the endpoint's project), "
                       "jwt, or public (no credentials; only an admin may choose it)")
     redaction: dict[str, str] | None = Field(default=None, description=REDACTION_HELP)
+    log_sample: float | None = Field(default=None, ge=0, le=1, description=LOG_SAMPLE_HELP)
 
 
 class KeyCreate(_Strict):
@@ -201,6 +233,22 @@ class RolloutStart(_Strict):
                                  "duration_s, interval_s, analysis thresholds, sticky_header")
 
 
+class MonitorIn(_Strict):
+    spec: dict[str, Any] = Field(default_factory=dict, description="window_s, "
+                                 "evaluate_every_s, max_records, drift {alpha, psi_warn, "
+                                 "psi_drift, min_samples...}, quality {task, output, "
+                                 "scores_output, metric, min_samples, lookback_s}, slo, "
+                                 "latency_window_s, alerts [rules], webhook")
+    enabled: bool = True
+
+
+class ProfileIn(_Strict):
+    columns: dict[str, Any] | None = Field(default=None, description="training data: input "
+                                           "name -> rows")
+    predictions: list[Any] | None = None
+    profile: dict[str, Any] | None = None
+
+
 class Decision(_Strict):
     comment: str = Field(default="", max_length=2000)
 
@@ -221,6 +269,7 @@ class EndpointUpdate(_Strict):
     auth: str | None = None
     redaction: dict[str, str] | None = Field(default=None, description=REDACTION_HELP +
                                              " (replaces the current rules)")
+    log_sample: float | None = Field(default=None, ge=0, le=1, description=LOG_SAMPLE_HELP)
 
 
 def current_principal(request: Request) -> Principal:
@@ -423,7 +472,8 @@ def build_control_api(app: FastAPI, yard: Yard, backend: Backend) -> None:
         endpoint = endpoints.create(who, body.name, body.model,
                                     timeout_ms=body.timeout_ms, description=body.description,
                                     deployment=body.deployment, auth=body.auth,
-                                    redaction=body.redaction, graph_doc=body.graph)
+                                    redaction=body.redaction, graph_doc=body.graph,
+                                    log_sample=body.log_sample)
         response.headers["Location"] = f"{API}/endpoints/{endpoint.name}"
         return with_status(endpoint, who)
 
@@ -437,11 +487,11 @@ def build_control_api(app: FastAPI, yard: Yard, backend: Backend) -> None:
         (the other changes apply at once)."""
         if not body.model_fields_set - {k for k, v in body.model_dump().items() if v is None}:
             raise InvalidRequest("nothing to change: give model, timeout_ms, description, "
-                                 "deployment, auth or redaction")
+                                 "deployment, auth, redaction or log_sample")
         updated = endpoints.update(who, name, model=body.model, timeout_ms=body.timeout_ms,
                                    description=body.description, deployment=body.deployment,
                                    auth=body.auth, redaction=body.redaction,
-                                   graph_doc=body.graph)
+                                   graph_doc=body.graph, log_sample=body.log_sample)
         if isinstance(updated, Approval):
             return pending(updated)
         return with_status(updated, who)
@@ -464,6 +514,94 @@ def build_control_api(app: FastAPI, yard: Yard, backend: Backend) -> None:
     def clear_traffic(name: str, who: Who) -> dict[str, Any]:
         """All traffic to the endpoint's model again."""
         return with_status(endpoints.set_traffic(who, name, None), who)
+
+    # -- inference log ------------------------------------------------------------------------
+    @router.get("/endpoints/{name}/log", tags=["monitoring"])
+    def inference_log(name: str, who: Who, since: str | None = None,
+                      until: str | None = None, version: str | None = None,
+                      status: str | None = None, before_id: int | None = None,
+                      limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                      payloads: bool = True) -> dict[str, Any]:
+        """Logged requests (sampled, redacted), newest first. ``since``/``until``: ISO 8601
+        or a time ago (``15m``, ``2h``, ``7d``); ``version``: model:version; ``status``: ok
+        or error; continue with ``before_id`` = the answer's ``next``."""
+        return yard.monitoring.records(who, name, since=since, until=until, version=version,
+                                       status=status, before_id=before_id, limit=limit,
+                                       payloads=payloads)
+
+    @router.get("/endpoints/{name}/log/summary", tags=["monitoring"])
+    def inference_log_summary(name: str, who: Who, since: str | None = None,
+                              until: str | None = None) -> dict[str, Any]:
+        """Per version: records, errors, mean latency, first and last time."""
+        return yard.monitoring.summary(who, name, since=since, until=until)
+
+    # -- monitors -----------------------------------------------------------------------------
+    monitoring = yard.monitoring
+
+    @router.get("/endpoints/{name}/monitor", tags=["monitoring"])
+    def get_monitor(name: str, who: Who) -> dict[str, Any]:
+        return monitoring.monitor(who, name)
+
+    @router.put("/endpoints/{name}/monitor", tags=["monitoring"], dependencies=json_body)
+    def set_monitor(name: str, body: MonitorIn, who: Who) -> dict[str, Any]:
+        """Watch an endpoint: ``{"spec": {"window_s": 3600, "quality": {"task":
+        "classification"}, "slo": 0.999, "alerts": [...], "webhook": "https://..."}}``.
+        Drift and quality are computed per closed window by ``monitor`` jobs."""
+        return monitoring.set_monitor(who, name, body.spec, body.enabled)
+
+    @router.delete("/endpoints/{name}/monitor", status_code=204, tags=["monitoring"])
+    def delete_monitor(name: str, who: Who) -> Response:
+        monitoring.delete_monitor(who, name)
+        return Response(status_code=204)
+
+    @router.post("/endpoints/{name}/monitor/run", tags=["monitoring"])
+    def run_monitor(name: str, who: Who) -> dict[str, Any]:
+        """Run the monitor now (closed windows, labels that arrived, alert rules)."""
+        return monitoring.run_monitor(who, name)
+
+    @router.get("/endpoints/{name}/drift", tags=["monitoring"])
+    def drift_series(name: str, who: Who, since: str | None = None, until: str | None = None,
+                     version: str | None = None,
+                     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+                     reports: bool = True) -> dict[str, Any]:
+        """Drift per window and version (status, score, per-feature tests), oldest first."""
+        return monitoring.results(who, name, "drift", since=since, until=until,
+                                  version=version, limit=limit, reports=reports)
+
+    @router.get("/endpoints/{name}/quality", tags=["monitoring"])
+    def quality_series(name: str, who: Who, since: str | None = None,
+                       until: str | None = None, version: str | None = None,
+                       limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+                       reports: bool = True) -> dict[str, Any]:
+        """Live quality per window and version from delayed labels, oldest first."""
+        return monitoring.results(who, name, "quality", since=since, until=until,
+                                  version=version, limit=limit, reports=reports)
+
+    @router.get("/alerts", tags=["monitoring"])
+    def list_alerts(who: Who, endpoint: str | None = None,
+                    status: str | None = None) -> list[dict[str, Any]]:
+        return monitoring.alerts(who, endpoint=endpoint, status=status)
+
+    @router.get("/alerts/events", tags=["monitoring"])
+    def alert_events(who: Who, after_id: int = 0, endpoint: str | None = None,
+                     limit: Annotated[int, Query(ge=1, le=1000)] = 100
+                     ) -> list[dict[str, Any]]:
+        """Alerts firing and resolving, oldest first after ``after_id`` (poll with the last
+        id seen)."""
+        return monitoring.alert_events(who, after_id=after_id, endpoint=endpoint, limit=limit)
+
+    @router.get("/models/{name}/versions/{version}/profile", tags=["monitoring"])
+    def get_profile(name: str, version: int, who: Who) -> dict[str, Any]:
+        return monitoring.profile(who, f"{name}:{version}")
+
+    @router.put("/models/{name}/versions/{version}/profile", tags=["monitoring"],
+                dependencies=json_body)
+    def set_profile(name: str, version: int, body: ProfileIn, who: Who) -> dict[str, Any]:
+        """The reference profile drift is tested against: computed here from training data
+        (``columns``: input name -> rows; the version's predictions on them too), or
+        ``profile`` as computed elsewhere."""
+        return monitoring.set_profile(who, f"{name}:{version}", columns=body.columns,
+                                      predictions=body.predictions, profile=body.profile)
 
     # -- rollouts -----------------------------------------------------------------------------
     @router.get("/rollouts", tags=["rollouts"])
@@ -600,6 +738,12 @@ def build_control_api(app: FastAPI, yard: Yard, backend: Backend) -> None:
         with yard.db.transaction() as session:
             return audit.verify(session).to_dict()
 
+    from modelyard.control.job_routes import add_job_routes  # imports this module
+
+    add_job_routes(router, yard)
+    from modelyard.control.retrain_routes import add_retrain_routes  # imports this module
+
+    add_retrain_routes(router, yard)
     app.include_router(router)
 
 

@@ -46,6 +46,13 @@ def check_timeout(timeout_ms: int | None) -> int | None:
     return timeout_ms
 
 
+def check_log_sample(share: float | None) -> float | None:
+    if share is not None and not (isinstance(share, int | float) and 0.0 <= share <= 1.0):
+        raise ValidationFailed("log_sample must be a share from 0 (log nothing) to 1 (log "
+                               "every request)", field="log_sample")
+    return None if share is None else float(share)
+
+
 class EndpointService:
     def __init__(self, db: Database, default_timeout_ms: int,
                  approvals: ApprovalService | None = None) -> None:
@@ -120,12 +127,15 @@ class EndpointService:
                timeout_ms: int | None = None, description: str = "",
                deployment: Mapping[str, Any] | None = None, auth: str = "key",
                redaction: Mapping[str, str] | None = None,
-               graph_doc: Mapping[str, Any] | None = None) -> Endpoint:
+               graph_doc: Mapping[str, Any] | None = None,
+               log_sample: float | None = None) -> Endpoint:
         """A new endpoint serving a model (``model``) or an inference graph (``graph_doc``),
         in that model's (or the graph's models') project. ``auth="public"`` (no credentials
         at all) needs an admin of that project. ``redaction``: payload field -> drop, hash or
-        mask, for whatever Modelyard stores or logs from its payloads."""
+        mask, for whatever Modelyard stores or logs from its payloads. ``log_sample``: the
+        share of requests written to the inference log (default: all)."""
         rules = check_rules(redaction) if redaction is not None else {}
+        sample = check_log_sample(log_sample)
         check_name(name, "endpoint name", "name")
         if (model is None) == (graph_doc is None):
             raise ValidationFailed("give a model or a graph (one of them)", field="model")
@@ -150,7 +160,8 @@ class EndpointService:
                 else:
                     document, project = self._check_graph(session, graph_doc)
                 endpoint = repo.create(session, name, ref, timeout, description, spec, auth,
-                                       project, rules, document)
+                                       project, rules, document,
+                                       1.0 if sample is None else sample)
                 audit.append(session, principal.name, "endpoint.create", name,
                              after=endpoint.to_dict())
         except IntegrityError:  # a concurrent create of the same name won the race
@@ -162,7 +173,8 @@ class EndpointService:
                timeout_ms: int | None = None, description: str | None = None,
                deployment: Mapping[str, Any] | None = None,
                auth: str | None = None, redaction: Mapping[str, str] | None = None,
-               graph_doc: Mapping[str, Any] | None = None) -> Endpoint | Approval:
+               graph_doc: Mapping[str, Any] | None = None,
+               log_sample: float | None = None) -> Endpoint | Approval:
         """Change an endpoint; ``deployment`` settings are merged into the current ones.
         A change of ``auth`` the project holds back for approval is split off: the other
         changes apply now and the answer is the pending approval for the auth change."""
@@ -173,6 +185,7 @@ class EndpointService:
         check_timeout(timeout_ms)
         check_auth(auth)
         rules = check_rules(redaction) if redaction is not None else None
+        sample = check_log_sample(log_sample)
         if auth == "public" and project is not None:
             guard(self.db, principal, "endpoints:publish", f"endpoint:{name}", project)
         pending: Approval | None = None
@@ -196,13 +209,14 @@ class EndpointService:
                     f"endpoint:{name}", {"endpoint": name, "auth": auth})
                 auth = None
             if ref is None and timeout_ms is None and description is None and \
-                    deployment is None and auth is None and rules is None and document is None:
+                    deployment is None and auth is None and rules is None and \
+                    document is None and sample is None:
                 endpoint = repo.to_endpoint(current)
             else:
                 endpoint = self._apply(session, principal, name, ref=ref,
                                        timeout_ms=timeout_ms, description=description,
                                        deployment=deployment, auth=auth, redaction=rules,
-                                       graph_doc=document)
+                                       graph_doc=document, log_sample=sample)
         self.on_change()
         return pending if pending is not None else endpoint
 
@@ -210,12 +224,13 @@ class EndpointService:
                timeout_ms: int | None, description: str | None,
                deployment: Mapping[str, Any] | None, auth: str | None,
                redaction: dict[str, str] | None = None,
-               graph_doc: dict[str, Any] | None = None) -> Endpoint:
+               graph_doc: dict[str, Any] | None = None,
+               log_sample: float | None = None) -> Endpoint:
         before = repo.to_endpoint(repo.row(session, name))
         spec = before.deployment.merged(deployment) if deployment is not None else None
         endpoint = repo.update(session, name, ref=ref, timeout_ms=timeout_ms,
                                description=description, deployment=spec, auth=auth,
-                               redaction=redaction, graph=graph_doc)
+                               redaction=redaction, graph=graph_doc, log_sample=log_sample)
         audit.append(session, who.name, "endpoint.update", name,
                      before=before.to_dict(), after=endpoint.to_dict())
         return endpoint

@@ -35,6 +35,14 @@ def principal_document(who: Principal) -> dict[str, Any]:
     return {"name": who.name, "roles": sorted(who.roles), "subject": who.subject}
 
 
+def check_project(project: Any) -> str:
+    if project is None:
+        return DEFAULT_PROJECT
+    if not isinstance(project, str) or not 0 < len(project) <= 128:
+        raise ValidationFailed("project must be a project's name", field="project")
+    return project
+
+
 def readable_projects(who: Principal, action: str) -> set[str] | None:
     """Projects where ``who`` may ``action`` (``None``: all of them, a yard-wide grant)."""
     if who.may(action, None):
@@ -62,7 +70,7 @@ class JobService:
                 backoff_s: float | None = None, dedupe_key: str | None = None) -> Job:
         """Queue a job of a kind this process knows. With ``dedupe_key``, enqueueing again
         returns the job already queued under that key."""
-        project = project or DEFAULT_PROJECT
+        project = check_project(project)
         who = guard(self.db, principal, "jobs:write", f"jobs:{kind}", project)
         spec = self.handlers.get(check_kind(kind))
         if spec.action != "jobs:write":
@@ -183,7 +191,7 @@ class JobService:
                      enabled: bool = True, max_attempts: int = 3) -> Schedule:
         """Create or replace a cron schedule (UTC): each slot enqueues one ``kind`` job
         acting as the caller."""
-        project = project or DEFAULT_PROJECT
+        project = check_project(project)
         who = guard(self.db, principal, "jobs:write", f"schedule:{name}", project)
         check_name(name, "schedule name", "name")
         spec = self.handlers.get(check_kind(kind))

@@ -96,6 +96,14 @@ class EndpointNotFound(NotFound):
     code = "endpoint_not_found"
 
 
+class MonitorNotFound(NotFound):
+    code = "monitor_not_found"
+
+
+class ProfileNotFound(NotFound):
+    code = "profile_not_found"
+
+
 class ArtifactNotFound(NotFound):
     code = "artifact_not_found"
 

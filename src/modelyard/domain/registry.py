@@ -144,6 +144,7 @@ class Endpoint:
     redaction: Mapping[str, str] = field(default_factory=dict)  # payload field -> rule
     graph: Mapping[str, Any] | None = None  # a graph document, served instead of model_ref
     traffic: Mapping[str, Any] | None = None  # a traffic policy across versions
+    log_sample: float = 1.0  # share of requests written to the inference log
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -152,6 +153,7 @@ class Endpoint:
             "redaction": dict(self.redaction),
             "graph": dict(self.graph) if self.graph is not None else None,
             "traffic": dict(self.traffic) if self.traffic is not None else None,
+            "log_sample": self.log_sample,
             "model": self.model_ref,
             "auth": self.auth,
             "timeout_ms": self.timeout_ms,

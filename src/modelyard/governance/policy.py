@@ -35,6 +35,10 @@ ACTIONS: dict[str, frozenset[str]] = {
     "predict": frozenset({"predictor", *_READ}),
     # Choosing the version that answers (Modelyard-Version) instead of the traffic split.
     "traffic:override": frozenset({"developer", "operator", "admin"}),
+    # Logged payloads (redacted) are data, not metadata: not for viewers.
+    "inference:read": frozenset({"developer", "operator", "admin"}),
+    "monitors:read": _READ,
+    "monitors:write": frozenset({"developer", "operator", "admin"}),
     "rollouts:read": _READ,
     "rollouts:write": frozenset({"developer", "operator", "admin"}),
     "approvals:read": _READ,
@@ -45,6 +49,15 @@ ACTIONS: dict[str, frozenset[str]] = {
     "keys:write": frozenset({"admin"}),
     "audit:read": frozenset({"admin", "approver"}),
     "metrics:read": frozenset({"predictor", *_READ}),
+    # Jobs (training, evaluation, drift...): enqueue and cancel them, keep cron schedules.
+    "jobs:read": _READ,
+    "jobs:write": frozenset({"developer", "operator", "admin"}),
+    # Jobs that run project code (the ``call`` kind), as a transform or python model does.
+    "jobs:run_code": frozenset({"developer", "admin"}),
+    # Retraining policies and cycles; setting a policy also needs jobs:run_code (it names a
+    # training entrypoint, project code).
+    "retraining:read": _READ,
+    "retraining:write": frozenset({"developer", "operator", "admin"}),
 }
 
 _GRANT = re.compile(r"(?P<role>[a-z]+)(?:@(?P<project>[a-z0-9][a-z0-9_.-]{0,127}))?")

@@ -110,6 +110,23 @@ def check_rules(rules: Any) -> dict[str, str]:
     return dict(rules)
 
 
+def _hash(value: Any) -> str:
+    return "sha256:" + hashlib.sha256(str(value).encode()).hexdigest()
+
+
+def _mask(value: Any) -> str:
+    text = str(value)
+    return "*" * max(0, len(text) - 4) + text[-4:]
+
+
+def _each(value: Any, rule: Callable[[Any], str]) -> Any:
+    """A rule applies to each value of a column (a request of several rows), not to the
+    column's printed form."""
+    if isinstance(value, list | tuple):
+        return [_each(item, rule) for item in value]
+    return rule(value)
+
+
 def redact(value: Any, rules: Mapping[str, str] | None = None) -> Any:
     """A copy of ``value`` (text, mappings, lists) with PII replaced and field rules applied."""
     rules = rules or {}
@@ -122,10 +139,9 @@ def redact(value: Any, rules: Mapping[str, str] | None = None) -> Any:
             if rule == "drop":
                 continue
             if rule == "hash":
-                out[key] = "sha256:" + hashlib.sha256(str(item).encode()).hexdigest()
+                out[key] = _each(item, _hash)
             elif rule == "mask":
-                text = str(item)
-                out[key] = "*" * max(0, len(text) - 4) + text[-4:]
+                out[key] = _each(item, _mask)
             else:
                 out[key] = redact(item, rules)
         return out

@@ -23,6 +23,8 @@ from modelyard.domain.analysis import WindowStats
 from modelyard.domain.errors import InvalidJSON, ModelyardError, ValidationFailed
 from modelyard.governance import oidc
 from modelyard.governance.redaction import redact_logs
+from modelyard.jobs.worker import Worker
+from modelyard.monitor.inference_log import InferenceLog
 from modelyard.rollout.observations import Observations
 from modelyard.serving.access import DataPlaneAccess
 from modelyard.serving.browser import BrowserGuard
@@ -40,6 +42,9 @@ from modelyard.serving.problems import (
     modelyard_error_handler,
 )
 from modelyard.serving.request_id import RequestId
+from modelyard.telemetry import tracing as tracing_setup
+from modelyard.telemetry.asgi import RequestTelemetry
+from modelyard.telemetry.logs import check_format
 from modelyard.yard import Yard
 
 log = logging.getLogger("modelyard.server")
@@ -63,23 +68,32 @@ async def _validation_handler(request: Request, exc: Exception) -> Response:
 
 def create_app(yard: Yard, *, start_reconciler: bool = True,
                on_ready: Callable[[float], None] | None = None, tls: bool = False,
-               grpc: GrpcListen | None = None) -> FastAPI:
+               grpc: GrpcListen | None = None,
+               tracing: tracing_setup.Tracing | None = None) -> FastAPI:
     """The whole server. ``on_ready`` is called with the seconds start-up took, once every
     endpoint is loaded and warm. ``grpc``: where OIP v2 over gRPC listens too (default: the
-    ``host`` and ``grpc_port`` settings; port 0: no gRPC)."""
+    ``host`` and ``grpc_port`` settings; port 0: no gRPC). ``tracing``: where spans go
+    (default: from the trace settings; shut down with the server)."""
     settings = yard.settings
+    tracing = tracing or tracing_setup.from_settings(settings)
+    tracer = tracing.tracer if tracing is not None else None
     grpc_listen = grpc or GrpcListen(settings.host, settings.grpc_port)
-    redact_logs("modelyard.http", "modelyard.server", "modelyard.backend")
-    metrics = ServingMetrics()
+    redact_logs("modelyard.http", "modelyard.server", "modelyard.backend", "modelyard.graph")
+    metrics = ServingMetrics(enabled=settings.metrics, tracer=tracer)
     tokens = oidc.from_settings(settings)
     access = DataPlaneAccess(yard.db, tokens)
     backend = LocalBackend(yard.db, yard.deployment, settings.reconcile_interval_s, metrics,
                            on_reconcile=access.refresh)
+    metrics.watch_breakers(backend.states)
     yard.access.on_change = access.refresh
     yard.endpoints.on_change = backend.trigger
     # What each version did, per endpoint: the evidence rollouts are decided on.
     observations = Observations()
     backend.on_shadow = observations.record_shadow
+    inference_log = InferenceLog(yard.db, capacity=settings.inference_log_buffer,
+                                 flush_interval_s=settings.inference_log_flush_s,
+                                 max_payload_bytes=settings.inference_log_max_payload_bytes,
+                                 registry=metrics.registry)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -110,21 +124,43 @@ def create_app(yard: Yard, *, start_reconciler: bool = True,
         if on_ready is not None:
             on_ready(app.state.ready_after_s)
         stop = asyncio.Event()
+        inference_log.start()
+        expiry = asyncio.create_task(expire_inference_log(
+            inference_log, settings.inference_log_retention_days, stop)) \
+            if start_reconciler else None
         task = asyncio.create_task(backend.run(stop)) if start_reconciler else None
         rollouts = asyncio.create_task(run_rollouts(yard, backend, observations, stop,
                                                     settings.rollout_tick_s)) \
+            if start_reconciler else None
+        # Jobs run on a worker thread here unless only 'modelyard worker' processes should.
+        jobs = Worker(yard).start() if start_reconciler and settings.jobs_in_process else None
+        if jobs is not None:
+            yard.jobs.on_enqueue = jobs.wake
+        monitors = asyncio.create_task(schedule_monitors(yard, stop, settings.monitor_tick_s)) \
             if start_reconciler else None
         try:
             yield
         finally:
             stop.set()
+            if jobs is not None:
+                yard.jobs.on_enqueue = None
+                # A job still running after this is taken over once its lease expires.
+                await asyncio.to_thread(jobs.stop, 10.0)
             if rollouts is not None:
                 await rollouts
+            if expiry is not None:
+                await expiry
+            if monitors is not None:
+                await monitors
             if grpc_server is not None:
                 await grpc_server.stop(5)  # in-flight calls get 5 s, as HTTP ones do
             if task is not None:
                 await task
             backend.close()
+            # After the last answer: what the drained requests left in the buffer is written.
+            await asyncio.to_thread(inference_log.stop)
+            if tracing is not None:  # export the spans still buffered
+                await asyncio.to_thread(tracing.shutdown)
 
     app = FastAPI(
         title="Modelyard",
@@ -157,8 +193,12 @@ def create_app(yard: Yard, *, start_reconciler: bool = True,
     # Outermost: inference requests skip the framework entirely.
     app.add_middleware(FastPath, backend=backend, access=access,
                        max_body_bytes=settings.max_body_bytes,
-                       on_answer=observations.record)
+                       on_answer=observations.record, inference_log=inference_log)
+    if tracer is not None or check_format(settings.log_format) == "json":
+        # Outside even the fast path: request ids for log lines, a span per inference.
+        app.add_middleware(RequestTelemetry, tracing=tracing)
     app.state.metrics = metrics
+    app.state.inference_log = inference_log
     app.state.observations = observations
     return app
 
@@ -186,6 +226,32 @@ async def run_rollouts(yard: Yard, backend: LocalBackend, observations: Observat
                              loggable(decision["reason"]))
         except Exception:  # keep analysing: a database blip must not end every rollout
             log.exception("rollout analysis failed")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=tick_s)
+
+
+async def expire_inference_log(inference_log: InferenceLog, retention_days: float,
+                               stop: asyncio.Event, every_s: float = 3600.0) -> None:
+    """Delete inference records past their retention: at start, then hourly."""
+    while not stop.is_set():
+        try:
+            gone = await asyncio.to_thread(inference_log.expire, retention_days)
+            if gone:
+                log.info("inference log: deleted %d records older than %s days", gone,
+                         retention_days)
+        except Exception:  # a busy database now is no reason to stop expiring later
+            log.exception("inference log retention failed")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=every_s)
+
+
+async def schedule_monitors(yard: Yard, stop: asyncio.Event, tick_s: float) -> None:
+    """Queue the monitor jobs that are due, every ``tick_s``; workers run them."""
+    while not stop.is_set():
+        try:
+            await asyncio.to_thread(yard.monitoring.schedule_due, yard.jobs)
+        except Exception:  # keep scheduling: a database blip must not end monitoring
+            log.exception("scheduling monitors failed")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=tick_s)
 

@@ -26,10 +26,11 @@ from modelyard.domain.signature import Signature
 from modelyard.graph.executor import GraphDeployment
 from modelyard.rollout.routing import TrafficDeployment
 from modelyard.serving.access import DataPlaneAccess
-from modelyard.serving.codecs import json_response, loads, require_json
+from modelyard.serving.codecs import dumps, json_response, loads, require_json
 from modelyard.serving.deployment import Deployment
 from modelyard.serving.metrics import ServingMetrics
 from modelyard.store import feedback as feedback_repo
+from modelyard.store import inference_log as inference_log_repo
 from modelyard.store.db import Database
 
 
@@ -103,9 +104,17 @@ class DataPlane:
         return json_response({"name": name, "ready": ready}, status=200 if ready else 503)
 
     async def feedback(self, request: Request) -> Response:
-        """Outcomes of answers, reported by the client: ``{"version": "churn:2" (from the
-        answer's Modelyard-Model-Version), "value": 1.0, "request_id": "..."}`` or a list of
-        up to 1,000. A/B tests decide on them. Answers 202 with the count stored."""
+        """What became of answers, reported by the client, one item or a list of up to 1,000:
+
+        * an outcome A/B tests decide on: ``{"version": "churn:2" (the answer's
+          Modelyard-Model-Version), "value": 1.0}``; with ``request_id`` instead of
+          ``version``, the version comes from the inference log;
+        * ground truth, however late: ``{"request_id": "...", "label": 1}`` (the answer's
+          X-Request-Id; a list of labels for a request of several rows). Live quality per
+          version joins labels with the inference log.
+
+        Answers 202 with the counts stored; ``unmatched``: labels of requests the inference
+        log does not hold (not sampled, or expired)."""
         name = request.path_params["name"]
         state = self._state(name, request)  # the endpoint's own auth mode decides
         require_json(request)
@@ -115,18 +124,37 @@ class DataPlane:
             raise ValidationFailed(f"send 1-{MAX_FEEDBACK} outcomes", field="body")
         model = ModelRef.parse(state.endpoint.model_ref).model \
             if state.endpoint.graph is None else name
-        parsed = [_outcome(item, model, f"body[{i}]" if isinstance(doc, list) else "body")
+        parsed = [_feedback(item, model, f"body[{i}]" if isinstance(doc, list) else "body")
                   for i, item in enumerate(items)]
         if self.db is None:
             raise NotReady("feedback needs the metadata store")
         db = self.db
 
-        def store() -> int:
-            with db.transaction() as session:
-                return feedback_repo.add(session, name, parsed)
+        def store() -> dict[str, int]:
+            with db.transaction() as session:  # all or nothing
+                outcomes: list[tuple[str, float, str | None]] = []
+                for where, version, value, request_id, _ in parsed:
+                    if value is None:
+                        continue
+                    if version is None:
+                        assert request_id is not None
+                        version = inference_log_repo.version_of(session, name, request_id)
+                        if version is None:
+                            raise ValidationFailed(
+                                f"request {request_id!r} is not in the inference log (not "
+                                "sampled, expired, or not written yet): give the version",
+                                field=f"{where}.version")
+                    outcomes.append((version, value, request_id))
+                labels = [(rid, label) for _, _, _, rid, label in parsed
+                          if label is not None and rid is not None]
+                feedback_repo.add(session, name, outcomes)
+                stored = inference_log_repo.put_labels(session, name, labels)
+                unmatched = sum(inference_log_repo.version_of(session, name, rid) is None
+                                for rid, _ in labels)
+            return {"accepted": len(parsed), "outcomes": len(outcomes), "labels": stored,
+                    "unmatched": unmatched}
 
-        stored = await asyncio.to_thread(store)
-        return json_response({"accepted": stored}, status=202)
+        return json_response(await asyncio.to_thread(store), status=202)
 
     async def model_metadata(self, request: Request) -> Response:
         deployment = self._deployment(request)
@@ -200,23 +228,47 @@ def _instances(rows: Any, names: list[str]) -> dict[str, Any]:
 MAX_FEEDBACK = 1000
 
 
-def _outcome(item: Any, model: str, where: str) -> tuple[str, float, str | None]:
-    """One reported outcome: (model:version, value, request id)."""
-    if not isinstance(item, dict) or set(item) - {"version", "value", "request_id"}:
-        raise ValidationFailed("an outcome is {version, value, request_id?}", field=where)
+MAX_LABEL_BYTES = 64 * 1024
+
+
+def _feedback(item: Any, model: str, where: str
+              ) -> tuple[str, str | None, float | None, str | None, Any]:
+    """One item: (where, model:version or None, outcome value or None, request id or
+    None, label or None)."""
+    if not isinstance(item, dict) or set(item) - {"version", "value", "request_id", "label"} \
+            or ("value" not in item and "label" not in item):
+        raise ValidationFailed("feedback is {version?, value, request_id?} (an outcome) or "
+                               "{request_id, label} (ground truth), or both", field=where)
+    request_id = item.get("request_id")
+    if request_id is not None and (not isinstance(request_id, str) or not request_id
+                                   or len(request_id) > 128):
+        raise ValidationFailed("request_id is text of 1-128 characters",
+                               field=f"{where}.request_id")
     version = item.get("version")
     if isinstance(version, int) and not isinstance(version, bool) and version >= 1:
         version = f"{model}:{version}"
-    if not isinstance(version, str) or ModelRef.parse(version, f"{where}.version").version \
-            is None or not version.startswith(f"{model}:"):
+    if version is not None and (
+            not isinstance(version, str)
+            or ModelRef.parse(version, f"{where}.version").version is None
+            or not version.startswith(f"{model}:")):
         raise ValidationFailed(f"version must be a version of {model} (as the answer's "
                                "Modelyard-Model-Version says)", field=f"{where}.version")
     value = item.get("value")
-    if not isinstance(value, int | float) or isinstance(value, bool) or \
-            not math.isfinite(value):
-        raise ValidationFailed("value must be a finite number", field=f"{where}.value")
-    request_id = item.get("request_id")
-    if request_id is not None and (not isinstance(request_id, str) or len(request_id) > 128):
-        raise ValidationFailed("request_id is text of at most 128 characters",
-                               field=f"{where}.request_id")
-    return version, float(value), request_id
+    if value is not None:
+        if not isinstance(value, int | float) or isinstance(value, bool) or \
+                not math.isfinite(value):
+            raise ValidationFailed("value must be a finite number", field=f"{where}.value")
+        if version is None and request_id is None:
+            raise ValidationFailed("an outcome needs the version that answered, or the "
+                                   "request_id", field=f"{where}.version")
+        value = float(value)
+    label = item.get("label")
+    if "label" in item:
+        if request_id is None:
+            raise ValidationFailed("a label needs the request_id of the answer it is for",
+                                   field=f"{where}.request_id")
+        if label is None or len(dumps(label)) > MAX_LABEL_BYTES:
+            raise ValidationFailed("label must be a JSON value (a class, a number, or a "
+                                   f"list of them) of at most {MAX_LABEL_BYTES} bytes",
+                                   field=f"{where}.label")
+    return where, version, value, request_id, label

@@ -9,6 +9,7 @@ queue for the batcher, encode with orjson. Errors become problem+json like every
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -28,8 +29,10 @@ from modelyard.domain.errors import (
     UnsupportedMediaType,
     VersionNotFound,
 )
+from modelyard.governance.audit import request_id as current_request_id
 from modelyard.governance.policy import Principal
 from modelyard.graph.executor import GraphDeployment
+from modelyard.monitor.inference_log import InferenceLog
 from modelyard.rollout.routing import TrafficDeployment, summary
 from modelyard.serving import oip
 from modelyard.serving.access import DataPlaneAccess
@@ -37,7 +40,7 @@ from modelyard.serving.batcher import PRIORITIES, Replaced
 from modelyard.serving.codecs import dumps, loads
 from modelyard.serving.dataplane import plain_inputs
 from modelyard.serving.deployment import Deployment
-from modelyard.serving.metrics import DeploymentMetrics
+from modelyard.serving.metrics import DeploymentMetrics, refused
 
 TIMEOUT_HEADER = b"modelyard-timeout-ms"
 PRIORITY_HEADER = b"modelyard-priority"
@@ -51,8 +54,9 @@ _PROBLEM = b"application/problem+json"
 
 
 class _Request:
-    __slots__ = ("authorization", "content_type", "header_length", "headers", "length",
-                 "pinned", "priority", "request_id", "summary", "timeout_ms", "trace")
+    __slots__ = ("authorization", "content_type", "header_length", "headers", "inputs",
+                 "length", "outputs", "pinned", "priority", "request_id", "summary",
+                 "timeout_ms", "trace")
 
     def __init__(self, scope: Scope) -> None:
         query: bytes = scope.get("query_string", b"")
@@ -61,6 +65,9 @@ class _Request:
         self.headers: list[tuple[bytes, bytes]] = scope["headers"]
         self.pinned: bytes | None = None  # Modelyard-Version: a version chosen by the caller
         self.summary: float | None = None  # one number of the answer, for rollout analysis
+        # What was computed, for the inference log (references, not copies).
+        self.inputs: Mapping[str, np.ndarray] | None = None
+        self.outputs: Mapping[str, Any] | None = None
         self.content_type = b""
         self.length: int | None = None
         self.timeout_ms: bytes | None = None
@@ -101,11 +108,20 @@ def _route(path: str) -> tuple[str, str, str | None] | None:
     return None
 
 
+def _rows(inputs: Mapping[str, np.ndarray] | None) -> int:
+    if not inputs:
+        return 0
+    first = next(iter(inputs.values()))
+    return int(first.shape[0]) if first.ndim else 1
+
+
 class FastPath:
     def __init__(self, app: ASGIApp, backend: Backend, access: DataPlaneAccess,
-                 max_body_bytes: int, on_answer: AnswerRecorder | None = None) -> None:
+                 max_body_bytes: int, on_answer: AnswerRecorder | None = None,
+                 inference_log: InferenceLog | None = None) -> None:
         self.app = app
         self.on_answer = on_answer
+        self.inference_log = inference_log
         self.backend = backend
         self.access = access
         self.max_body = max_body_bytes
@@ -139,9 +155,15 @@ class FastPath:
                       receive: Receive, send: Send) -> None:
         kind, name, version = route
         request = _Request(scope)
+        # Every answer carries an id (the caller's or a new one): labels join on it later.
+        if request.request_id is None:
+            request.request_id = uuid.uuid4().hex.encode()
+        # Log lines (and audit records) of this request carry it; the task's own context.
+        current_request_id.set(request.request_id.decode("latin-1"))
         started = time.perf_counter()
         deployment: Deployment | GraphDeployment | TrafficDeployment | None = None
         extra: list[tuple[bytes, bytes]] = []
+        known: EndpointState | None = None
         try:
             # Who may call: decided before the body is read (public endpoints skip it).
             known = self.backend.state(name)
@@ -193,8 +215,14 @@ class FastPath:
             if self.on_answer is not None:  # per-version evidence for rollouts
                 self.on_answer(f"{name}/{deployment.version.ref}", status < 500, elapsed,
                                request.summary)
-        if request.request_id:
-            extra.append((b"x-request-id", request.request_id))
+            if self.inference_log is not None and known is not None:
+                self.inference_log.offer(known.endpoint, deployment.version.ref,
+                                         request.request_id.decode("latin-1"), status, elapsed,
+                                         _rows(request.inputs), request.inputs,
+                                         request.outputs, request.summary)
+        elif 400 <= status < 500 and known is not None:  # refused before a version was chosen
+            refused(known, status)
+        extra.append((b"x-request-id", request.request_id))
         await send({"type": "http.response.start", "status": status, "headers": [
             (b"content-type", content_type),
             (b"content-length", str(len(payload)).encode()),
@@ -290,8 +318,10 @@ class FastPath:
         inputs = plain_inputs(loads(body), deployment.signature)
         arrays = deployment.signature.validate(inputs)
         version = deployment.version
+        request.inputs = arrays
         if isinstance(deployment, GraphDeployment):
             outputs, trace = await deployment.predict_traced(arrays, timeout_s, priority)
+            request.outputs = outputs
             answer: dict[str, Any] = {"graph": version.model, "generation": version.version,
                                       "outputs": outputs}
             if request.trace:
@@ -305,8 +335,9 @@ class FastPath:
     def _after(self, request: _Request, deployment: Deployment | GraphDeployment,
                traffic: TrafficDeployment | None, arrays: Mapping[str, np.ndarray],
                outputs: Mapping[str, np.ndarray], timeout_s: float) -> None:
-        """Evidence for rollouts, and the shadows' copy of the request."""
-        if self.on_answer is not None:
+        """Evidence for rollouts and the inference log, and the shadows' copy."""
+        request.inputs, request.outputs = arrays, outputs
+        if self.on_answer is not None or self.inference_log is not None:
             request.summary = summary(outputs)
         if traffic is not None and isinstance(deployment, Deployment):
             traffic.mirror(deployment, arrays, outputs, timeout_s)

@@ -19,7 +19,8 @@ GRAPH_REF = "(graph)"  # model_ref of an endpoint that serves a graph
 def to_endpoint(row: EndpointRow) -> Endpoint:
     return Endpoint(row.name, row.model_ref, row.timeout_ms, row.description, row.created_at,
                     row.updated_at, row.generation, DeploymentSpec.from_dict(row.deployment),
-                    row.auth, row.project, dict(row.redaction or {}), row.graph, row.traffic)
+                    row.auth, row.project, dict(row.redaction or {}), row.graph, row.traffic,
+                    row.log_sample)
 
 
 def row(session: Session, name: str) -> EndpointRow:
@@ -32,7 +33,7 @@ def row(session: Session, name: str) -> EndpointRow:
 def create(session: Session, name: str, ref: ModelRef | None, timeout_ms: int,
            description: str, deployment: DeploymentSpec, auth: str = "key",
            project: str = DEFAULT_PROJECT, redaction: dict[str, str] | None = None,
-           graph: dict[str, Any] | None = None) -> Endpoint:
+           graph: dict[str, Any] | None = None, log_sample: float = 1.0) -> Endpoint:
     if session.scalars(select(EndpointRow.id).where(EndpointRow.name == name)).first():
         raise AlreadyExists(f"endpoint {name!r} already exists", field="name")
     now = utcnow()
@@ -40,7 +41,7 @@ def create(session: Session, name: str, ref: ModelRef | None, timeout_ms: int,
                       model_ref=str(ref) if ref else GRAPH_REF,
                       timeout_ms=timeout_ms, description=description,
                       deployment=deployment.to_dict(), auth=auth, project=project,
-                      redaction=redaction or {}, graph=graph,
+                      redaction=redaction or {}, graph=graph, log_sample=log_sample,
                       created_at=now,
                       updated_at=now, generation=1)
     session.add(new)
@@ -51,8 +52,10 @@ def create(session: Session, name: str, ref: ModelRef | None, timeout_ms: int,
 def update(session: Session, name: str, *, ref: ModelRef | None, timeout_ms: int | None,
            description: str | None, deployment: DeploymentSpec | None = None,
            auth: str | None = None, redaction: dict[str, str] | None = None,
-           graph: dict[str, Any] | None = None) -> Endpoint:
+           graph: dict[str, Any] | None = None, log_sample: float | None = None) -> Endpoint:
     found = row(session, name)
+    if log_sample is not None:
+        found.log_sample = log_sample
     if graph is not None:  # a graph replaces the model (and a model the graph, below)
         found.graph, found.model_name, found.model_ref = graph, "", GRAPH_REF
     if redaction is not None:

@@ -117,8 +117,11 @@ def put_labels(session: Session, endpoint: str, items: Iterable[tuple[str, Any]]
     latest = dict(items)  # the last label for a request id in one batch wins too
     if not latest:
         return 0
-    known = set(session.scalars(select(LabelRow.request_id).where(
-        LabelRow.endpoint == endpoint, LabelRow.request_id.in_(list(latest)))))
+    ids = list(latest)
+    known: set[str] = set()
+    for start in range(0, len(ids), 500):  # bounded IN lists (SQLite caps parameters)
+        known.update(session.scalars(select(LabelRow.request_id).where(
+            LabelRow.endpoint == endpoint, LabelRow.request_id.in_(ids[start:start + 500]))))
     for request_id, label in latest.items():
         if request_id in known:
             session.execute(update(LabelRow).where(

@@ -316,6 +316,7 @@ class InferenceRecordRow(Base):
         Index("ix_inference_log_endpoint_version_at", "endpoint", "version", "at"),
         Index("ix_inference_log_endpoint_request", "endpoint", "request_id"),
         Index("ix_inference_log_at", "at"),
+        Index("ix_inference_log_endpoint_id", "endpoint", "id"),
     )
     id: Mapped[int] = mapped_column(_BIG_ID, primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -446,6 +447,9 @@ class MonitorRow(Base):
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     last_window_end: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_evaluated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Labels that arrived up to here are in the quality results.
+    labels_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -500,3 +504,44 @@ class AlertEventRow(Base):
     kind: Mapped[str] = mapped_column(String(16))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     delivered: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class RetrainPolicyRow(Base):
+    """One model's retraining policy (``domain.retraining.RetrainPolicy``) and who set it:
+    cycles started by alerts and schedules act as that principal."""
+
+    __tablename__ = "retrain_policies"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model: Mapped[str] = mapped_column(String(128), unique=True)
+    project: Mapped[str] = mapped_column(String(128))
+    policy: Mapped[dict[str, Any]] = mapped_column(JSON)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    principal: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_by: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RetrainCycleRow(Base):
+    """One retraining cycle: trigger -> training job -> challenger -> gate -> rollout."""
+
+    __tablename__ = "retrain_cycles"
+    __table_args__ = (Index("ix_retrain_cycles_model_state", "model", "state"),)
+    id: Mapped[int] = mapped_column(_BIG_ID, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(String(128))
+    project: Mapped[str] = mapped_column(String(128))
+    trigger: Mapped[str] = mapped_column(String(16))  # schedule drift quality manual
+    reason: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(32))
+    job_id: Mapped[int | None] = mapped_column(_BIG_ID, nullable=True)
+    champion: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    challenger: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    gate: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    rollout_id: Mapped[int | None] = mapped_column(_BIG_ID, nullable=True)
+    approval_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_by: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -43,6 +43,8 @@ def upgrade() -> None:
     op.create_index("ix_inference_log_endpoint_request", "inference_log",
                     ["endpoint", "request_id"])
     op.create_index("ix_inference_log_at", "inference_log", ["at"])
+    # Pages of the newest records of an endpoint (keyset by id) without a sort.
+    op.create_index("ix_inference_log_endpoint_id", "inference_log", ["endpoint", "id"])
     op.create_table(
         "labels",
         sa.Column("id", _ID, primary_key=True, autoincrement=True),

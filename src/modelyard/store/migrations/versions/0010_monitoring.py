@@ -39,6 +39,8 @@ def upgrade() -> None:
         sa.Column("spec", sa.JSON(), nullable=False),
         sa.Column("enabled", sa.Boolean(), nullable=False),
         sa.Column("last_window_end", UTCDateTime(), nullable=True),
+        sa.Column("last_evaluated_at", UTCDateTime(), nullable=True),
+        sa.Column("labels_seen_at", UTCDateTime(), nullable=True),
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.Column("updated_at", UTCDateTime(), nullable=False),
     )
