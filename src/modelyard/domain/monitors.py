@@ -99,8 +99,8 @@ class MonitorSpec:
             if not ok:
                 raise ValidationFailed(f"{name} must be {rule}", field=name)
         check(10 <= self.window_s <= 7 * 86400, "window_s", "from 10 s to 7 days")
-        check(5 <= self.evaluate_every_s <= self.window_s, "evaluate_every_s",
-              "from 5 s to window_s")
+        check(1 <= self.evaluate_every_s <= self.window_s, "evaluate_every_s",
+              "from 1 s to window_s")
         check(100 <= self.max_records <= 1_000_000, "max_records", "from 100 to 1000000")
         check(self.slo is None or 0 < self.slo < 1, "slo", "between 0 and 1, e.g. 0.999")
         check(10 <= self.latency_window_s <= 86400, "latency_window_s", "from 10 s to 1 day")

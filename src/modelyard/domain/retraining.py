@@ -192,8 +192,16 @@ class RetrainPolicy:
                 "max_attempts": self.max_attempts}
 
     def rollout_spec(self, target: str) -> dict[str, Any]:
-        """The rollout to start for a passing challenger ``target`` (``model:version``)."""
-        return {**dict(self.rollout), "target": target}
+        """The rollout to start for a passing challenger ``target`` (``model:version``).
+
+        Unless the policy says otherwise, the canary does not fail on its predictions
+        diverging from the champion's: a challenger retrained after drift is meant to answer
+        differently, and the gate already judged its answers against labels. The canary
+        checks what the holdout cannot: errors and latency under live traffic."""
+        spec = {**dict(self.rollout), "target": target}
+        analysis = dict(spec.get("analysis") or {})
+        analysis.setdefault("max_divergence", None)
+        return {**spec, "analysis": analysis}
 
     @classmethod
     def from_dict(cls, data: Any, model: str | None = None) -> RetrainPolicy:
