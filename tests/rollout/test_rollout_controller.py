@@ -216,7 +216,10 @@ def test_a_rollout_resumes_after_a_restart_at_the_same_step(churn: Yard) -> None
     churn.settings = churn.settings.with_(rollout_tick_s=0.1)
     with BackgroundServer(churn) as first:
         rollout = churn.start_rollout("churn", {
-            "target": "churn:2", "interval_s": 0.3, "analysis": {**FAST, "min_requests": 5},
+            # What is tested is the resumption: latency judged on a machine busy with other
+            # tests must not roll it back meanwhile (the latency check has its own test).
+            "target": "churn:2", "interval_s": 0.3,
+            "analysis": {**FAST, "min_requests": 5, "max_p99_ratio": None},
             "steps": [{"weight": 10, "duration_s": 0.5}, {"weight": 40, "duration_s": 600}]})
         with Load(first.url):
             deadline = time.monotonic() + 20
