@@ -100,7 +100,7 @@ class AdvisoryLock:
     def _connect(self) -> Any:
         """A connection of its own (detached from the pool: closing it ends the session)."""
         proxied = self.db.engine.raw_connection()
-        conn = proxied.driver_connection
+        conn: Any = proxied.driver_connection
         proxied.detach()
         conn.autocommit = True
         for name, value in _PG_KEEPALIVES.items():
