@@ -8,8 +8,9 @@ queue for the batcher, encode with orjson. Errors become problem+json like every
 
 from __future__ import annotations
 
+import itertools
+import os
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -108,6 +109,26 @@ def _route(path: str) -> tuple[str, str, str | None] | None:
     return None
 
 
+# Request ids: a random per-process prefix and a counter (unique across processes, and far
+# cheaper than a uuid4 per request: it showed in profiles of the hot path).
+_ID_PREFIX = os.urandom(8).hex().encode()
+_ID_COUNTER = itertools.count(1)
+
+
+def _new_request_id() -> bytes:
+    return b"%s%08x" % (_ID_PREFIX, next(_ID_COUNTER))
+
+
+def _reseed_request_ids() -> None:
+    """A forked worker process gets its own prefix, never its parent's."""
+    global _ID_PREFIX, _ID_COUNTER
+    _ID_PREFIX = os.urandom(8).hex().encode()
+    _ID_COUNTER = itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_reseed_request_ids)
+
+
 def _rows(inputs: Mapping[str, np.ndarray] | None) -> int:
     if not inputs:
         return 0
@@ -157,7 +178,7 @@ class FastPath:
         request = _Request(scope)
         # Every answer carries an id (the caller's or a new one): labels join on it later.
         if request.request_id is None:
-            request.request_id = uuid.uuid4().hex.encode()
+            request.request_id = _new_request_id()
         # Log lines (and audit records) of this request carry it; the task's own context.
         current_request_id.set(request.request_id.decode("latin-1"))
         started = time.perf_counter()
