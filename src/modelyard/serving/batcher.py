@@ -19,6 +19,13 @@ when the queue ahead of it could not be served within its deadline at the measur
 queued request, which is then shed in its place. A request whose deadline passes while it
 waits is answered 504 and never computed.
 
+Replicas (``serving.replicas``): when a batch fails because the model raised, each of its
+requests is queued again for another replica, if the deployment is idempotent, another
+replica is in service and the retry budget allows it (retries add at most 20% to the recent
+first attempts, plus a floor); otherwise it gets the error. A replica failing
+``consecutive`` batches in a row is ejected (takes no batches for a while) and
+``on_unhealthy`` is told, so the deployment can load a replacement.
+
 Tracing (when the observer carries a tracer): each executed batch is one span, linked to the
 spans of the requests it served (one batch answers many requests, each in its own trace) and
 parented by the first of them, so it shows in that request's trace too. A batch none of whose
@@ -50,6 +57,8 @@ from opentelemetry.trace import (
 
 from modelyard.domain.deployment import DeploymentSpec
 from modelyard.domain.errors import DeadlineExceeded, ModelFailed, ModelyardError, Overloaded
+from modelyard.serving.replicas import ReplicaHealth
+from modelyard.serving.resilience import RetryBudget
 
 Arrays = Mapping[str, np.ndarray]
 Runner = Callable[[Arrays], dict[str, np.ndarray]]
@@ -83,6 +92,18 @@ class BatchObserver:
 
     def cache(self, hit: bool) -> None: ...
 
+    def retried(self, count: int) -> None:
+        """``count`` requests of a failed batch were queued again for another replica."""
+
+    def retry_refused(self, count: int) -> None:
+        """``count`` requests of a failed batch got the error: the retry budget was spent."""
+
+    def ejected(self) -> None:
+        """A replica failed too often in a row and was taken out of service."""
+
+    def replaced(self, ok: bool) -> None:
+        """A replacement predictor was loaded into an unhealthy replica's slot (or failed)."""
+
 
 @dataclass(eq=False)
 class _Pending:
@@ -95,13 +116,23 @@ class _Pending:
     enqueued: float
     shape_key: tuple[Any, ...]  # requests batch together only when these agree
     span: SpanContext | None = None  # the request's span, when sampled
+    tried: tuple[int, ...] = ()  # replicas whose batch with this request failed
 
 
 class Batcher:
     def __init__(self, runners: Sequence[Runner], config: DeploymentSpec,
-                 observer: BatchObserver | None = None, name: str = "") -> None:
-        """``runners``: one predict function per replica (each thread uses its own)."""
+                 observer: BatchObserver | None = None, name: str = "",
+                 budget: RetryBudget | None = None, health: ReplicaHealth | None = None,
+                 on_unhealthy: Callable[[int], None] | None = None) -> None:
+        """``runners``: one predict function per replica (each thread uses its own).
+        ``budget``: retry a failed batch's requests on another replica within it (None: the
+        model is not idempotent, never retry). ``on_unhealthy(slot)``: a replica reached the
+        failure threshold (ejected, or kept by the ejection cap); replace it."""
         self.runners = list(runners)
+        self.budget = budget
+        self.health = health or ReplicaHealth(len(self.runners))
+        self.on_unhealthy = on_unhealthy
+        self._retries: deque[_Pending] = deque()  # failed once; for another replica
         self.config = config
         self.observer = observer or BatchObserver()
         self.name = name
@@ -130,9 +161,9 @@ class Batcher:
             if self._threads:
                 return
             self._threads = [
-                threading.Thread(target=self._work, args=(run,), daemon=True,
-                                 name=f"batcher-{self.name}-{i}")
-                for i, run in enumerate(self.runners)]
+                threading.Thread(target=self._work, args=(slot,), daemon=True,
+                                 name=f"batcher-{self.name}-{slot}")
+                for slot in range(len(self.runners))]
         for thread in self._threads:
             thread.start()
 
@@ -145,6 +176,13 @@ class Batcher:
     def join(self, timeout_s: float = 10.0) -> None:
         for thread in self._threads:
             thread.join(timeout_s)
+
+    def replace(self, slot: int, runner: Runner) -> None:
+        """A fresh replica takes ``slot``: its thread runs ``runner`` from the next batch."""
+        with self._lock:
+            self.runners[slot] = runner
+            self.health.restore(slot)
+            self._lock.notify_all()
 
     # -- admission (event loop) ----------------------------------------------------------
     async def submit(self, inputs: Arrays, rows: int, timeout_s: float,
@@ -236,6 +274,8 @@ class Batcher:
 
     def _wait_s(self, now: float) -> float | None:
         """Under the lock: None to run now, else how long to wait for more requests."""
+        if self._retries:  # they waited once already
+            return None
         rows = self._queued_rows(self.config.max_batch_size)
         if rows >= self.config.max_batch_size:
             return None
@@ -248,7 +288,7 @@ class Batcher:
         elif not streaming:
             return None
         delay = self.config.max_queue_delay_ms / 1000
-        oldest = min(q[0].enqueued for q in self._queues if q)
+        oldest = min((q[0].enqueued for q in self._queues if q), default=now)
         # Stop waiting at the delay, or earlier once arrivals pause (a quarter of the delay
         # without a new request since the worker came free): no more are coming soon, and
         # waiting longer would only add latency.
@@ -257,12 +297,30 @@ class Batcher:
         left = until - now
         return None if left <= 0 else left
 
-    def _take(self, now: float) -> tuple[list[_Pending], list[_Pending]]:
-        """Under the lock: (batch, expired), highest priority first, up to the limit."""
+    def _take(self, now: float, slot: int) -> tuple[list[_Pending], list[_Pending]]:
+        """Under the lock: (batch, expired) for replica ``slot``: retries it has not failed
+        first, then the highest priority, up to the limit."""
         batch: list[_Pending] = []
         expired: list[_Pending] = []
         rows = 0
         limit = self.config.max_batch_size
+        for pending in list(self._retries):
+            if slot in pending.tried:
+                continue
+            if batch and (rows + pending.rows > limit or pending.shape_key != batch[0].shape_key):
+                break
+            self._retries.remove(pending)
+            self._size -= 1
+            self._rows -= pending.rows
+            if pending.future.done():
+                continue
+            if pending.deadline <= now:
+                expired.append(pending)
+                continue
+            batch.append(pending)
+            rows += pending.rows
+            if rows >= limit:
+                return batch, expired
         for queue in reversed(self._queues):
             while queue:
                 pending = queue[0]
@@ -283,8 +341,8 @@ class Batcher:
                     return batch, expired
         return batch, expired
 
-    def _next_batch(self) -> list[_Pending] | None:
-        """Block until a batch is due; None once closed and drained."""
+    def _next_batch(self, slot: int) -> list[_Pending] | None:
+        """Block until a batch is due for replica ``slot``; None once closed and drained."""
         with self._lock:
             while True:
                 while self._size == 0:
@@ -292,11 +350,14 @@ class Batcher:
                         return None
                     self._lock.wait()
                 now = time.monotonic()
+                if not self.health.available(slot, now):  # ejected: back when it ends
+                    self._lock.wait(max(0.001, self.health.ejected_until(slot) - now))
+                    continue
                 wait = self._wait_s(now)
                 if wait is not None and not self._closed:
                     self._lock.wait(wait)
                     continue
-                batch, expired = self._take(now)
+                batch, expired = self._take(now, slot)
                 for pending in expired:
                     with contextlib.suppress(RuntimeError):  # loop closed: nobody waits
                         pending.loop.call_soon_threadsafe(self._expire, pending)
@@ -304,14 +365,21 @@ class Batcher:
                     self._running += 1
                     self._last_batch = len(batch)
                     return batch
+                if not expired:  # only retries this replica already failed: another's
+                    self._lock.wait(0.05)
 
-    def _work(self, run: Runner) -> None:
-        while (batch := self._next_batch()) is not None:
+    def _work(self, slot: int) -> None:
+        while (batch := self._next_batch(slot)) is not None:
+            run = self.runners[slot]  # read per batch: a replacement may have taken the slot
+            if self.budget is not None:
+                first = sum(1 for p in batch if not p.tried)
+                if first:
+                    self.budget.record_attempt(first)
             try:
                 if self._tracer is None:
-                    self._execute(run, batch)
+                    self._execute(run, batch, slot)
                 else:
-                    self._execute_traced(self._tracer, run, batch)
+                    self._execute_traced(self._tracer, run, batch, slot)
             finally:
                 with self._lock:
                     self._running -= 1
@@ -320,10 +388,11 @@ class Batcher:
                         self._lock.notify()
             self.observer.queued(self._size)
 
-    def _execute_traced(self, tracer: Tracer, run: Runner, batch: list[_Pending]) -> None:
+    def _execute_traced(self, tracer: Tracer, run: Runner, batch: list[_Pending],
+                        slot: int) -> None:
         sampled = [p.span for p in batch if p.span is not None]
         if not sampled:
-            self._execute(run, batch)
+            self._execute(run, batch, slot)
             return
         oldest = min(p.enqueued for p in batch)
         attributes: dict[str, str | int | float] = {
@@ -334,7 +403,7 @@ class Batcher:
             f"batch {self.name}", context=set_span_in_context(NonRecordingSpan(sampled[0])),
             links=[Link(c) for c in sampled], attributes=attributes)
         try:
-            error = self._execute(run, batch)
+            error = self._execute(run, batch, slot)
             if error is not None:  # the code only: a model's message may quote the payload
                 code = getattr(error, "code", type(error).__name__)
                 span.set_attribute("error.type", code)
@@ -342,7 +411,7 @@ class Batcher:
         finally:
             span.end()
 
-    def _execute(self, run: Runner, batch: list[_Pending]) -> Exception | None:
+    def _execute(self, run: Runner, batch: list[_Pending], slot: int) -> Exception | None:
         """Run one batch and hand out the answers; the model's failure, if it failed."""
         start = time.monotonic()
         waits = [start - p.enqueued for p in batch]
@@ -350,15 +419,19 @@ class Batcher:
             inputs = batch[0].inputs if len(batch) == 1 else stack(
                 [p.inputs for p in batch], self.config.pad)
             outputs = run(inputs)
-        except Exception as exc:  # the model failed: every request in the batch learns why
+        except Exception as exc:  # the model failed: retried elsewhere or told why
             error = exc if isinstance(exc, ModelyardError) else ModelFailed(
                 f"{self.name} failed: {type(exc).__name__}: {exc}")
-            _deliver(batch, [error] * len(batch))
+            failed = self._failed(slot, batch, error) if isinstance(error, ModelFailed) \
+                else batch
+            if failed:
+                _deliver(failed, [error] * len(failed))
             return error
         took = time.monotonic() - start
         total = sum(p.rows for p in batch)
         with self._lock:
             self._learn(total, took)
+            self.health.success(slot)
         self.observer.batch(total, waits, took)
         if len(batch) == 1:
             _deliver(batch, [outputs])
@@ -374,6 +447,46 @@ class Batcher:
             offset = end
         _deliver(batch, results)
         return None
+
+    def _failed(self, slot: int, batch: list[_Pending], error: Exception) -> list[_Pending]:
+        """The model raised on replica ``slot``: count it against the replica, queue what may
+        be retried on another replica, and return the requests that get the error."""
+        retry: list[_Pending] = []
+        failed: list[_Pending] = []
+        refused = 0
+        with self._lock:
+            verdict = self.health.failure(slot)
+            now = time.monotonic()
+            for pending in batch:
+                if self.budget is None or pending.future.done() or pending.deadline <= now \
+                        or not self._another(slot, pending.tried, now):
+                    failed.append(pending)
+                elif self.budget.try_retry():
+                    retry.append(pending)
+                else:
+                    refused += 1
+                    failed.append(pending)
+            for pending in retry:
+                pending.tried = (*pending.tried, slot)
+                self._retries.append(pending)
+                self._size += 1
+                self._rows += pending.rows
+            if retry:
+                self._lock.notify_all()
+        if retry:
+            self.observer.retried(len(retry))
+        if refused:
+            self.observer.retry_refused(refused)
+        if verdict == "ejected":
+            self.observer.ejected()
+        if verdict != "ok" and self.on_unhealthy is not None:
+            self.on_unhealthy(slot)
+        return failed
+
+    def _another(self, slot: int, tried: tuple[int, ...], now: float) -> bool:
+        """Under the lock: is a replica other than ``slot`` (and those tried) in service?"""
+        return any(other != slot and other not in tried and self.health.available(other, now)
+                   for other in range(len(self.runners)))
 
     def _learn(self, rows: int, seconds: float) -> None:
         seconds = max(seconds, 1e-6)

@@ -35,31 +35,40 @@ class RetryBudget:
                  clock: Clock = time.monotonic) -> None:
         self.ratio, self.min_per_s, self.window_s = ratio, min_per_s, window_s
         self._clock = clock
-        self._attempts: deque[float] = deque()
+        # (time, count) entries: a batch of first attempts is one entry, not one per request.
+        self._attempts: deque[tuple[float, int]] = deque()
         self._retries: deque[float] = deque()
+        self._attempted = 0  # first attempts within the window
         self._lock = threading.Lock()
 
     def _trim(self, now: float) -> None:
-        for times in (self._attempts, self._retries):
-            while times and times[0] <= now - self.window_s:
-                times.popleft()
+        horizon = now - self.window_s
+        while self._attempts and self._attempts[0][0] <= horizon:
+            self._attempted -= self._attempts.popleft()[1]
+        while self._retries and self._retries[0] <= horizon:
+            self._retries.popleft()
 
-    def record_attempt(self) -> None:
+    def record_attempt(self, count: int = 1) -> None:
+        """``count`` first attempts were made now (a batch records its requests at once)."""
         with self._lock:
             now = self._clock()
             self._trim(now)
-            self._attempts.append(now)
+            self._attempts.append((now, count))
+            self._attempted += count
 
     def try_retry(self) -> bool:
         """Spend one retry if the budget allows it."""
         with self._lock:
             now = self._clock()
             self._trim(now)
-            allowed = self.ratio * len(self._attempts) + self.min_per_s * self.window_s
-            if len(self._retries) + 1 > allowed:
+            if len(self._retries) + 1 > self.allowed():
                 return False
             self._retries.append(now)
             return True
+
+    def allowed(self) -> float:
+        """Retries the window allows now: ``ratio`` of its first attempts plus the floor."""
+        return self.ratio * self._attempted + self.min_per_s * self.window_s
 
 
 @dataclass
