@@ -1,4 +1,5 @@
-"""Content-addressed artifact storage and the verified local cache."""
+"""Content-addressed artifact storage and the verified local cache, on a local folder and
+on S3 (moto's S3 server on 127.0.0.1, tests/s3_support.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import pytest
 
 from modelyard.domain.errors import ArtifactCorrupted, ArtifactNotFound, ValidationFailed
 from modelyard.store.archive import pack_to_file
-from modelyard.store.artifacts import ArtifactStore, check_digest
+from modelyard.store.artifacts import META, ArtifactStore, check_digest
+from s3_support import S3Place
 
 
 def packed(tmp_path: Path, name: str, files: dict[str, bytes]) -> tuple[Path, str, int]:
@@ -23,13 +25,30 @@ def packed(tmp_path: Path, name: str, files: dict[str, bytes]) -> tuple[Path, st
     return pack_to_file(folder, scratch)
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> ArtifactStore:
+@pytest.fixture(params=["local", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> ArtifactStore:
+    if request.param == "s3":
+        place: S3Place = request.getfixturevalue("s3")
+        return ArtifactStore(place.url, tmp_path / "cache", **place.options)
     return ArtifactStore(str(tmp_path / "store"), tmp_path / "cache")
 
 
-def stored_file(store: ArtifactStore, digest: str) -> Path:
-    return Path(store.root) / "sha256" / digest[:2] / f"{digest}.tar"
+def blob_key(store: ArtifactStore, digest: str) -> str:
+    return f"{store.root}/sha256/{digest[:2]}/{digest}.tar"
+
+
+def read_blob(store: ArtifactStore, digest: str) -> bytes:
+    return bytes(store.fs.cat_file(blob_key(store, digest)))
+
+
+def write_blob(store: ArtifactStore, digest: str, data: bytes) -> None:
+    """Overwrite the stored copy behind the store's back (damage, for the tests)."""
+    store.fs.pipe_file(blob_key(store, digest), data)
+
+
+def cache_entries(store: ArtifactStore) -> list[str]:
+    """What the cache holds besides its markers and locks."""
+    return sorted(p.name for p in store.cache_dir.iterdir() if p.name != META)
 
 
 FILES = {"model.onnx": b"onnx" * 100, "sub/extra.json": b'{"a": 1}'}
@@ -41,7 +60,7 @@ def test_put_file_and_materialize_round_trip(store: ArtifactStore, tmp_path: Pat
     store.put_file(archive, digest)
     assert store.exists(digest)
     assert store.size(digest) == size
-    assert stored_file(store, digest).is_file()
+    assert read_blob(store, digest) == archive.read_bytes()
     folder = store.materialize(digest)
     assert folder == store.cache_dir / digest
     got = {p.relative_to(folder).as_posix(): p.read_bytes()
@@ -50,17 +69,20 @@ def test_put_file_and_materialize_round_trip(store: ArtifactStore, tmp_path: Pat
     assert b"".join(store.stream(digest)) == archive.read_bytes()
     # Served from the cache the second time, and the cache holds no temporary files.
     assert store.materialize(digest) == folder
-    assert sorted(p.name for p in store.cache_dir.iterdir()) == [digest]
+    assert store.fetches == 1
+    assert cache_entries(store) == [digest]
+    assert sorted(p.name for p in (store.cache_dir / META).iterdir()) == \
+        [f"{digest}.json", f"{digest}.lock"]
     # No temporary upload is left behind.
-    assert list((Path(store.root) / "tmp").iterdir()) == []
+    assert store.fs.glob(f"{store.root}/tmp/*") == []
 
 
 def test_put_is_idempotent(store: ArtifactStore, tmp_path: Path) -> None:
     archive, digest, _ = packed(tmp_path, "m", FILES)
     store.put_file(archive, digest)
-    before = stored_file(store, digest).stat().st_mtime_ns
+    before = store.fs.info(blob_key(store, digest))
     store.put_file(archive, digest)
-    assert stored_file(store, digest).stat().st_mtime_ns == before
+    assert store.fs.info(blob_key(store, digest)) == before
     assert list(store.digests()) == [digest]
 
 
@@ -92,22 +114,21 @@ def test_corrupted_store_copy_is_detected(store: ArtifactStore, tmp_path: Path) 
     store.put_file(archive, digest)
     store.materialize(digest)
     shutil.rmtree(store.cache_dir)
-    blob = stored_file(store, digest)
-    data = bytearray(blob.read_bytes())
+    data = bytearray(read_blob(store, digest))
     data[600] ^= 0x01  # one bit inside the first member's content
-    blob.write_bytes(bytes(data))
+    write_blob(store, digest, bytes(data))
     with pytest.raises(ArtifactCorrupted) as info:
         store.materialize(digest)
     assert info.value.status == 500
     assert not (store.cache_dir / digest).exists()
-    assert list(store.cache_dir.iterdir()) == []  # no temporary file or folder left behind
+    assert cache_entries(store) == []  # no temporary file or folder left behind
+    assert [p.name for p in (store.cache_dir / META).iterdir()] == [f"{digest}.lock"]
 
 
 def test_truncated_store_copy_is_detected(store: ArtifactStore, tmp_path: Path) -> None:
     archive, digest, _ = packed(tmp_path, "m", FILES)
     store.put_file(archive, digest)
-    blob = stored_file(store, digest)
-    blob.write_bytes(blob.read_bytes()[:1000])
+    write_blob(store, digest, read_blob(store, digest)[:1000])
     with pytest.raises(ArtifactCorrupted):
         store.materialize(digest)
 
