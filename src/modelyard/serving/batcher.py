@@ -351,6 +351,8 @@ class Batcher:
                     self._lock.wait()
                 now = time.monotonic()
                 if not self.health.available(slot, now):  # ejected: back when it ends
+                    if self._closed:  # the others drain the queue (one is never ejected)
+                        return None
                     self._lock.wait(max(0.001, self.health.ejected_until(slot) - now))
                     continue
                 wait = self._wait_s(now)
