@@ -304,7 +304,7 @@ class Batcher:
         expired: list[_Pending] = []
         rows = 0
         limit = self.config.max_batch_size
-        for pending in list(self._retries):
+        for pending in list(self._retries) if self._retries else ():
             if slot in pending.tried:
                 continue
             if batch and (rows + pending.rows > limit or pending.shape_key != batch[0].shape_key):
