@@ -25,7 +25,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from modelyard.domain.registry import Endpoint
 from modelyard.governance.redaction import redact
 from modelyard.store import inference_log as repo
-from modelyard.store.db import Database
+from modelyard.store.db import Database, EncodedJSON
+
+_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 log = logging.getLogger("modelyard.server")
 
@@ -51,17 +53,36 @@ def _plain(value: Any) -> Any:
     return value
 
 
+_NUMBERS = frozenset("biuf")
+
+
+def _clean(value: Mapping[str, Any], rules: Mapping[str, str]) -> dict[str, Any]:
+    """Redacted: field rules by name, PII patterns in text. Arrays of numbers hold no text
+    to scan, so they go to the encoder as they are (it encodes them in C, NaN as null)."""
+    out: dict[str, Any] = {}
+    for name, item in value.items():
+        rule = rules.get(str(name))
+        if rule is None and isinstance(item, np.ndarray) and item.dtype.kind in _NUMBERS:
+            out[str(name)] = item if item.flags.c_contiguous else np.ascontiguousarray(item)
+        else:
+            out.update(redact({str(name): _plain(item)}, rules))
+    return out
+
+
 def payload(value: Mapping[str, Any] | None, rules: Mapping[str, str],
-            max_bytes: int) -> Any:
-    """What is stored of one side of a request: redacted JSON values, or a marker saying how
-    big it was when it is over ``max_bytes`` (a 50 MB image batch is not a log record)."""
+            max_bytes: int) -> EncodedJSON | None:
+    """What is stored of one side of a request: its redacted JSON, encoded once, or a marker
+    saying how big it was when over ``max_bytes`` (a 50 MB image batch is not a log record)."""
     if value is None:
         return None
-    cleaned = redact(_plain(value), rules)
-    size = len(orjson.dumps(cleaned, option=orjson.OPT_SERIALIZE_NUMPY))
-    if size > max_bytes:
-        return {"_truncated": True, "bytes": size}
-    return cleaned
+    cleaned = _clean(value, rules)
+    try:
+        encoded = orjson.dumps(cleaned, option=_JSON_OPTIONS)
+    except TypeError:  # an array orjson cannot take (e.g. float16): as plain lists
+        encoded = orjson.dumps(_plain(cleaned), option=_JSON_OPTIONS)
+    if len(encoded) > max_bytes:
+        encoded = orjson.dumps({"_truncated": True, "bytes": len(encoded)})
+    return EncodedJSON(encoded.decode())
 
 
 class InferenceLog:

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -36,10 +37,36 @@ def normalize_url(url: str) -> str:
     return url
 
 
+class EncodedJSON(str):
+    """JSON text encoded already (the inference log writer encodes payloads once, in C):
+    stored as is instead of being encoded again."""
+
+
+_JSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+
+
+def dump_json(value: Any) -> str:
+    """Every JSON column's encoder: orjson (a C encoder; the inference log writes thousands
+    of payloads a second), passing pre-encoded text through."""
+    if isinstance(value, EncodedJSON):
+        return value
+    return orjson.dumps(value, option=_JSON_OPTIONS).decode()
+
+
+def load_json(value: Any) -> Any:
+    """Every JSON column's decoder. SQLite gives a JSON column numeric affinity, so a bare
+    number stored there comes back as a number, not as text."""
+    if isinstance(value, str | bytes | bytearray | memoryview):
+        return orjson.loads(value)
+    return value
+
+
 def make_engine(url: str) -> Engine:
     url = normalize_url(url)
+    codecs: dict[str, Any] = {"json_serializer": dump_json, "json_deserializer": load_json}
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
+                               **codecs)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -58,7 +85,7 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, **codecs)
 
 
 class Database:
