@@ -134,7 +134,12 @@ def test_policy_round_trip_and_defaults() -> None:
     assert policy.triggers.allows("manual")
     again = RetrainPolicy.from_dict(policy.to_dict())
     assert again == policy
-    assert policy.rollout_spec("churn:4") == {"strategy": "canary", "target": "churn:4"}
+    # The canary judges health, not divergence from the champion, unless the policy asks.
+    assert policy.rollout_spec("churn:4") == {"strategy": "canary", "target": "churn:4",
+                                              "analysis": {"max_divergence": None}}
+    asked = RetrainPolicy.from_dict({**policy.to_dict(), "rollout": {
+        "strategy": "canary", "analysis": {"max_divergence": 0.3}}})
+    assert asked.rollout_spec("churn:4")["analysis"] == {"max_divergence": 0.3}
 
 
 @pytest.mark.parametrize(("changes", "field"), [
