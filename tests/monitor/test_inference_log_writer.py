@@ -170,3 +170,21 @@ def test_pages_filter_by_version_window_and_status(db: Database) -> None:
         summary = {s["version"]: s for s in repo.summary(session, "churn")}
     assert summary["churn:1"]["records"] == 3 and summary["churn:1"]["errors"] == 1
     assert summary["churn:2"]["records"] == 2 and summary["churn:2"]["errors"] == 0
+
+
+def test_a_rate_cap_shrinks_the_share_uniformly_with_the_traffic(db: Database) -> None:
+    now = [1000.0]
+    draws = iter(np.random.default_rng(3).random(100_000))
+    log = InferenceLog(db, capacity=100_000, max_per_s=100, clock=lambda: now[0],
+                       draw=lambda: float(next(draws)))
+    kept = []
+    for second in range(5):  # 2,000 requests a second, spread over each second
+        now[0] = 1000.0 + second
+        kept.append(sum(offer(log, endpoint(), f"r{second}-{i}") for i in range(2000)))
+    assert kept[0] == 2000  # the first second: nothing known yet, the share as configured
+    assert all(70 <= k <= 130 for k in kept[1:]), kept  # then about 100 a second
+    now[0] = 1010.0  # quiet again: a second with no traffic before resets the factor
+    assert sum(offer(log, endpoint(), f"q{i}") for i in range(50)) == 50
+    half = InferenceLog(db, max_per_s=100, clock=lambda: now[0],
+                        draw=lambda: float(next(draws)))
+    assert sum(offer(half, endpoint(0.5), f"h{i}") for i in range(1000)) in range(430, 570)

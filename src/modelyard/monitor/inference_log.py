@@ -88,9 +88,15 @@ def payload(value: Mapping[str, Any] | None, rules: Mapping[str, str],
 class InferenceLog:
     def __init__(self, db: Database, *, capacity: int = 10_000, flush_interval_s: float = 0.5,
                  batch_size: int = 1_000, max_payload_bytes: int = 64 * 1024,
-                 registry: CollectorRegistry | None = None,
-                 draw: Callable[[], float] = random.random) -> None:
+                 max_per_s: float = 0.0, registry: CollectorRegistry | None = None,
+                 draw: Callable[[], float] = random.random,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.db = db
+        # At most this many records a second per endpoint (0: no cap): above it the share
+        # sampled shrinks so that the log costs the same at 100 or 10,000 requests a second.
+        self.max_per_s = max_per_s
+        self._clock = clock
+        self._rates: dict[str, list[float]] = {}  # endpoint -> [second, requests, factor]
         self.capacity = capacity
         self.flush_interval_s = flush_interval_s
         self.batch_size = batch_size
@@ -115,7 +121,11 @@ class InferenceLog:
               outputs: Mapping[str, Any] | None, prediction: float | None) -> bool:
         """Keep this request for the log if it is sampled and there is room; never blocks."""
         share = endpoint.log_sample
-        if share <= 0.0 or (share < 1.0 and self._draw() >= share):
+        if share <= 0.0:
+            return False
+        if self.max_per_s > 0:
+            share *= self._rate_factor(endpoint.name)
+        if share < 1.0 and self._draw() >= share:
             return False
         if len(self._buffer) >= self.capacity:
             self.dropped += 1
@@ -127,6 +137,19 @@ class InferenceLog:
         if len(self._buffer) >= self.batch_size:
             self._wake.set()
         return True
+
+    def _rate_factor(self, endpoint: str) -> float:
+        """min(1, cap / last second's requests): a uniform sample within each second (not
+        the first N of it), the probability following the traffic a second behind."""
+        second = int(self._clock())
+        state = self._rates.get(endpoint)
+        if state is None:
+            state = self._rates[endpoint] = [second, 0.0, 1.0]
+        elif state[0] != second:
+            seen = state[1] if state[0] == second - 1 else 0.0
+            state[:] = [second, 0.0, 1.0 if seen <= self.max_per_s else self.max_per_s / seen]
+        state[1] += 1
+        return state[2]
 
     # -- the writer thread --------------------------------------------------------------
     def start(self) -> None:
