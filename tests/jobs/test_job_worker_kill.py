@@ -9,16 +9,15 @@ gets the step's stored result instead of registering again, and finishes the job
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from worker_support import Start, worker_processes
 
 from modelyard import Yard
 
@@ -59,32 +58,12 @@ def until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
 
 
 @pytest.fixture
-def workers(yard: Yard, tmp_path: Path) -> Iterator[Callable[[str], subprocess.Popen[bytes]]]:
+def workers(yard: Yard, tmp_path: Path) -> Iterator[Start]:
     code = tmp_path / "code"
     code.mkdir()
     (code / "kill_test_training.py").write_text(textwrap.dedent(HANDLER))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELYARD_")}
-    env.update(PYTHONPATH=os.pathsep.join([str(code), env.get("PYTHONPATH", "")]),
-               MODELYARD_DATABASE_URL=yard.settings.database_url,
-               MODELYARD_ARTIFACTS_URL=yard.settings.artifacts_url)
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(name: str) -> subprocess.Popen[bytes]:
-        with open(tmp_path / f"{name}.log", "wb") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "modelyard", "--yard", str(yard.settings.home),
-                 "worker", "--lease-s", "2", "--poll-s", "0.1"],
-                stdout=out, stderr=subprocess.STDOUT, env=env)
-        started.append(proc)
-        return proc
-
-    try:
+    with worker_processes(yard, tmp_path, code) as start:
         yield start
-    finally:
-        for proc in started:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(timeout=30)
 
 
 def test_killed_worker_job_resumes_and_registers_exactly_one_version(

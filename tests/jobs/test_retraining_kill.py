@@ -10,16 +10,15 @@ registration that committed while the step's memo did not (the cycle's tag finds
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from retrain_support import champion, generated, log_labelled, policy, write_entrypoint
 from sklearn.linear_model import LogisticRegression
+from worker_support import Start, worker_processes
 
 from modelyard import Yard
 from modelyard.jobs.worker import Worker
@@ -46,30 +45,9 @@ def code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, str]:
 
 
 @pytest.fixture
-def workers(yard: Yard, tmp_path: Path, code: tuple[Path, str]
-            ) -> Iterator[Callable[[str], subprocess.Popen[bytes]]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELYARD_")}
-    env.update(PYTHONPATH=os.pathsep.join([str(code[0]), env.get("PYTHONPATH", "")]),
-               MODELYARD_DATABASE_URL=yard.settings.database_url,
-               MODELYARD_ARTIFACTS_URL=yard.settings.artifacts_url)
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(name: str) -> subprocess.Popen[bytes]:
-        with open(tmp_path / f"{name}.log", "wb") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "modelyard", "--yard", str(yard.settings.home),
-                 "worker", "--lease-s", "2", "--poll-s", "0.1"],
-                stdout=out, stderr=subprocess.STDOUT, env=env)
-        started.append(proc)
-        return proc
-
-    try:
+def workers(yard: Yard, tmp_path: Path, code: tuple[Path, str]) -> Iterator[Start]:
+    with worker_processes(yard, tmp_path, code[0]) as start:
         yield start
-    finally:
-        for proc in started:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(timeout=30)
 
 
 def test_killed_mid_training_the_cycle_resumes_and_registers_one_version(
