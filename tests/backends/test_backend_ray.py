@@ -257,3 +257,42 @@ def test_artifacts_are_verified_in_the_replica(both: dict[str, Any], tmp_path: P
     state = _wait(backend, "damaged", lambda s: s.status == "failed", timeout_s=200)
     assert "sha256" in (state.error or "")
     yard.delete_endpoint("damaged")
+
+
+def square_on_ray(n: int, marker: str) -> dict[str, Any]:
+    """Offloaded job work: leaves a mark per run, says where it ran and with what."""
+    with open(marker, "a") as f:
+        f.write("ran\n")
+    return {"value": n * n, "pid": os.getpid(),
+            "resources": ray.get_runtime_context().get_assigned_resources()}
+
+
+def test_job_work_runs_as_a_ray_task_once(ray_instance: None, tmp_path: Path) -> None:
+    """ctx.offload on the ray backend: a Ray task with the payload's resources, memoized as a
+    step, so a crash after it does not run it again."""
+    import sys
+
+    from modelyard.jobs.worker import JobContext, Worker
+
+    # The task function lives in this test module, which Ray's workers cannot import.
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    yard, _ = Yard.init(settings=Settings.load(tmp_path / "yard", env={}))
+    marker = str(tmp_path / "runs.txt")
+
+    def handler(ctx: JobContext, payload: dict[str, Any]) -> Any:
+        result = ctx.offload("square", square_on_ray, payload["n"], marker)
+        if ctx.attempt == 1:
+            raise RuntimeError("the worker crashed after the task")
+        return result
+
+    yard.jobs.handlers.register("square", handler)
+    job = yard.enqueue_job("square", {"n": 7, "resources": {"num_cpus": 0.5}}, backoff_s=0)
+    worker = Worker(yard, poll_s=0.05, schedules=False, offload=ray_backend.RayBackend.offload)
+    assert worker.run_once() and worker.run_once()
+    done = yard.job(job.id)
+    assert (done.state, done.attempt) == ("succeeded", 2)
+    assert done.result["value"] == 49
+    assert done.result["pid"] != os.getpid()  # in a Ray worker process
+    assert done.result["resources"] == {"CPU": 0.5}
+    assert Path(marker).read_text() == "ran\n"  # once, across both attempts
+    yard.close()

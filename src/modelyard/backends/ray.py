@@ -5,9 +5,11 @@ The control plane stays in the Modelyard process: the same reconciler as the loc
 auth, signature checks, traffic choice, shadows, graphs, problem+json) answers HTTP. Only the
 loader differs: instead of loading a version in-process it deploys a Ray Serve application of
 ``ModelReplica`` replicas (replicas or autoscaling, CPUs and GPUs from the DeploymentSpec) and
-returns a ``RayDeployment``, which answers like a local ``Deployment`` by calling a
-deployment handle. Each replica loads the version from the artifact store itself (sha256
-verified on the way) and batches with our batcher. Graphs and traffic splits compose
+returns a ``RayDeployment``: a local ``Deployment`` (cache, admission, deadlines, our adaptive
+batcher) whose predictors are lanes to the replicas, so concurrent requests cross to Ray as
+one call per batch. Each replica loads the version from the artifact store itself (sha256
+verified on the way), warms it up, and runs each batch it receives at once. Graphs and
+traffic splits compose
 ``RayDeployment`` objects exactly as they compose local ones, so their behaviour is the same
 code on both backends. See docs/decisions/0019-ray-backend.md.
 
@@ -16,7 +18,6 @@ This is the only module that imports ``ray``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import threading
@@ -45,32 +46,37 @@ from modelyard.backends.local import LocalBackend, example_inputs  # noqa: E402
 from modelyard.control.registry import RegistryService  # noqa: E402
 from modelyard.domain.deployment import DeploymentSpec  # noqa: E402
 from modelyard.domain.errors import (  # noqa: E402
-    DeadlineExceeded,
     ModelFailed,
     ModelyardError,
     NotReady,
     Overloaded,
 )
 from modelyard.domain.registry import ModelVersion  # noqa: E402
-from modelyard.serving.batcher import Arrays, Batcher, BatchObserver  # noqa: E402
-from modelyard.serving.deployment import Deployment, cache_key  # noqa: E402
+from modelyard.serving.batcher import Arrays, BatchObserver  # noqa: E402
+from modelyard.serving.deployment import Deployment  # noqa: E402
 from modelyard.serving.metrics import ServingMetrics  # noqa: E402
 from modelyard.store.artifacts import ArtifactStore  # noqa: E402
 from modelyard.store.db import Database  # noqa: E402
 
 log = logging.getLogger("modelyard.backend")
+_INIT_LOCK = threading.Lock()
 
 APP_PREFIX = "modelyard-"
 # How long a new application may take to have every replica running (load, warm-up,
 # scheduling); past it the endpoint reports the failure and the previous version serves on.
 DEPLOY_TIMEOUT_S = 300.0
-# The answer may take the request's deadline plus this to come back over Ray before the front
-# gives up (the replica's batcher enforces the deadline itself and answers 504).
-TRANSPORT_GRACE_S = 1.0
+# A batch's call to a replica: the longest it may take (the front's batcher enforces each
+# request's own deadline), and the slack for the answer to come back over Ray.
+REPLICA_TIMEOUT_S = 600.0
+TRANSPORT_GRACE_S = 5.0
+# Batches in flight per replica: one computing while the next crosses the network.
+LANES_PER_REPLICA = 2
 
 
 class ModelReplica:
-    """One Ray Serve replica of one model version: our ``Deployment`` (batcher, warm-up)."""
+    """One Ray Serve replica of one model version. It receives whole batches (the front's
+    batcher formed them) and runs each at once: a second queue here would only add a hop
+    (measured: docs/decisions/0019-ray-backend.md)."""
 
     def __init__(self, artifacts_url: str, cache_dir: str, version: ModelVersion,
                  spec: DeploymentSpec) -> None:
@@ -80,8 +86,8 @@ class ModelReplica:
         folder = store.materialize(version.artifact_digest)  # verifies the sha256
         predictor = flavors.get(version.flavor).load(folder, version.flavor_options,
                                                      trusted=version.lineage.trusted)
-        # One model thread per Ray replica: Ray's replicas are the replication; the response
-        # cache lives in the front, where a hit costs no hop.
+        # Ray's replicas are the replication; the response cache lives in the front, where a
+        # hit costs no hop.
         self.deployment = Deployment(version, [predictor],
                                      spec.merged({"replicas": 1, "cache_max_entries": 0}))
         self.deployment.warm_up(example_inputs(version))
@@ -91,102 +97,57 @@ class ModelReplica:
 
     async def predict(self, inputs: dict[str, np.ndarray], timeout_s: float,
                       priority: int) -> dict[str, np.ndarray] | ModelyardError:
-        """The outputs, or the refusal/failure as a value: it reaches the front as itself
-        (a raised one would arrive wrapped in Ray's task error)."""
+        """The outputs, or the failure as a value: it reaches the front as itself (a raised
+        one would arrive wrapped in Ray's task error). Computed on the replica's loop: one
+        batch at a time is all one model thread can do anyway."""
         try:
-            return await self.deployment.predict(inputs, timeout_s, priority)
+            return self.deployment.predict_sync(inputs)
         except ModelyardError as exc:
             return exc
 
 
-class _FrontAdmission(Batcher):
-    """Admission for a ``RayDeployment`` in the front process: refuses cheaply (before the
-    body is decoded) once as many requests are in flight as the replicas may queue. Nothing
-    is batched here; the replicas batch."""
+class ReplicaPredictor:
+    """A ``Predictor`` whose ``predict`` is one call to the application's replicas (Ray
+    routes it to the least busy). The front's batcher stacks concurrent requests and hands
+    each batch to one of these, on its own thread: one Ray call per batch, not per request."""
 
-    def __init__(self, owner: RayDeployment) -> None:
-        super().__init__([], owner.spec, owner.observer, name=owner.version.ref)
-        self.owner = owner
+    def __init__(self, app_name: str, ref: str) -> None:
+        self.app_name = app_name
+        self.ref = ref
+        self._handle: Any = None
 
-    def refusal(self, rows: int, timeout_s: float) -> str | None:
-        if self.owner.in_flight >= self.owner.capacity:
-            return f"{self.owner.in_flight} requests in flight (the replicas' queues are full)"
-        return None
+    def __repr__(self) -> str:
+        return f"ReplicaPredictor({self.app_name!r})"
+
+    def predict(self, inputs: Arrays) -> dict[str, np.ndarray]:
+        if self._handle is None:
+            self._handle = RayCluster.sync_handle(self.app_name)
+        try:
+            # The front's batcher already enforces each request's deadline; the replica's
+            # only guards against a call that never returns.
+            answer = self._handle.predict.remote(dict(inputs), REPLICA_TIMEOUT_S, 1).result(
+                timeout_s=REPLICA_TIMEOUT_S + TRANSPORT_GRACE_S)
+        except BackPressureError as exc:
+            raise Overloaded(f"{self.ref} is overloaded; retry later") from exc
+        if isinstance(answer, ModelyardError):
+            raise answer
+        return dict(answer)
 
 
 @dataclass(eq=False)
 class RayDeployment(Deployment):
-    """A model deployment whose replicas are Ray Serve replicas; answers like ``Deployment``."""
+    """A model deployment whose replicas are Ray Serve replicas; answers like ``Deployment``
+    (the same cache, admission and batcher, in front of ``ReplicaPredictor`` lanes)."""
 
-    handle: Any = None  # ray.serve.handle.DeploymentHandle
     app_name: str = ""
-    capacity: int = 1  # requests in flight before the front refuses
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.in_flight = 0
-        self._sync: Any = None
-
-    def batcher(self) -> Batcher:
-        if self._batcher is None:
-            self._batcher = _FrontAdmission(self)
-        return self._batcher
-
-    async def predict(self, inputs: Arrays, timeout_s: float,
-                      priority: int = 1) -> dict[str, np.ndarray]:
-        cache = self._cache
-        key = None
-        if cache is not None:
-            key = cache_key(inputs)
-            hit = cache.get(key)
-            if hit is not None:
-                self._observe_cache(True)
-                return hit
-            self._observe_cache(False)
-        if self.in_flight >= self.capacity:
-            raise Overloaded(f"{self.version.ref} is overloaded; retry later")
-        observer = self.observer
-        self.in_flight += 1
-        if observer is not None:
-            observer.in_flight(1)
-        try:
-            response = self.handle.predict.remote(dict(inputs), timeout_s, priority)
-            try:
-                answer = await asyncio.wait_for(response, timeout_s + TRANSPORT_GRACE_S)
-            except TimeoutError:
-                response.cancel()
-                raise DeadlineExceeded(f"{self.version.ref}: no answer within the "
-                                       "deadline") from None
-            except BackPressureError as exc:
-                raise Overloaded(f"{self.version.ref} is overloaded; retry later") from exc
-            except ModelyardError:
-                raise
-            except Exception as exc:  # a replica died, the cluster went away...
-                raise ModelFailed(f"{self.version.ref} failed on Ray: "
-                                  f"{type(exc).__name__}: {exc}") from exc
-        finally:
-            self.in_flight -= 1
-            if observer is not None:
-                observer.in_flight(-1)
-        if isinstance(answer, ModelyardError):
-            raise answer
-        if cache is not None:
-            cache[key] = answer
-        return answer
-
-    def predict_sync(self, inputs: Arrays) -> dict[str, np.ndarray]:
-        if self._sync is None:
-            self._sync = RayCluster.sync_handle(self.app_name)
-        answer = self._sync.predict.remote(dict(inputs), 60.0, 1).result()
-        if isinstance(answer, ModelyardError):
-            raise answer
-        return dict(answer)
 
     def warm_up(self, example: Arrays | None) -> None:
         """The replicas warmed up before they reported healthy."""
 
     def retire(self) -> None:
-        """Delete the application; Ray drains the replicas' in-flight requests first."""
+        """Stop the front's batcher, then delete the application (Ray drains the replicas'
+        in-flight requests first)."""
+        super().retire()
         name = self.app_name
 
         def delete() -> None:
@@ -221,45 +182,46 @@ class RayCluster:
         serve.start(proxy_location="Disabled")
 
     def deploy(self, name: str, version: ModelVersion, spec: DeploymentSpec,
-               artifacts: ArtifactStore) -> tuple[Any, float]:
+               artifacts: ArtifactStore) -> float:
         """Start an application of ``spec`` replicas of ``version``; wait until every replica
-        is running (loaded and warm). Returns its handle and the replicas' warm-up time."""
+        is running (loaded and warm). Returns the replicas' warm-up time (ms)."""
         options: dict[str, Any] = {
             "name": "model",
             "ray_actor_options": {"num_cpus": spec.num_cpus, "num_gpus": spec.num_gpus},
-            # Enough concurrency for our batcher to form full batches and queue behind them;
-            # it admits and sheds within this itself.
-            "max_ongoing_requests": spec.max_queue_size + spec.max_batch_size,
-            "max_queued_requests": -1,
+            # Batches from every front's lanes; more wait in the callers' routers.
+            "max_ongoing_requests": 4 * LANES_PER_REPLICA,
         }
         if spec.autoscaling:
             options["autoscaling_config"] = {
                 "min_replicas": int(spec.autoscaling.get("min_replicas", 1)),
                 "max_replicas": int(spec.autoscaling["max_replicas"]),
+                # Ongoing requests here are the fronts' batches: one in flight per replica
+                # keeps each busy without a queue.
                 "target_ongoing_requests": float(
-                    spec.autoscaling.get("target_ongoing_requests", spec.max_batch_size)),
+                    spec.autoscaling.get("target_ongoing_requests", 1)),
             }
         else:
             options["num_replicas"] = spec.replicas
         replica: Any = serve.deployment(ModelReplica)
         app = replica.options(**options).bind(
             artifacts.url, str(artifacts.cache_dir), version, spec)
-        # Its router binds to the event loop of the first call: the data plane's.
-        handle = serve._run(app, name=name, route_prefix=None, _blocking=False)
+        serve._run(app, name=name, route_prefix=None, _blocking=False)
         try:
             self.wait_running(name)
             warmup = float(self.sync_handle(name).warmup_ms.remote().result(timeout_s=60))
         except BaseException:
             with_ignored(serve.delete, name)
             raise
-        return handle, warmup
+        return warmup
 
     @staticmethod
     def sync_handle(name: str) -> Any:
         """A handle for calls from threads without an event loop (its router runs on Ray
         Serve's own loop thread)."""
-        handle = serve.get_app_handle(name)
-        handle._init(_run_router_in_separate_loop=True)
+        handle = serve.get_app_handle(name)  # one per application, cached by Serve
+        with _INIT_LOCK:
+            if not handle.is_initialized:
+                handle._init(_run_router_in_separate_loop=True)
         return handle
 
     @staticmethod
@@ -309,12 +271,18 @@ class RayBackend(LocalBackend):
                 observer: BatchObserver | None) -> RayDeployment:
         self.registry.check_signed(version)  # the store is here; replicas only load
         name = f"{APP_PREFIX}{version.model}-{version.version}-{uuid.uuid4().hex[:8]}"
-        handle, warmup_ms = self.cluster.deploy(name, version, spec, self.artifacts)
+        warmup_ms = self.cluster.deploy(name, version, spec, self.artifacts)
         replicas = int(spec.autoscaling["max_replicas"]) if spec.autoscaling \
             else spec.replicas
         log.info("Ray Serve application %s runs %s", name, version.ref)
-        return RayDeployment(version, [], spec, warmup_ms, observer, handle=handle,
-                             app_name=name, capacity=spec.max_queue_size * replicas)
+        lanes = [ReplicaPredictor(name, version.ref)
+                 for _ in range(LANES_PER_REPLICA * replicas)]
+        return RayDeployment(version, lanes, spec, warmup_ms, observer, app_name=name)
+
+    @staticmethod
+    def offload(fn: Any, args: tuple[Any, ...], resources: Any) -> Any:
+        """Where the server's job worker runs ``ctx.offload`` work: a Ray task."""
+        return run_task(fn, args, resources)
 
     def close(self) -> None:
         """Delete every application, then stop Ray if this process started it."""
@@ -329,6 +297,17 @@ def _ray_units(state: Any) -> list[RayDeployment]:
     deployment = state.deployment
     units = deployment.deployments() if hasattr(deployment, "deployments") else [deployment]
     return [d for d in units if isinstance(d, RayDeployment)]
+
+
+def run_task(fn: Any, args: tuple[Any, ...], resources: Any) -> Any:
+    """Run ``fn(*args)`` as a Ray task with ``resources`` and wait for its result (a job's
+    ``ctx.offload``). Never retried by Ray: retries are the job queue's, whose step memo makes
+    the task run once per job in effect."""
+    options: dict[str, Any] = {"max_retries": 0}
+    for key, value in dict(resources).items():
+        options[key] = int(value) if key == "memory" else float(value)
+    options.setdefault("num_cpus", 1.0)
+    return ray.get(ray.remote(fn).options(**options).remote(*args))
 
 
 def from_settings(settings: Any, db: Database, registry: RegistryService,
