@@ -17,7 +17,7 @@ $(VENV)/.demo: $(VENV)/.base
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.base
-	$(PY) -m pip install --quiet -e '.[dev,torch,text,grpc,mlflow]'
+	$(PY) -m pip install --quiet -e '.[dev,torch,text,grpc,mlflow,ray,s3]'
 	touch $@
 
 demo: $(VENV)/.demo

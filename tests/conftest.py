@@ -16,6 +16,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from modelyard import Client, Yard
 from modelyard.serving.server import BackgroundServer
 from modelyard.settings import Settings
+from s3_support import s3, s3_endpoint  # noqa: F401  (fixtures: moto's S3 server)
 
 PG_URL = os.environ.get("MODELYARD_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 

@@ -66,6 +66,9 @@ class Settings:
     # they are written, the largest payload kept per side, and how long records are kept
     # (days; 0 keeps them forever). Each endpoint sets its own sampling rate (log_sample).
     inference_log_buffer: int = 10_000
+    # Records written per second and endpoint at most (0: no cap); above it each endpoint's
+    # log_sample shrinks in proportion, so the log's cost stays flat under any load.
+    inference_log_max_per_s: float = 100.0
     inference_log_flush_s: float = 0.5
     inference_log_max_payload_bytes: int = 64 * 1024
     inference_log_retention_days: float = 30.0
@@ -76,7 +79,25 @@ class Settings:
     # How often the server looks for monitors due (each runs at its own evaluate_every_s).
     monitor_tick_s: float = 10.0
     job_lease_s: float = 30.0
+    # Memory (MiB) the models of endpoints deployed with load: lazy may take together in this
+    # process; the least recently used idle ones are unloaded for room (0: no limit). A
+    # model's size is measured at load (RSS growth); before its first load it is estimated
+    # as its artifact's size times model_memory_factor (docs/decisions/0021).
+    model_memory_budget_mb: float = 0.0
+    model_memory_factor: float = 2.0
     job_poll_s: float = 1.0
+    # Control-plane leadership (docs/decisions/0020): servers sharing a store elect one
+    # leader for rollouts, schedules, monitors and retention; a dead leader is replaced within
+    # about this long (PostgreSQL: within a third of it once its session ends).
+    leader_lease_s: float = 15.0
+    # fsspec options of the artifact store, a JSON object, e.g. for S3-compatible stores
+    # {"endpoint_url": "http://minio:9000"}; credentials best come from the usual AWS chain.
+    artifacts_options: str = ""
+    # Where deployments run: local (in this process) or ray (Ray Serve; needs the ray extra).
+    # ray_address: empty starts a local Ray instance; auto joins the one on this machine;
+    # ray://host:port goes through Ray Client.
+    backend: str = "local"
+    ray_address: str = ""
 
     @property
     def cache_dir(self) -> Path:

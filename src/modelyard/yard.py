@@ -47,7 +47,7 @@ from modelyard.serving.batcher import BatchObserver
 from modelyard.serving.deployment import Deployment
 from modelyard.settings import Settings
 from modelyard.store import keys
-from modelyard.store.artifacts import ArtifactStore
+from modelyard.store.artifacts import ArtifactStore, storage_options
 from modelyard.store.db import Database
 
 log = logging.getLogger("modelyard.yard")
@@ -83,7 +83,8 @@ class Yard:
                 f"the yard's schema is at {current}, this Modelyard needs "
                 f"{self.db.head_revision()}; run 'modelyard db upgrade'"
             )
-        self.artifacts = ArtifactStore(self.settings.artifacts_url, self.settings.cache_dir)
+        self.artifacts = ArtifactStore(self.settings.artifacts_url, self.settings.cache_dir,
+                                       **storage_options(self.settings.artifacts_options))
         required = tuple(f.strip() for f in self.settings.card_required_fields.split(",")
                          if f.strip())
         self.approvals = ApprovalService(self.db)
@@ -531,7 +532,8 @@ class Yard:
 
         spec = spec or DeploymentSpec(replicas=1)
         predictors = [self.registry.load_predictor(version) for _ in range(spec.replicas)]
-        deployment = Deployment(version, predictors, spec, observer=observer)
+        deployment = Deployment(version, predictors, spec, observer=observer,
+                                reload=lambda: self.registry.load_predictor(version))
         deployment.warm_up(example_inputs(version))
         return deployment
 

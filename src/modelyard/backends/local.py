@@ -33,6 +33,7 @@ from modelyard.serving.batcher import BatchObserver
 from modelyard.serving.deployment import Deployment
 from modelyard.serving.metrics import ServingMetrics
 from modelyard.serving.problems import loggable
+from modelyard.serving.residency import LazyDeployment, MiB, ModelResidency
 from modelyard.store import endpoints as endpoint_repo
 from modelyard.store import registry as registry_repo
 from modelyard.store.db import Database
@@ -45,8 +46,13 @@ Loader = Callable[[ModelVersion, DeploymentSpec, BatchObserver | None], Deployme
 class LocalBackend:
     def __init__(self, db: Database, load: Loader, interval_s: float = 2.0,
                  metrics: ServingMetrics | None = None,
-                 on_reconcile: Callable[[], None] | None = None) -> None:
+                 on_reconcile: Callable[[], None] | None = None,
+                 memory_budget_mb: float = 0.0, memory_factor: float = 2.0) -> None:
         self.db = db
+        # Endpoints deployed with load: lazy share this budget (docs/decisions/0021).
+        self.residency = ModelResidency(int(memory_budget_mb * MiB), memory_factor, metrics)
+        if metrics is not None:
+            metrics.watch_residency(self.residency)
         self.on_reconcile = on_reconcile  # e.g. refresh the data plane's key snapshot
         self.on_shadow: ShadowRecorder | None = None  # where shadow comparisons are recorded
         self.load = load
@@ -133,7 +139,8 @@ class LocalBackend:
             try:
                 observer = self.metrics.observer(endpoint.name, version.ref) \
                     if self.metrics else None
-                deployment = self.load(version, endpoint.deployment, observer)
+                deployment = self._load_or_defer(endpoint.name, version, endpoint.deployment,
+                                                 observer)
                 table[endpoint.name] = EndpointState(endpoint, "ready", deployment, None,
                                                      version.ref)
                 log.info("endpoint %s now serves %s (warm-up %.1f ms)", endpoint.name,
@@ -160,6 +167,15 @@ class LocalBackend:
             gc.freeze()
         for deployment in retired:
             self._call_in_loop(deployment.retire)
+
+    def _load_or_defer(self, name: str, version: ModelVersion, spec: DeploymentSpec,
+                       observer: BatchObserver | None) -> Deployment:
+        """Load now, or (``load: lazy``) on the first request, under the memory budget."""
+        if spec.load == "lazy":
+            return LazyDeployment(version, spec, observer,
+                                  lambda: self.load(version, spec, observer),
+                                  self.residency, name)
+        return self.load(version, spec, observer)
 
     def _graph_state(self, endpoint: Endpoint, versions: dict[str, ModelVersion],
                      current: EndpointState | None) -> EndpointState:

@@ -122,10 +122,17 @@ def serve(
         None, "--grpc-port", min=0, max=65535,
         help="Also serve OIP v2 over gRPC (KServe/Triton protocol) on this port, same host and "
         "TLS; 0: off (default: the grpc_port setting). Needs the grpc extra."),
+    backend: str | None = typer.Option(
+        None, "--backend", help="Where deployments run: local (this process) or ray (Ray "
+        "Serve; needs the ray extra). Default: the backend setting."),
+    address: str | None = typer.Option(
+        None, "--address", help="With --backend ray: 'auto' joins the Ray instance on this "
+        "machine, 'ray://host:port' a remote one; omitted: starts a local Ray instance."),
 ) -> None:
     """Start the server: data plane and control plane on one port.
 
     Example: modelyard serve --port 8000 --workers 2
+    Example: modelyard serve --backend ray --address auto
     """
     import os
 
@@ -137,7 +144,18 @@ def serve(
     from modelyard.yard import Yard
 
     started = time.perf_counter()
+    if backend not in (None, "local", "ray"):
+        raise typer.BadParameter("--backend must be local or ray")
     yard = Yard(STATE.yard_path)
+    if backend is not None or address is not None:
+        chosen = yard.settings.with_(
+            backend=backend or yard.settings.backend,
+            ray_address=yard.settings.ray_address if address is None else address)
+        yard.close()
+        yard = Yard(settings=chosen)
+    if yard.settings.backend == "ray" and workers > 1:
+        raise typer.BadParameter("with the ray backend one server process fronts every "
+                                 "replica: use --workers 1 and scale with replicas")
     # Every logger in the process, uvicorn's too, in the log_format setting's shape, redacted.
     log_config = logging_config(yard.settings.log_format, log_level)
     if (ssl_certfile is None) != (ssl_keyfile is None):

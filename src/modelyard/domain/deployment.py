@@ -20,6 +20,18 @@ class DeploymentSpec:
     pad: Mapping[str, float | int | str] = field(default_factory=dict)
     cache_max_entries: int = 0  # 0: no response cache (only for deterministic models)
     cache_ttl_s: float = 300.0
+    # eager: loaded when the endpoint is deployed; lazy: on its first request, and unloaded
+    # when idle and the model memory budget needs room (docs/decisions/0021).
+    load: str = "eager"
+    # predict may run twice for one request: a batch that failed on one replica is retried
+    # on another (false for models with side effects).
+    idempotent: bool = True
+    # Where replicas run on the ray backend (ignored by the local one): logical CPUs and GPUs
+    # per replica, and autoscaling on ongoing requests ({min_replicas, max_replicas,
+    # target_ongoing_requests}; empty: a fixed ``replicas``).
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    autoscaling: Mapping[str, float | int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         def check(ok: bool, name: str, rule: str) -> None:
@@ -36,11 +48,17 @@ class DeploymentSpec:
         check(0 <= self.cache_max_entries <= 10_000_000, "cache_max_entries",
               "from 0 to 10000000")
         check(0 < self.cache_ttl_s <= 86_400 * 30, "cache_ttl_s", "above 0 and at most 30 days")
+        check(self.load in ("eager", "lazy"), "load", "eager or lazy")
+        check(isinstance(self.idempotent, bool), "idempotent", "true or false")
+        check(0 <= self.num_cpus <= 1024, "num_cpus", "from 0 to 1024")
+        check(0 <= self.num_gpus <= 64, "num_gpus", "from 0 to 64")
+        _check_autoscaling(self.autoscaling)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["preferred_batch_sizes"] = list(self.preferred_batch_sizes)
         out["pad"] = dict(self.pad)
+        out["autoscaling"] = dict(self.autoscaling)
         return out
 
     @classmethod
@@ -56,11 +74,14 @@ class DeploymentSpec:
                     if isinstance(value, bool) or int(value) != value:
                         raise ValueError(f"{name} must be an integer")
                     data[name] = int(value)
-            for name in ("max_queue_delay_ms", "cache_ttl_s"):
+            for name in ("max_queue_delay_ms", "cache_ttl_s", "num_cpus", "num_gpus"):
                 if name in data:
                     data[name] = float(data[name])
             if "pad" in data and not isinstance(data["pad"], Mapping):
                 raise ValueError("pad must map input names to pad values")
+            if "autoscaling" in data and not isinstance(data["autoscaling"], Mapping):
+                raise ValueError("autoscaling must map min_replicas, max_replicas and "
+                                 "target_ongoing_requests to numbers")
         except (TypeError, ValueError) as exc:
             raise ValidationFailed(f"invalid deployment settings: {exc}",
                                    field="deployment") from exc
@@ -68,3 +89,34 @@ class DeploymentSpec:
 
     def merged(self, changes: Mapping[str, Any]) -> DeploymentSpec:
         return DeploymentSpec.from_dict({**self.to_dict(), **changes})
+
+
+AUTOSCALING_KEYS = ("min_replicas", "max_replicas", "target_ongoing_requests")
+
+
+def _check_autoscaling(config: Mapping[str, float | int]) -> None:
+    """Autoscaling on ongoing requests per replica (the ray backend's replicas)."""
+    if not config:
+        return
+    for key, value in config.items():
+        where = f"deployment.autoscaling.{key}"
+        if key not in AUTOSCALING_KEYS:
+            raise ValidationFailed(f"unknown autoscaling setting {key!r}; use "
+                                   f"{', '.join(AUTOSCALING_KEYS)}", field=where)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValidationFailed(f"{where} must be a number", field=where)
+    low, high = config.get("min_replicas", 1), config.get("max_replicas")
+    if high is None:
+        raise ValidationFailed("deployment.autoscaling.max_replicas is required",
+                               field="deployment.autoscaling.max_replicas")
+    if int(low) != low or not 0 <= low <= 64:
+        raise ValidationFailed("deployment.autoscaling.min_replicas must be an integer from "
+                               "0 to 64", field="deployment.autoscaling.min_replicas")
+    if int(high) != high or not max(1, low) <= high <= 64:
+        raise ValidationFailed("deployment.autoscaling.max_replicas must be an integer from "
+                               "max(1, min_replicas) to 64",
+                               field="deployment.autoscaling.max_replicas")
+    target = config.get("target_ongoing_requests", 2)
+    if not 0 < target <= 100_000:
+        raise ValidationFailed("deployment.autoscaling.target_ongoing_requests must be "
+                               "above 0", field="deployment.autoscaling.target_ongoing_requests")

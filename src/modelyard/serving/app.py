@@ -19,10 +19,12 @@ from starlette.responses import Response
 from modelyard import __version__
 from modelyard.backends.local import LocalBackend
 from modelyard.control.api import API, build_control_api
+from modelyard.control.leadership import Leadership
 from modelyard.domain.analysis import WindowStats
 from modelyard.domain.errors import InvalidJSON, ModelyardError, ValidationFailed
 from modelyard.governance import oidc
 from modelyard.governance.redaction import redact_logs
+from modelyard.jobs.schedules import Scheduler
 from modelyard.jobs.worker import Worker
 from modelyard.monitor.inference_log import InferenceLog
 from modelyard.rollout.observations import Observations
@@ -82,8 +84,20 @@ def create_app(yard: Yard, *, start_reconciler: bool = True,
     metrics = ServingMetrics(enabled=settings.metrics, tracer=tracer)
     tokens = oidc.from_settings(settings)
     access = DataPlaneAccess(yard.db, tokens)
-    backend = LocalBackend(yard.db, yard.deployment, settings.reconcile_interval_s, metrics,
-                           on_reconcile=access.refresh)
+    backend: LocalBackend
+    if settings.backend == "ray":  # imported only now: ray is an optional extra
+        from modelyard.backends import ray as ray_backend
+
+        backend = ray_backend.from_settings(settings, yard.db, yard.registry, yard.artifacts,
+                                            metrics, on_reconcile=access.refresh)
+    elif settings.backend == "local":
+        backend = LocalBackend(yard.db, yard.deployment, settings.reconcile_interval_s,
+                               metrics, on_reconcile=access.refresh,
+                               memory_budget_mb=settings.model_memory_budget_mb,
+                               memory_factor=settings.model_memory_factor)
+    else:
+        raise ValidationFailed(f"backend must be local or ray, not {settings.backend!r}",
+                               field="backend")
     metrics.watch_breakers(backend.states)
     yard.access.on_change = access.refresh
     yard.endpoints.on_change = backend.trigger
@@ -93,7 +107,11 @@ def create_app(yard: Yard, *, start_reconciler: bool = True,
     inference_log = InferenceLog(yard.db, capacity=settings.inference_log_buffer,
                                  flush_interval_s=settings.inference_log_flush_s,
                                  max_payload_bytes=settings.inference_log_max_payload_bytes,
+                                 max_per_s=settings.inference_log_max_per_s,
                                  registry=metrics.registry)
+    # One leader per yard runs rollouts, schedules, monitors and retention (ADR 0020).
+    leadership = Leadership(yard.db, lease_s=settings.leader_lease_s)
+    metrics.registry.register(leadership.collector())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -124,19 +142,28 @@ def create_app(yard: Yard, *, start_reconciler: bool = True,
         if on_ready is not None:
             on_ready(app.state.ready_after_s)
         stop = asyncio.Event()
+        if start_reconciler:
+            await asyncio.to_thread(leadership.start)
         inference_log.start()
         expiry = asyncio.create_task(expire_inference_log(
-            inference_log, settings.inference_log_retention_days, stop)) \
-            if start_reconciler else None
+            inference_log, settings.inference_log_retention_days, stop,
+            leader=leadership.checker("retention"))) if start_reconciler else None
         task = asyncio.create_task(backend.run(stop)) if start_reconciler else None
         rollouts = asyncio.create_task(run_rollouts(yard, backend, observations, stop,
-                                                    settings.rollout_tick_s)) \
+                                                    settings.rollout_tick_s,
+                                                    leadership.checker("rollouts"))) \
             if start_reconciler else None
         # Jobs run on a worker thread here unless only 'modelyard worker' processes should.
-        jobs = Worker(yard).start() if start_reconciler and settings.jobs_in_process else None
+        # On the ray backend, work a job offloads (ctx.offload) runs as Ray tasks.
+        jobs = Worker(yard, schedules=False, offload=getattr(backend, "offload", None)).start() \
+            if start_reconciler and settings.jobs_in_process else None
         if jobs is not None:
             yard.jobs.on_enqueue = jobs.wake
-        monitors = asyncio.create_task(schedule_monitors(yard, stop, settings.monitor_tick_s)) \
+        crons = asyncio.create_task(schedule_jobs(
+            yard, stop, settings.job_poll_s, leadership.checker("schedules"))) \
+            if jobs is not None else None
+        monitors = asyncio.create_task(schedule_monitors(
+            yard, stop, settings.monitor_tick_s, leadership.checker("monitors"))) \
             if start_reconciler else None
         try:
             yield
@@ -152,6 +179,9 @@ def create_app(yard: Yard, *, start_reconciler: bool = True,
                 await expiry
             if monitors is not None:
                 await monitors
+            if crons is not None:
+                await crons
+            await asyncio.to_thread(leadership.stop)  # a successor takes over at once
             if grpc_server is not None:
                 await grpc_server.stop(5)  # in-flight calls get 5 s, as HTTP ones do
             if task is not None:
@@ -200,12 +230,15 @@ def create_app(yard: Yard, *, start_reconciler: bool = True,
     app.state.metrics = metrics
     app.state.inference_log = inference_log
     app.state.observations = observations
+    app.state.leadership = leadership
     return app
 
 
 async def run_rollouts(yard: Yard, backend: LocalBackend, observations: Observations,
-                       stop: asyncio.Event, tick_s: float) -> None:
-    """Analyse running rollouts (each at its own interval) until the server stops."""
+                       stop: asyncio.Event, tick_s: float,
+                       leader: Callable[[], bool] = lambda: True) -> None:
+    """Analyse running rollouts (each at its own interval) until the server stops; only
+    while ``leader()`` says this process leads."""
 
     def stats(key: str, seconds: float, shadow: bool) -> WindowStats:
         return observations.stats(key, seconds, shadow=shadow)
@@ -220,7 +253,8 @@ async def run_rollouts(yard: Yard, backend: LocalBackend, observations: Observat
 
     while not stop.is_set():
         try:
-            for decision in await asyncio.to_thread(yard.rollouts.tick, stats, ready):
+            for decision in await asyncio.to_thread(yard.rollouts.tick, stats, ready) \
+                    if leader() else ():
                 if decision["action"] != "wait":
                     log.info("rollout %s: %s (%s)", decision["rollout"], decision["action"],
                              loggable(decision["reason"]))
@@ -231,9 +265,15 @@ async def run_rollouts(yard: Yard, backend: LocalBackend, observations: Observat
 
 
 async def expire_inference_log(inference_log: InferenceLog, retention_days: float,
-                               stop: asyncio.Event, every_s: float = 3600.0) -> None:
-    """Delete inference records past their retention: at start, then hourly."""
+                               stop: asyncio.Event, every_s: float = 3600.0,
+                               leader: Callable[[], bool] = lambda: True) -> None:
+    """Delete inference records past their retention: at start, then hourly (the leader
+    only; a follower looks again every minute, in case it becomes the leader)."""
     while not stop.is_set():
+        if not leader():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=min(every_s, 60.0))
+            continue
         try:
             gone = await asyncio.to_thread(inference_log.expire, retention_days)
             if gone:
@@ -245,13 +285,32 @@ async def expire_inference_log(inference_log: InferenceLog, retention_days: floa
             await asyncio.wait_for(stop.wait(), timeout=every_s)
 
 
-async def schedule_monitors(yard: Yard, stop: asyncio.Event, tick_s: float) -> None:
-    """Queue the monitor jobs that are due, every ``tick_s``; workers run them."""
+async def schedule_monitors(yard: Yard, stop: asyncio.Event, tick_s: float,
+                            leader: Callable[[], bool] = lambda: True) -> None:
+    """Queue the monitor jobs that are due, every ``tick_s`` (the leader only); workers
+    run them."""
     while not stop.is_set():
         try:
-            await asyncio.to_thread(yard.monitoring.schedule_due, yard.jobs)
+            if leader():
+                await asyncio.to_thread(yard.monitoring.schedule_due, yard.jobs)
         except Exception:  # keep scheduling: a database blip must not end monitoring
             log.exception("scheduling monitors failed")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=tick_s)
+
+
+async def schedule_jobs(yard: Yard, stop: asyncio.Event, tick_s: float,
+                        leader: Callable[[], bool] = lambda: True) -> None:
+    """Enqueue the jobs of due cron slots, every ``tick_s`` (the leader only; each slot is
+    enqueued once however many schedulers run, jobs/schedules.py)."""
+    scheduler = Scheduler(yard.jobs.queue)
+    while not stop.is_set():
+        try:
+            enqueued = await asyncio.to_thread(scheduler.tick) if leader() else []
+            if enqueued and yard.jobs.on_enqueue is not None:
+                yard.jobs.on_enqueue()  # the in-process worker looks at once
+        except Exception:  # keep scheduling: a database blip must not end the schedules
+            log.exception("scheduling jobs failed")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=tick_s)
 

@@ -93,7 +93,11 @@ class DataPlane:
 
     async def ready(self, request: Request) -> Response:
         ready = self.backend.ready()
-        return json_response({"ready": ready}, status=200 if ready else 503)
+        body: dict[str, Any] = {"ready": ready}
+        leadership = getattr(request.app.state, "leadership", None)
+        if leadership is not None and request.url.path == "/readyz":
+            body["leader"] = leadership.is_leader  # followers serve too (ADR 0020)
+        return json_response(body, status=200 if ready else 503)
 
     async def model_ready(self, request: Request) -> Response:
         name = request.path_params["name"]

@@ -65,6 +65,24 @@ class ServingMetrics:
         self.node_latency = Histogram("modelyard_node_seconds", "Time a graph node took "
                                       "(its retries and branches included).",
                                       (*labels, "node"), buckets=LATENCY_BUCKETS, registry=r)
+        # Replicas (docs/decisions/0021): retries of failed batches on another replica, those
+        # the retry budget refused, ejections of failing replicas and their replacements.
+        self.retries = Counter("modelyard_retries", "Requests of a failed batch retried on "
+                               "another replica.", labels, registry=r)
+        self.retry_refused = Counter("modelyard_retry_budget_exhausted", "Requests of a "
+                                     "failed batch not retried: the retry budget was spent.",
+                                     labels, registry=r)
+        self.ejections = Counter("modelyard_replica_ejections", "Replicas taken out of "
+                                 "service after consecutive failures.", labels, registry=r)
+        self.replacements = Counter("modelyard_replica_replacements", "Fresh predictors "
+                                    "loaded for failing replicas, by result (ok, failed).",
+                                    (*labels, "result"), registry=r)
+        # Lazily loaded models under the memory budget (loads on first use, LRU unloads).
+        self.model_loads = Counter("modelyard_model_loads", "Lazy model loads.", labels,
+                                   registry=r)
+        self.model_unloads = Counter("modelyard_model_unloads", "Lazy models unloaded (for "
+                                     "room under the memory budget, or retired).", labels,
+                                     registry=r)
 
     def observer(self, endpoint: str, version: str) -> BatchObserver:
         """What a deployment (or a graph) of ``endpoint`` at ``version`` reports to."""
@@ -79,6 +97,19 @@ class ServingMetrics:
         time): graph nodes' and remote models' upstreams."""
         if self.enabled:
             self.registry.register(_Breakers(states))
+
+    def watch_residency(self, residency: Any) -> None:
+        """Report the lazily loaded models (count, bytes, budget), read at scrape time."""
+        if self.enabled:
+            self.registry.register(_Residency(residency))
+
+    def model_loaded(self, endpoint: str, version: str) -> None:
+        if self.enabled:
+            self.model_loads.labels(endpoint, version).inc()
+
+    def model_unloaded(self, endpoint: str, version: str) -> None:
+        if self.enabled:
+            self.model_unloads.labels(endpoint, version).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -131,6 +162,18 @@ class DeploymentMetrics(BatchObserver):
     def in_flight(self, delta: int) -> None:
         self._in_flight.inc(delta)
 
+    def retried(self, count: int) -> None:
+        self._metrics.retries.labels(*self._labels).inc(count)
+
+    def retry_refused(self, count: int) -> None:
+        self._metrics.retry_refused.labels(*self._labels).inc(count)
+
+    def ejected(self) -> None:
+        self._metrics.ejections.labels(*self._labels).inc()
+
+    def replaced(self, ok: bool) -> None:
+        self._metrics.replacements.labels(*self._labels, "ok" if ok else "failed").inc()
+
     def node(self, name: str, code: str, seconds: float) -> None:
         children = self._nodes.get((name, code))
         if children is None:
@@ -175,6 +218,32 @@ class _Breakers(Collector):
             for node, version, kind, level in _breakers_of(state.deployment):
                 family.add_metric((endpoint, version, node, kind), level)
         yield family
+
+
+class _Residency(Collector):
+    """``modelyard_models_loaded``, ``modelyard_model_memory_bytes`` (their measured sizes)
+    and ``modelyard_model_memory_budget_bytes`` (0: unlimited) of the lazy models."""
+
+    def __init__(self, residency: Any) -> None:
+        self.residency = residency
+
+    def describe(self) -> Iterable[Metric]:
+        return list(self._families())
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+        return (GaugeMetricFamily("modelyard_models_loaded", "Lazy models loaded now."),
+                GaugeMetricFamily("modelyard_model_memory_bytes", "Memory the loaded lazy "
+                                  "models take (measured at load)."),
+                GaugeMetricFamily("modelyard_model_memory_budget_bytes", "The lazy models' "
+                                  "memory budget (0: unlimited)."))
+
+    def collect(self) -> Iterator[Metric]:
+        count, used, budget = self._families()
+        count.add_metric((), self.residency.loaded_count())
+        used.add_metric((), self.residency.used_bytes())
+        budget.add_metric((), self.residency.budget_bytes)
+        yield from (count, used, budget)
 
 
 def _breakers_of(deployment: Any) -> Iterator[tuple[str, str, str, int]]:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import collections
 import hashlib
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -92,3 +95,65 @@ class SlowChatter:
             raise
         yield ChatChunk("", finish_reason="length", prompt_tokens=len(messages),
                         completion_tokens=said)
+
+
+class Weighted:
+    """``output`` = each row's sum times a scale, with weights held in memory: a model of a
+    known size. Reads ``weights.npy`` from its folder when there is one (its first value is
+    the scale; the whole array stays loaded), else scale 1 and no weights. With
+    ``Weighted.record`` on, the first value of every row it computes is counted in
+    ``computed`` (tests check that each request ran exactly once)."""
+
+    record: ClassVar[bool] = False
+    computed: ClassVar[collections.Counter[float]] = collections.Counter()
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def load(self, path: str) -> None:
+        self.path = path
+        weights = Path(path) / "weights.npy"
+        self.weights = np.load(weights) if weights.is_file() else np.ones(1)
+        self.scale = float(self.weights[0])
+
+    def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        (x,) = inputs.values()
+        if Weighted.record:
+            with Weighted._lock:
+                Weighted.computed.update(float(v) for v in x.reshape(len(x), -1)[:, 0])
+        return {"output": x.reshape(len(x), -1).sum(axis=1) * self.scale}
+
+    @staticmethod
+    def save(folder: str | Path, scale: float, size_bytes: int = 8) -> Path:
+        """Write a registrable folder: the class reference and ``size_bytes`` of weights."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "modelyard_python.json").write_text(
+            '{"class": "modelyard.testing.models:Weighted"}')
+        weights = np.full(max(1, size_bytes // 8), scale, dtype=np.float64)
+        np.save(folder / "weights.npy", weights)
+        return folder
+
+
+class Faulty(Weighted):
+    """A ``Weighted`` model whose replicas can be killed: every loaded instance is appended
+    to ``instances``; ``Faulty.kill(i)`` makes instance ``i`` raise on every call from then
+    on (a replica that died), until a fresh instance replaces it."""
+
+    instances: ClassVar[list[Faulty]] = []
+
+    def load(self, path: str) -> None:
+        super().load(path)
+        self.dead = False
+        self.calls = 0  # batches it answered
+        Faulty.instances.append(self)
+
+    def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.dead:
+            raise RuntimeError("this replica was killed")
+        self.calls += 1
+        return super().predict(inputs)
+
+    @staticmethod
+    def kill(index: int) -> Faulty:
+        victim = Faulty.instances[index]
+        victim.dead = True
+        return victim
