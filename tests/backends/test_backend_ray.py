@@ -296,3 +296,69 @@ def test_job_work_runs_as_a_ray_task_once(ray_instance: None, tmp_path: Path) ->
     assert done.result["resources"] == {"CPU": 0.5}
     assert Path(marker).read_text() == "ran\n"  # once, across both attempts
     yard.close()
+
+
+def test_a_canary_rollout_promotes_on_ray_without_a_failed_request(
+        both: dict[str, Any]) -> None:
+    """The rollout controller drives the ray server's split as it drives the local one's:
+    steps, analysis, promotion; traffic reaches both versions and nothing fails. (Both servers
+    get the load: whichever holds the rollouts' leadership decides on its own evidence.)"""
+    import threading
+    from collections import Counter
+
+    yard: Yard = both["yard"]
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(200, 4)).astype(np.float32)
+    label = (x[:, 0] > 0).astype(np.int64)
+    for c in (1.0, 0.5):
+        yard.register("rolled", LogisticRegression(C=c).fit(x, label), sample=x[:3])
+    yard.update_project("default", policy={"card_required": []})
+    yard.set_alias("rolled", "production", 1)
+    yard.create_endpoint("rolled", "rolled@production", auth="public", deployment=SMALL)
+    for server in (both["local"], both["ray"]):
+        _wait(_backend(server), "rolled", lambda s: s.status == "ready")
+    codes: Counter[int] = Counter()
+    versions: Counter[str] = Counter()
+    stop = threading.Event()
+
+    def load(server: BackgroundServer) -> None:
+        with httpx.Client(base_url=server.url, timeout=10) as http:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                r = http.post("/endpoints/rolled/predict", json={"inputs": ROWS.tolist()},
+                              headers={"x-user-id": f"u{n % 200}"})
+                codes[r.status_code] += 1
+                if server is both["ray"] and r.status_code == 200:
+                    versions[r.headers["modelyard-model-version"]] += 1
+                time.sleep(0.02)
+
+    threads = [threading.Thread(target=load, args=(s,), daemon=True)
+               for s in (both["local"], both["ray"])]
+    for thread in threads:
+        thread.start()
+    try:
+        rollout = yard.start_rollout("rolled", {
+            "target": "rolled:2", "strategy": "canary", "interval_s": 0.5,
+            # Steps long enough for the ray server to deploy the target (seconds), whichever
+            # server leads the rollouts.
+            "steps": [{"weight": 20, "duration_s": 6}, {"weight": 50, "duration_s": 4}],
+            "analysis": {"min_requests": 10, "max_divergence": None, "max_p99_ratio": 5.0,
+                         "p99_slack_ms": 50, "failures_to_rollback": 1},
+            "sticky_header": "x-user-id"})
+        deadline = time.monotonic() + 90
+        while not yard.rollout(rollout["id"])["final"]:
+            assert time.monotonic() < deadline, yard.rollout(rollout["id"])
+            time.sleep(0.2)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(15)
+    final = yard.rollout(rollout["id"])
+    assert final["status"] == "promoted", final
+    assert set(codes) == {200}, codes
+    assert versions["rolled:1"] > 0 and versions["rolled:2"] > 0, versions
+    state = _wait(_backend(both["ray"]), "rolled",
+                  lambda s: s.deployment is not None and s.deployment.version.ref == "rolled:2")
+    assert isinstance(state.deployment, ray_backend.RayDeployment)

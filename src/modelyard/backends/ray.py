@@ -286,10 +286,11 @@ class RayBackend(LocalBackend):
 
     def close(self) -> None:
         """Delete every application, then stop Ray if this process started it."""
-        names = [d.app_name for s in self._table.values() for d in _ray_units(s)]
+        units = {id(d): d for s in self._table.values() for d in _ray_units(s)}.values()
         self._table = {}
-        for name in names:
-            with_ignored(serve.delete, name)
+        for unit in units:
+            Deployment.retire(unit)  # the front's batcher: queued requests finish first
+            with_ignored(serve.delete, unit.app_name)
         self.cluster.shutdown()
 
 
