@@ -75,7 +75,8 @@ def check_call(payload: dict[str, Any]) -> dict[str, Any]:
     ``transform`` node and the ``python`` flavor (docs/decisions/0002), this runs project code
     that must be importable where the worker runs (never code from the payload), and only
     once whoever enqueues it said ``trusted: true``."""
-    payload = reject_unknown(payload, {"function", "args", "trusted"}, "call field", "payload")
+    payload = reject_unknown(payload, {"function", "args", "trusted", "resources"},
+                             "call field", "payload")
     reference = payload.get("function")
     if not isinstance(reference, str) or not _REFERENCE.fullmatch(reference):
         raise ValidationFailed("function must be a project function 'package.module:function' "
@@ -87,7 +88,33 @@ def check_call(payload: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(args, Mapping) or not all(isinstance(k, str) and k.isidentifier()
                                                 for k in args):
         raise ValidationFailed("args must map parameter names to values", field="payload.args")
-    return {"function": reference, "args": dict(args), "trusted": True}
+    settled = {"function": reference, "args": dict(args), "trusted": True}
+    if payload.get("resources") is not None:  # for ctx.offload (a Ray task on the ray backend)
+        settled["resources"] = check_resources(payload["resources"])
+    return settled
+
+
+RESOURCES = ("num_cpus", "num_gpus", "memory")
+
+
+def check_resources(resources: Any) -> dict[str, float]:
+    """What offloaded work of a job needs (``ctx.offload``): ``num_cpus``, ``num_gpus``,
+    ``memory`` (bytes), each a number from 0."""
+    if resources is None:
+        return {}
+    if not isinstance(resources, Mapping):
+        raise ValidationFailed("resources must map num_cpus, num_gpus or memory to numbers",
+                               field="payload.resources")
+    out = {}
+    for key, value in resources.items():
+        where = f"payload.resources.{key}"
+        if key not in RESOURCES:
+            raise ValidationFailed(f"unknown resource {key!r}; use {', '.join(RESOURCES)}",
+                                   field=where)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ValidationFailed(f"{where} must be a number from 0", field=where)
+        out[key] = float(value)
+    return out
 
 
 def load_function(reference: str) -> Callable[..., Any]:

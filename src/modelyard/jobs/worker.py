@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -27,7 +27,7 @@ from modelyard.domain.errors import ModelyardError, ValidationFailed
 from modelyard.domain.jobs import Job, JobCancelled, LeaseLost
 from modelyard.governance.policy import Principal
 from modelyard.governance.redaction import redact_text
-from modelyard.jobs.handlers import Handlers
+from modelyard.jobs.handlers import Handlers, check_resources
 from modelyard.jobs.queue import JobQueue
 from modelyard.jobs.schedules import Scheduler
 
@@ -61,12 +61,18 @@ def jsonable(value: Any, what: str = "result") -> Any:
         raise ValidationFailed(f"a job's {what} must be JSON: {exc}", field=what) from exc
 
 
+# Runs ``fn(*args)`` elsewhere with these resources ({num_cpus, num_gpus, memory}) and
+# returns its result: a Ray task when the server runs the ray backend (backends/ray.py).
+Offload = Callable[[Callable[..., Any], tuple[Any, ...], Mapping[str, float]], Any]
+
+
 class JobContext:
     """What a handler gets besides its payload."""
 
     def __init__(self, job: Job, queue: JobQueue, owner: str, yard: Yard | None,
-                 lease_s: float = 30.0) -> None:
+                 lease_s: float = 30.0, offload: Offload | None = None) -> None:
         self.job = job
+        self.offloader = offload
         self.queue = queue
         self.owner = owner
         self.lease_s = lease_s
@@ -136,6 +142,20 @@ class JobContext:
         self.log(f"step {key}: done")
         return value
 
+    def offload(self, key: str, fn: Callable[..., Any], *args: Any,
+                resources: Mapping[str, float] | None = None) -> Any:
+        """A ``step`` whose work runs where the worker offloads heavy work: as a Ray task
+        with ``resources`` (default: the payload's ``resources``) when the server runs the
+        ray backend, else here. ``fn`` and ``args`` must pickle; the result must be JSON.
+        Memoized like any step: a later attempt gets the stored result, no second task."""
+        wanted = check_resources(self.job.payload.get("resources") if resources is None
+                                 else resources)
+        runner = self.offloader
+        if runner is None:
+            return self.step(key, lambda: fn(*args))
+        self.log(f"step {key}: offloaded with {wanted or 'default resources'}")
+        return self.step(key, lambda: runner(fn, args, wanted))
+
     def transaction_step(self, key: str, fn: Callable[[Session], Any]) -> Any:
         """Like ``step``, for effects in the metadata store: ``fn(session)`` runs in the same
         transaction that records the step (and checks the lease first), so its writes and
@@ -204,7 +224,8 @@ class Worker:
                  queue: JobQueue | None = None, name: str | None = None,
                  concurrency: int = 1, lease_s: float | None = None,
                  poll_s: float | None = None, schedules: bool = True,
-                 on_event: Callable[[str, Job], None] | None = None) -> None:
+                 on_event: Callable[[str, Job], None] | None = None,
+                 offload: Offload | None = None) -> None:
         if concurrency < 1:
             raise ValidationFailed("concurrency must be at least 1", field="concurrency")
         self.yard = yard
@@ -216,6 +237,7 @@ class Worker:
         self.poll_s = float(poll_s if poll_s is not None else yard.settings.job_poll_s)
         self.scheduler = Scheduler(self.queue) if schedules else None
         self.on_event = on_event
+        self.offload = offload  # where ctx.offload runs work (None: on the worker thread)
         self.running: dict[int, Job] = {}  # job id -> job, while its handler runs
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -293,7 +315,7 @@ class Worker:
     def _run(self, job: Job, stored: dict[str, Any], owner: str) -> None:
         acting = copy.copy(self.yard)
         acting.principal = principal_of(job, stored)
-        ctx = JobContext(job, self.queue, owner, acting, self.lease_s)
+        ctx = JobContext(job, self.queue, owner, acting, self.lease_s, self.offload)
         done = threading.Event()
         beat = threading.Thread(target=self._heartbeats, args=(ctx, done), daemon=True,
                                 name=f"modelyard-job-{job.id}-heartbeat")
