@@ -25,7 +25,7 @@ API = "/api/v1"
 @pytest.fixture
 def settings(tmp_path: Path, database_url: str) -> Settings:
     return Settings.load(tmp_path / "yard", env={}, database_url=database_url,
-                         inference_log_flush_s=0.05)
+                         inference_log_flush_s=0.05, inference_log_max_per_s=0)
 
 
 @pytest.fixture

@@ -34,7 +34,7 @@ def database_url(tmp_path: Path) -> str:
 @pytest.fixture
 def settings(tmp_path: Path, database_url: str) -> Settings:
     return Settings.load(tmp_path / "yard", env={}, database_url=database_url,
-                         inference_log_flush_s=0.05, monitor_tick_s=0.5)
+                         inference_log_flush_s=0.05, inference_log_max_per_s=0, monitor_tick_s=0.5)
 
 
 def wait_for_boundary() -> None:

@@ -96,7 +96,8 @@ class InferenceLog:
         # sampled shrinks so that the log costs the same at 100 or 10,000 requests a second.
         self.max_per_s = max_per_s
         self._clock = clock
-        self._rates: dict[str, list[float]] = {}  # endpoint -> [second, requests, factor]
+        # endpoint -> [second, requests, factor, logged]
+        self._rates: dict[str, list[float]] = {}
         self.capacity = capacity
         self.flush_interval_s = flush_interval_s
         self.batch_size = batch_size
@@ -123,8 +124,12 @@ class InferenceLog:
         share = endpoint.log_sample
         if share <= 0.0:
             return False
+        state = None
         if self.max_per_s > 0:
-            share *= self._rate_factor(endpoint.name)
+            state = self._rate(endpoint.name)
+            if state[3] >= self.max_per_s:  # the cap holds within a second too (a burst)
+                return False
+            share *= state[2]
         if share < 1.0 and self._draw() >= share:
             return False
         if len(self._buffer) >= self.capacity:
@@ -132,24 +137,28 @@ class InferenceLog:
             if self._records is not None:
                 self._records.labels("dropped").inc()
             return False
+        if state is not None:
+            state[3] += 1
         self._buffer.append((time.time(), endpoint.name, endpoint.redaction, version,
                              request_id, status, seconds, rows, inputs, outputs, prediction))
         if len(self._buffer) >= self.batch_size:
             self._wake.set()
         return True
 
-    def _rate_factor(self, endpoint: str) -> float:
-        """min(1, cap / last second's requests): a uniform sample within each second (not
-        the first N of it), the probability following the traffic a second behind."""
+    def _rate(self, endpoint: str) -> list[float]:
+        """[second, requests, factor, logged] of an endpoint. The factor is min(1, cap / the
+        previous second's requests): a uniform sample within each second (not its first N),
+        following the traffic a second behind; ``logged`` enforces the cap within a second."""
         second = int(self._clock())
         state = self._rates.get(endpoint)
         if state is None:
-            state = self._rates[endpoint] = [second, 0.0, 1.0]
+            state = self._rates[endpoint] = [second, 0.0, 1.0, 0.0]
         elif state[0] != second:
             seen = state[1] if state[0] == second - 1 else 0.0
-            state[:] = [second, 0.0, 1.0 if seen <= self.max_per_s else self.max_per_s / seen]
+            state[:] = [second, 0.0, 1.0 if seen <= self.max_per_s else self.max_per_s / seen,
+                        0.0]
         state[1] += 1
-        return state[2]
+        return state
 
     # -- the writer thread --------------------------------------------------------------
     def start(self) -> None:
