@@ -69,7 +69,7 @@ class MonitorRunner:
                                    "quality_windows": 0, "events": []}
         windows = closed_windows(spec.window_s, last_end, now)
         for start, end in windows:
-            summary["drift_windows"] += self._drift(endpoint, spec, start, end)
+            summary["drift_windows"] += self._drift(endpoint, model, spec, start, end)
             progress(f"drift of {start:%Y-%m-%d %H:%M}-{end:%H:%M}")
         if spec.quality is not None:
             for start, end in self._relabelled(endpoint, spec, labels_seen, now):
@@ -90,14 +90,18 @@ class MonitorRunner:
         return summary
 
     # -- drift -----------------------------------------------------------------------------
-    def _drift(self, endpoint: str, spec: MonitorSpec, start: datetime, end: datetime) -> int:
+    def _drift(self, endpoint: str, model: str, spec: MonitorSpec, start: datetime,
+               end: datetime) -> int:
         with self.db.transaction() as session:
             versions = [v["version"] for v in log_repo.summary(session, endpoint, start, end)]
         for version in versions:
             with self.db.transaction() as session:
                 records = log_repo.window(session, endpoint, start, end, version=version,
                                           limit=spec.max_records)
-                stored = repo.profile_of(session, version)
+                # Only versions of the endpoint's model have profiles: a graph's generation
+                # ("name:3") must not pick up a model's that happens to share its name.
+                stored = repo.profile_of(session, version) \
+                    if model and version.startswith(f"{model}:") else None
             if stored is None:
                 status, score, n = "no_reference", None, len(records)
                 report: dict[str, Any] = {
