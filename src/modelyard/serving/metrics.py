@@ -1,7 +1,9 @@
 """Prometheus metrics of the data plane, one registry per server (so tests can run several).
 
-Label children are resolved once per deployment (error codes and graph nodes on first use),
-so the hot path pays one observe per metric. Circuit breakers are read when Prometheus
+What every request touches (counts by code, latency, in-flight, queue depth, batches) is kept
+in a ``Tally`` per endpoint version and read at scrape time (serving/tallies.py); the rarer
+events use the Prometheus client's families, their label children resolved once per
+deployment (graph nodes on first use). Circuit breakers are read when Prometheus
 scrapes, not on the request path. With ``enabled=False`` (the ``metrics`` setting) nothing is
 counted: observers only carry the tracer.
 """
@@ -12,13 +14,14 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from opentelemetry.trace import Tracer
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 from modelyard.serving.batcher import BatchObserver
 from modelyard.serving.resilience import CircuitBreaker
+from modelyard.serving.tallies import Tallies
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
@@ -38,27 +41,16 @@ class ServingMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         labels = ("endpoint", "version")
         r = self.registry
-        self.requests = Counter("modelyard_requests", "Inference requests answered, by status "
-                                "code.", (*labels, "code"), registry=r)
-        self.latency = Histogram("modelyard_request_seconds", "Time from decoded request to "
-                                 "answer.", labels, buckets=LATENCY_BUCKETS, registry=r)
-        self.queue_depth = Gauge("modelyard_queue_depth", "Requests waiting to be batched.",
-                                 labels, registry=r)
-        self.batch_size = Histogram("modelyard_batch_size", "Rows per executed batch.", labels,
-                                    buckets=BATCH_BUCKETS, registry=r)
-        self.queue_wait = Histogram("modelyard_queue_wait_seconds", "Time a request waited "
-                                    "before its batch ran.", labels, buckets=LATENCY_BUCKETS,
-                                    registry=r)
-        self.inference = Histogram("modelyard_inference_seconds", "Time the predictor took per "
-                                   "batch.", labels, buckets=LATENCY_BUCKETS, registry=r)
+        # The per-request families: plain numbers read at scrape time (serving/tallies.py).
+        self.tallies = Tallies(LATENCY_BUCKETS, BATCH_BUCKETS)
+        if enabled:
+            r.register(self.tallies)
         self.shed = Counter("modelyard_shed", "Requests refused or evicted because the queue "
                             "was full.", (*labels, "priority"), registry=r)
         self.expired = Counter("modelyard_expired", "Requests whose deadline passed before "
                                "they were computed.", labels, registry=r)
         self.cache = Counter("modelyard_cache", "Response cache lookups.",
                              (*labels, "result"), registry=r)
-        self.in_flight = Gauge("modelyard_in_flight", "Requests admitted to a model's queue "
-                               "or a graph and not answered yet.", labels, registry=r)
         self.node_requests = Counter("modelyard_node_requests", "Graph node calls, by outcome "
                                      "(ok or the error code).", (*labels, "node", "code"),
                                      registry=r)
@@ -120,35 +112,21 @@ class DeploymentMetrics(BatchObserver):
         lv = (endpoint, version)
         self._metrics = metrics
         self.tracer = metrics.tracer
-        self._in_flight = metrics.in_flight.labels(*lv)
+        self._tally = metrics.tallies.of(endpoint, version)
         self._nodes: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._labels = lv
-        self._depth = metrics.queue_depth.labels(*lv)
-        self._size = metrics.batch_size.labels(*lv)
-        self._wait = metrics.queue_wait.labels(*lv)
-        self._inference = metrics.inference.labels(*lv)
         self._expired = metrics.expired.labels(*lv)
         self._shed = [metrics.shed.labels(*lv, p) for p in PRIORITY_NAMES]
-        self.latency = metrics.latency.labels(*lv)
         self._cache = (metrics.cache.labels(*lv, "miss"), metrics.cache.labels(*lv, "hit"))
-        self._codes: dict[int, object] = {}
 
     def answered(self, code: int, seconds: float | None = None) -> None:
-        child = self._codes.get(code)
-        if child is None:
-            child = self._codes[code] = self._metrics.requests.labels(*self._labels, str(code))
-        child.inc()  # type: ignore[attr-defined]
-        if seconds is not None:
-            self.latency.observe(seconds)
+        self._tally.answered(code, seconds)
 
     def queued(self, depth: int) -> None:
-        self._depth.set(depth)
+        self._tally.queue_depth = depth
 
     def batch(self, size: int, waits_s: list[float], run_s: float) -> None:
-        self._size.observe(size)
-        self._inference.observe(run_s)
-        for wait in waits_s:
-            self._wait.observe(wait)
+        self._tally.batch(size, waits_s, run_s)
 
     def shed(self, priority: int) -> None:
         self._shed[priority].inc()
@@ -160,7 +138,7 @@ class DeploymentMetrics(BatchObserver):
         self._cache[hit].inc()
 
     def in_flight(self, delta: int) -> None:
-        self._in_flight.inc(delta)
+        self._tally.admitted(delta)
 
     def retried(self, count: int) -> None:
         self._metrics.retries.labels(*self._labels).inc(count)
