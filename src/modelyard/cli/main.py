@@ -15,6 +15,7 @@ from modelyard import __version__
 from modelyard.cli import (
     approvals,
     audit,
+    backup,
     db,
     demo,
     endpoints,
@@ -52,6 +53,8 @@ app.add_typer(monitor.app, name="monitor")
 app.add_typer(retrain.app, name="retrain")
 app.command("worker")(jobs.worker)
 app.command("demo")(demo.demo)
+app.command("backup")(backup.backup)
+app.command("restore")(backup.restore)
 
 
 def _version(value: bool) -> None:

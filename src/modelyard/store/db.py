@@ -16,7 +16,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -61,7 +61,9 @@ def load_json(value: Any) -> Any:
     return value
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, sqlite_begin: str = "BEGIN IMMEDIATE") -> Engine:
+    """``sqlite_begin``: how SQLite transactions start; a reader that must not hold the write
+    lock (a backup's snapshot) passes ``"BEGIN DEFERRED"``."""
     url = normalize_url(url)
     codecs: dict[str, Any] = {"json_serializer": dump_json, "json_deserializer": load_json}
     if url.startswith("sqlite"):
@@ -82,7 +84,7 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.exec_driver_sql(sqlite_begin)
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, **codecs)
@@ -104,11 +106,16 @@ class Database:
         with self._sessions() as session, session.begin():
             yield session
 
-    def upgrade(self, revision: str = "head") -> None:
-        with self.engine.begin() as connection:
-            config = _alembic_config(self.url)
-            config.attributes["connection"] = connection
-            command.upgrade(config, revision)
+    def upgrade(self, revision: str = "head", connection: Connection | None = None) -> None:
+        """Migrate in a transaction of its own, or inside the caller's ``connection`` (a
+        restore creates the schema and loads the rows in one transaction)."""
+        if connection is None:
+            with self.engine.begin() as own:
+                self.upgrade(revision, own)
+            return
+        config = _alembic_config(self.url)
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
 
     def sqlite_path(self) -> Path | None:
         """The database file, for a file-backed SQLite URL."""
