@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lint typecheck check bench clean
+.PHONY: demo test lint typecheck check bench clean ui-assets
 
 $(VENV)/.base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,3 +39,10 @@ bench: $(VENV)/.base
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# The dashboard's vendored front-end files (src/modelyard/ui/static/vendor/), reproduced from
+# the committed package-lock.json; the server never needs Node.
+ui-assets:
+	cd src/modelyard/ui && npm ci --ignore-scripts --no-audit --no-fund && \
+	cp node_modules/uplot/dist/uPlot.iife.min.js node_modules/uplot/dist/uPlot.min.css \
+	   node_modules/uplot/LICENSE static/vendor/ && rm -rf node_modules

@@ -98,6 +98,12 @@ class Settings:
     # ray://host:port goes through Ray Client.
     backend: str = "local"
     ray_address: str = ""
+    # Dashboard (/ui): how long a login lasts (seconds). OIDC login (authorization code with
+    # PKCE against jwt_issuer's discovery document) is offered when oidc_client_id is set;
+    # oidc_client_secret only for confidential clients (PKCE alone suffices otherwise).
+    ui_session_ttl_s: float = 43_200.0
+    oidc_client_id: str = ""
+    oidc_client_secret: str = ""
 
     @property
     def cache_dir(self) -> Path:

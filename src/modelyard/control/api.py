@@ -137,7 +137,10 @@ PUBLIC_ROUTES = ("/healthz", "/readyz", "/v2", "/v2/health/live",
                  "/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer",
                  # OpenAI-compatible (serving/openai_api.py): each endpoint's auth mode
                  # decides, like predict; the list shows a caller only what it may call.
-                 "/v1/models", "/v1/models/{model}", "/v1/embeddings", "/v1/chat/completions")
+                 "/v1/models", "/v1/models/{model}", "/v1/embeddings", "/v1/chat/completions",
+                 # A redirect to the dashboard (mounted at /ui: its pages need a session
+                 # and are decided by the same policy function, ui/__init__.py).
+                 "/")
 
 
 class _Strict(BaseModel):

@@ -64,5 +64,10 @@ def principal_from_request(request: Request, db: Database,
         with db.transaction() as session:
             keys.touch(session, record.prefix)
         _last_touch[record.prefix] = now
+    return key_principal(record)
+
+
+def key_principal(record: keys.KeyRecord) -> Principal:
+    """The principal an API key acts as (the API and the dashboard's sessions alike)."""
     return Principal(f"key:{record.owner}:{record.prefix}", frozenset(record.roles),
                      subject=record.owner.strip().lower())

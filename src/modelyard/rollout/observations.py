@@ -187,6 +187,19 @@ class Observations:
             latency_weights=latency_weights, prediction_weights=prediction_weights,
             paired_weights=paired_weights, start=start, end=end)
 
+    def seconds(self, version: str, since_s: float, *, shadow: bool = False
+                ) -> tuple[float, list[tuple[int, int, int, list[float]]]]:
+        """The clock's now, and per recorded second of the last ``since_s`` (oldest first):
+        (second, requests, errors, latency samples). What the dashboard charts: reading
+        the ring costs the hot path nothing."""
+        now = self._clock()
+        low = math.floor(now - min(since_s, self.horizon_s))
+        with self._lock:
+            ring = self._series.get((version, shadow), ())
+            kept = [(b.second, b.requests, b.errors, list(b.latencies.values))
+                    for b in ring if b is not None and b.second >= low]
+        return now, sorted(kept, key=lambda k: k[0])
+
     def versions(self) -> list[str]:
         """Versions with a recorded series (own or shadow traffic), sorted."""
         with self._lock:

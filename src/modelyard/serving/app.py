@@ -47,6 +47,7 @@ from modelyard.serving.request_id import RequestId
 from modelyard.telemetry import tracing as tracing_setup
 from modelyard.telemetry.asgi import RequestTelemetry
 from modelyard.telemetry.logs import check_format
+from modelyard.ui import mount_dashboard
 from modelyard.yard import Yard
 
 log = logging.getLogger("modelyard.server")
@@ -209,6 +210,7 @@ def create_app(yard: Yard, *, start_reconciler: bool = True,
     app.state.backend = backend
     app.state.tokens = tokens
     build_control_api(app, yard, backend)
+    mount_dashboard(app, yard, backend, observations)  # /ui: server-rendered pages
     for route in DataPlane(backend, metrics, access, settings.public_metrics,
                            yard.db).routes():
         app.router.routes.append(route)

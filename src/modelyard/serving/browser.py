@@ -34,6 +34,13 @@ _API_HEADERS = [
 ]
 # The interactive API docs load their own scripts and styles.
 _DOC_PATHS = ("/docs", "/redoc")
+# The dashboard loads its own scripts and styles, and only those (no inline script).
+_UI_PATH = "/ui"
+_UI_HEADERS = [
+    (b"content-security-policy", b"default-src 'self'; img-src 'self' data:; "
+     b"object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"),
+    (b"cache-control", b"no-store"),
+]
 
 
 class BrowserGuard:
@@ -56,7 +63,9 @@ class BrowserGuard:
                 await problem_response(problem)(scope, receive, send)
                 return
         headers = _HEADERS + self.extra
-        if not path.startswith(_DOC_PATHS):
+        if path == _UI_PATH or path.startswith(_UI_PATH + "/"):
+            headers = headers + _UI_HEADERS
+        elif not path.startswith(_DOC_PATHS):
             headers = headers + _API_HEADERS
 
         async def send_with_headers(message: Message) -> None:

@@ -557,3 +557,20 @@ class LeaderLeaseRow(Base):
     term: Mapped[int] = mapped_column(BigInteger)
     acquired_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class UiSessionRow(Base):
+    """A dashboard login (``ui/sessions.py``): only the sha256 of the cookie's random token
+    is kept. A key session names its key (``key_prefix``) and is re-checked against it on
+    every request, so revoking the key ends it; an OIDC session keeps the token's roles."""
+
+    __tablename__ = "ui_sessions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(8))  # key or oidc
+    key_prefix: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    subject: Mapped[str] = mapped_column(String(256))
+    name: Mapped[str] = mapped_column(String(256))  # the principal's name in the audit log
+    roles: Mapped[list[str]] = mapped_column(JSON)  # oidc: the grants of the ID token
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
