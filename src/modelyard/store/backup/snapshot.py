@@ -91,8 +91,8 @@ class Snapshot:
         columns = [sa.cast(c, sa.Text).label(c.name) if kind == "json" else c
                    for c, kind in zip(table.columns, source.kinds, strict=True)]
         query = sa.select(*columns).order_by(*(table.primary_key.columns or table.columns))
-        result = self.connection.execution_options(yield_per=_BATCH).execute(query)
-        for row in result:
+        # yield_per on this statement only (a server-side cursor on PostgreSQL).
+        for row in self.connection.execute(query, execution_options={"yield_per": _BATCH}):
             yield encode_row(source.kinds, row)
 
     def artifact_digests(self) -> list[str]:
