@@ -34,9 +34,11 @@ _API_HEADERS = [
 ]
 # The interactive API docs load their own scripts and styles.
 _DOC_PATHS = ("/docs", "/redoc")
-# The dashboard loads its own scripts and styles, and only those (no inline script).
+# The dashboard loads its own scripts and styles, and only those (no inline script). Its
+# forms need the browser to send their Origin: with no-referrer it would send "null".
 _UI_PATH = "/ui"
 _UI_HEADERS = [
+    (b"referrer-policy", b"same-origin"),
     (b"content-security-policy", b"default-src 'self'; img-src 'self' data:; "
      b"object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"),
     (b"cache-control", b"no-store"),
@@ -64,7 +66,7 @@ class BrowserGuard:
                 return
         headers = _HEADERS + self.extra
         if path == _UI_PATH or path.startswith(_UI_PATH + "/"):
-            headers = headers + _UI_HEADERS
+            headers = _UI_HEADERS + [h for h in headers if h[0] != b"referrer-policy"]
         elif not path.startswith(_DOC_PATHS):
             headers = headers + _API_HEADERS
 

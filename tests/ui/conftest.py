@@ -1,0 +1,77 @@
+"""The dashboard's fixtures: one seeded yard and real server per module (SQLite; the pages'
+queries run on PostgreSQL in test_ui_scale.py), and Chromium through Playwright."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modelyard import Yard
+from modelyard.serving.server import BackgroundServer
+from modelyard.settings import Settings
+from modelyard.ui import showcase
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+@dataclass
+class Showcase:
+    yard: Yard
+    keys: showcase.Keys
+    server: BackgroundServer
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Showcase]:
+    home = tmp_path_factory.mktemp("ui") / "yard"
+    settings = Settings.load(home, env={}, database_url=f"sqlite:///{home / 'yard.db'}",
+                             rollout_tick_s=0.2, inference_log_flush_s=0.1)
+    yard, admin = Yard.init(settings=settings)
+    assert admin is not None
+    keys = showcase.seed(yard, admin)
+    try:
+        with BackgroundServer(yard) as server:
+            yield Showcase(yard, keys, server)
+    finally:
+        yard.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's chromium driven by Playwright (never a downloaded browser)."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("playwright is not installed (pip install -e '.[dev]')")
+    if not CHROMIUM.exists() or shutil.which(str(CHROMIUM)) is None:
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                              args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+def login(browser: Any, url: str, key: str, viewport: dict[str, int] | None = None) -> Any:
+    """A fresh browser context logged in through the form; its page."""
+    context = browser.new_context(viewport=viewport or {"width": 1280, "height": 800})
+    page = context.new_page()
+    page.goto(f"{url}/ui/")
+    page.get_by_label("API key").fill(key)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(f"{url}/ui/")
+    return page
