@@ -27,7 +27,8 @@ def test_client_and_yard_offer_the_same_verbs() -> None:
              "set_monitor", "monitor", "delete_monitor", "run_monitor", "drift", "quality",
              "alerts", "alert_events", "set_profile", "profile",
              "set_retrain_policy", "retrain_policy", "list_retrain_policies",
-             "delete_retrain_policy", "retrain", "retrain_cycles", "retrain_cycle"}
+             "delete_retrain_policy", "retrain", "retrain_cycles", "retrain_cycle",
+             "readiness", "record_loadtest", "loadtests"}
     for cls in (modelyard.Client, modelyard.Yard):
         missing = {v for v in verbs if not callable(getattr(cls, v, None))}
         assert not missing, (cls.__name__, missing)

@@ -587,6 +587,23 @@ class Client:
         return dict(self._call("GET", f"{API}/endpoints/{endpoint}/log/summary",
                                params=params))
 
+    # -- readiness -----------------------------------------------------------------------
+    def readiness(self, endpoint: str | None = None) -> dict[str, Any]:
+        """The readiness scorecard of ``endpoint`` (or of every endpoint, and the yard), as
+        JSON (``modelyard.readiness.Scorecard.from_dict`` reads it back)."""
+        path = f"{API}/readiness" + (f"/{endpoint}" if endpoint is not None else "")
+        return dict(self._call("GET", path))
+
+    def record_loadtest(self, endpoint: str, result: Mapping[str, Any]) -> dict[str, Any]:
+        """Record a load test's result (``modelyard loadtest`` fields) for ``endpoint``."""
+        return dict(self._call("POST", f"{API}/endpoints/{endpoint}/loadtests",
+                               json=dict(result)))
+
+    def loadtests(self, endpoint: str, limit: int = 20) -> list[dict[str, Any]]:
+        """Recorded load tests of ``endpoint``, newest first."""
+        return list(self._call("GET", f"{API}/endpoints/{endpoint}/loadtests",
+                               params={"limit": limit}))
+
     # -- inference ---------------------------------------------------------------------
     def send_feedback(self, endpoint: str, outcomes: Sequence[Mapping[str, Any]]
                       ) -> dict[str, Any]:

@@ -42,6 +42,8 @@ from modelyard.governance.audit import guard
 from modelyard.governance.policy import Principal, authorize
 from modelyard.graphs import Graph, graph_document
 from modelyard.jobs.retraining import RetrainService
+from modelyard.readiness.scorecard import Scorecard
+from modelyard.readiness.service import ReadinessService
 from modelyard.rollout.controller import RolloutService
 from modelyard.serving.batcher import BatchObserver
 from modelyard.serving.deployment import Deployment
@@ -108,6 +110,7 @@ class Yard:
             self.db, self.jobs, self.registry, self.rollouts, self.approvals,
             [h.strip() for h in self.settings.outbound_allow.split(",") if h.strip()])
         self.monitoring.retrain = self.retraining.trigger  # alerts ask for cycles
+        self.readiness_service = ReadinessService(self.db, self.artifacts, self.settings)
         self.principal = principal or Principal.local_admin()
         self._deployments: dict[tuple[str, str], Deployment] = {}
 
@@ -509,6 +512,20 @@ class Yard:
 
     def retrain_cycle(self, cycle_id: int) -> dict[str, Any]:
         return self.retraining.cycle(self.principal, cycle_id)
+
+    # -- readiness -----------------------------------------------------------------------
+    def readiness(self, endpoint: str | None = None) -> Scorecard:
+        """The readiness scorecard of ``endpoint`` (or of every endpoint, and the yard):
+        scores per area and every check with its evidence, fix and reference."""
+        return self.readiness_service.scorecard(self.principal, endpoint)
+
+    def record_loadtest(self, endpoint: str, result: Mapping[str, Any]) -> dict[str, Any]:
+        """Record a load test's result (``modelyard loadtest`` fields) for ``endpoint``."""
+        return self.readiness_service.record_loadtest(self.principal, endpoint, dict(result))
+
+    def loadtests(self, endpoint: str, limit: int = 20) -> list[dict[str, Any]]:
+        """Recorded load tests of ``endpoint``, newest first."""
+        return self.readiness_service.loadtests(self.principal, endpoint, limit)
 
     # -- audit -------------------------------------------------------------------------
     def audit_verify(self) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from modelyard.cli import (
     models,
     monitor,
     projects,
+    readiness,
     retrain,
     rollouts,
 )
@@ -53,6 +54,8 @@ app.add_typer(monitor.app, name="monitor")
 app.add_typer(retrain.app, name="retrain")
 app.command("worker")(jobs.worker)
 app.command("demo")(demo.demo)
+app.command("readiness")(readiness.readiness)
+app.command("loadtest")(readiness.loadtest)
 app.command("backup")(backup.backup)
 app.command("restore")(backup.restore)
 

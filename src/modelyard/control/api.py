@@ -123,6 +123,10 @@ ROUTE_ACTIONS: dict[tuple[str, str], str] = {
     ("POST", f"{API}/retraining/policies/{{model}}/run"): "retraining:write",
     ("GET", f"{API}/retraining/cycles"): "retraining:read",
     ("GET", f"{API}/retraining/cycles/{{cycle_id}}"): "retraining:read",
+    ("GET", f"{API}/readiness"): "readiness:read",
+    ("GET", f"{API}/readiness/{{endpoint}}"): "readiness:read",
+    ("GET", f"{API}/endpoints/{{name}}/loadtests"): "endpoints:read",
+    ("POST", f"{API}/endpoints/{{name}}/loadtests"): "endpoints:write",
     ("GET", "/metrics"): "metrics:read",  # unless the public_metrics setting opens it
 }
 # Routes open without a key: health, readiness, server metadata (name, version, extensions)
@@ -747,6 +751,9 @@ def build_control_api(app: FastAPI, yard: Yard, backend: Backend) -> None:
     from modelyard.control.retrain_routes import add_retrain_routes  # imports this module
 
     add_retrain_routes(router, yard)
+    from modelyard.control.readiness_routes import add_readiness_routes  # imports this module
+
+    add_readiness_routes(router, yard)
     app.include_router(router)
 
 

@@ -58,6 +58,8 @@ ACTIONS: dict[str, frozenset[str]] = {
     # training entrypoint, project code).
     "retraining:read": _READ,
     "retraining:write": frozenset({"developer", "operator", "admin"}),
+    # The readiness scorecard (facts about endpoints and the yard, never secrets).
+    "readiness:read": _READ,
 }
 
 _GRANT = re.compile(r"(?P<role>[a-z]+)(?:@(?P<project>[a-z0-9][a-z0-9_.-]{0,127}))?")

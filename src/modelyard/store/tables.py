@@ -307,6 +307,28 @@ class FeedbackRow(Base):
 _BIG_ID = BigInteger().with_variant(Integer(), "sqlite")
 
 
+class LoadTestRow(Base):
+    """A load test's result against an endpoint (``modelyard loadtest``): what the readiness
+    scorecard checks a recent test met the endpoint's SLO with."""
+
+    __tablename__ = "load_tests"
+    __table_args__ = (Index("ix_load_tests_endpoint_at", "endpoint", "at"),)
+    id: Mapped[int] = mapped_column(_BIG_ID, primary_key=True, autoincrement=True)
+    endpoint: Mapped[str] = mapped_column(String(128))
+    generation: Mapped[int] = mapped_column(Integer)  # the endpoint's, when it ran
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    duration_s: Mapped[float] = mapped_column(Float)
+    concurrency: Mapped[int] = mapped_column(Integer)
+    requests: Mapped[int] = mapped_column(BigInteger)
+    errors: Mapped[int] = mapped_column(BigInteger)
+    p50_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    p99_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    throughput: Mapped[float] = mapped_column(Float)  # requests answered per second
+    target: Mapped[str] = mapped_column(String(512))  # the URL the load was sent to
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # status counts...
+    created_by: Mapped[str] = mapped_column(String(256))
+
+
 class InferenceRecordRow(Base):
     """One sampled request and its answer, redacted before it was written."""
 
