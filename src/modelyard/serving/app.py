@@ -222,12 +222,16 @@ def create_app(yard: Yard, *, start_reconciler: bool = True,
                        tls=tls)
     app.add_middleware(RequestId)
     app.add_middleware(CatchAll)
-    # Outermost: inference requests skip the framework entirely.
+    if tracer is None and check_format(settings.log_format) == "json":
+        # Request ids for the log lines of every other request; inference requests set their
+        # own in the fast path, so they do not pass through this layer.
+        app.add_middleware(RequestTelemetry, tracing=None)
+    # Outermost (but for tracing): inference requests skip the framework entirely.
     app.add_middleware(FastPath, backend=backend, access=access,
                        max_body_bytes=settings.max_body_bytes,
                        on_answer=observations.record, inference_log=inference_log)
-    if tracer is not None or check_format(settings.log_format) == "json":
-        # Outside even the fast path: request ids for log lines, a span per inference.
+    if tracer is not None:
+        # Outside even the fast path: a span per inference request, and request ids.
         app.add_middleware(RequestTelemetry, tracing=tracing)
     app.state.metrics = metrics
     app.state.inference_log = inference_log
