@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from evidence_support import NOW, GOOD_POLICY, endpoint, evidence, version, yard
+from evidence_support import GOOD_POLICY, NOW, endpoint, evidence, version, yard
 
 from modelyard.domain.projects import ProjectPolicy
 from modelyard.domain.signature import Signature, TensorSpec

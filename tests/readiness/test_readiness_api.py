@@ -10,13 +10,13 @@ from typing import Any
 
 import httpx
 import numpy as np
-from support import API, assert_problem
 from typer.testing import CliRunner
 
 from modelyard import Client, Yard
 from modelyard.cli.main import app
 from modelyard.readiness import Scorecard, scorecard_for
 from modelyard.serving.server import BackgroundServer
+from support import API, assert_problem
 
 runner = CliRunner()
 GOOD_MONITOR = {"slo": 0.99, "alerts": [{"name": "p99", "kind": "latency_p99",

@@ -70,16 +70,19 @@ class Gatherer:
         self.settings = settings
         self._present: dict[str, bool] = {}
 
-    def evidence(self, endpoints: Sequence[Endpoint], scope: str | None, now: datetime
-                 ) -> Evidence:
+    def evidence(self, endpoints: Sequence[Endpoint], scope: str | None, now: datetime,
+                 *, reveal_keys: bool = True) -> Evidence:
+        """``reveal_keys``: name keys by prefix (callers who may list keys), else by
+        number only."""
         with self.db.transaction() as session:
             policies = {p.name: p.policy for p in projects_repo.all_projects(session)}
             yard = self._yard(session)
             facts = tuple(self._endpoint(session, e, policies, now) for e in endpoints)
-            keys = tuple(KeyFacts(r.prefix, r.owner, tuple(r.roles), r.created_at,
-                                  r.last_used_at)
-                         for r in session.scalars(select(ApiKeyRow)
-                                                  .where(ApiKeyRow.revoked_at.is_(None))))
+            keys = tuple(KeyFacts(r.prefix if reveal_keys else f"key #{i}", r.owner,
+                                  tuple(r.roles), r.created_at, r.last_used_at)
+                         for i, r in enumerate(session.scalars(
+                             select(ApiKeyRow).where(ApiKeyRow.revoked_at.is_(None))
+                             .order_by(ApiKeyRow.id)), start=1))
         return Evidence(now=now, yard=replace(yard, keys=keys),
                         projects=policies, endpoints=facts, scope=scope)
 

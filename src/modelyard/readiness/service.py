@@ -50,7 +50,7 @@ class ReadinessService:
         """Grade one endpoint (and the yard around it), or every endpoint the caller may
         read."""
         if endpoint is not None:
-            self._endpoint_guard(principal, "readiness:read", endpoint)
+            who = self._endpoint_guard(principal, "readiness:read", endpoint)
             with self.db.transaction() as session:
                 chosen = [endpoints_repo.to_endpoint(endpoints_repo.row(session, endpoint))]
         else:
@@ -58,8 +58,9 @@ class ReadinessService:
             with self.db.transaction() as session:
                 chosen = [e for e in endpoints_repo.all_endpoints(session)
                           if who.may("readiness:read", e.project)]
+        # Key prefixes are for those who may list keys; others see the findings by number.
         evidence = Gatherer(self.db, self.artifacts, self.settings).evidence(
-            chosen, endpoint, now or datetime.now(UTC))
+            chosen, endpoint, now or datetime.now(UTC), reveal_keys=who.may("keys:read"))
         return build(evidence)
 
     def record_loadtest(self, principal: Principal | None, endpoint: str,
