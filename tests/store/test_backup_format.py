@@ -61,6 +61,19 @@ def test_values_survive_the_line(kind: str, value: Any) -> None:
     assert decode_value(kind, orjson.loads(line)[0]) == value
 
 
+def test_every_kind_has_both_codecs_and_rows_check_their_width() -> None:
+    from modelyard.store.backup.rows import _DECODE, _ENCODE, KINDS, RowCodec
+
+    assert set(_ENCODE) == set(_DECODE) == KINDS
+    codec = RowCodec(["int", "json", "datetime"])
+    stamp = datetime(2026, 12, 5, tzinfo=UTC)
+    line = orjson.loads(orjson.dumps(codec.encode([1, '{"a":1}', stamp])))
+    assert codec.decode(line) == [1, '{"a":1}', stamp]
+    assert codec.decode([None, None, None]) == [None, None, None]
+    with pytest.raises(ValueError, match="expected a list of 3 values"):
+        codec.decode([1, None])
+
+
 def test_non_finite_floats_are_written_as_names() -> None:
     for value, name in ((math.inf, "Infinity"), (-math.inf, "-Infinity")):
         assert encode_value("float", value) == name
@@ -158,3 +171,10 @@ def test_members_must_match_tables_and_artifacts() -> None:
 def test_not_json_at_all_is_a_clear_error() -> None:
     with pytest.raises(BackupInvalid, match="not a Modelyard backup manifest"):
         Manifest.parse(b"\x1f\x8b garbage")
+
+
+def test_the_source_url_is_stored_without_its_password() -> None:
+    from modelyard.store.backup.snapshot import safe_url
+
+    shown = safe_url("postgresql://modelyard:s3cret@db.internal:5432/yard")
+    assert "s3cret" not in shown and shown.startswith("postgresql+psycopg://modelyard:***@")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -67,6 +68,11 @@ def _say(text: str) -> None:
     console.print(text, highlight=False, soft_wrap=True)
 
 
+def _plain(value: Any) -> str:
+    """A path, URL or message as text, never as Rich markup."""
+    return escape(str(value))
+
+
 def _mib(size: int) -> str:
     return f"{size / (1 << 20):.1f} MiB"
 
@@ -77,7 +83,7 @@ def _audit_line(verdict: dict[str, Any] | None) -> str:
     if verdict["ok"]:
         return f"audit chain intact: {verdict['records']} records"
     return (f"[red]audit chain broken[/red] at record {verdict['first_bad_seq']}: "
-            f"{verdict['problem']}")
+            f"{_plain(verdict['problem'])}")
 
 
 @handle_errors
@@ -103,7 +109,7 @@ def backup(
                                progress=bars)
 
     def render(d: dict[str, Any]) -> None:
-        _say(f"backup written: [bold]{d['path']}[/bold] ({_mib(d['size'])}, mode 0600)")
+        _say(f"backup written: [bold]{_plain(d['path'])}[/bold] ({_mib(d['size'])}, mode 0600)")
         _say(f"  schema {d['revision']} ({d['dialect']}): {len(d['rows'])} tables, "
              f"{sum(d['rows'].values())} rows; {d['artifacts']} artifacts "
              f"({_mib(d['artifact_bytes'])})")
@@ -141,7 +147,7 @@ def restore(
         summary = {"archive": str(archive), "ok": True, **manifest.summary()}
 
         def render_check(d: dict[str, Any]) -> None:
-            _say(f"archive intact: {d['archive']} (schema {d['revision']}, "
+            _say(f"archive intact: {_plain(d['archive'])} (schema {d['revision']}, "
                  f"{d['dialect']}, taken {d['created_at']})")
             _say(f"  {len(d['rows'])} tables, {sum(d['rows'].values())} rows; "
                  f"{d['artifacts']} artifacts ({_mib(d['artifact_bytes'])}); "
@@ -160,7 +166,8 @@ def restore(
 
     def render(d: dict[str, Any]) -> None:
         schema = d["revision"] + (f" -> {d['schema']}" if d["schema"] != d["revision"] else "")
-        _say(f"restored {d['archive']} into {d['database']} and {d['artifacts']}")
+        _say(f"restored {_plain(d['archive'])} into {_plain(d['database'])} and "
+             f"{_plain(d['artifacts'])}")
         _say(f"  {len(d['rows'])} tables, {sum(d['rows'].values())} rows (counts "
              f"match the manifest); schema {schema}")
         _say(f"  artifacts: {d['artifacts_copied']} copied, {d['artifacts_present']} "

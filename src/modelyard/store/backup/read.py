@@ -21,7 +21,7 @@ from modelyard.store.archive import CHUNK
 from modelyard.store.backup.errors import BackupInvalid
 from modelyard.store.backup.manifest import MANIFEST, Manifest, Table
 from modelyard.store.backup.progress import Progress
-from modelyard.store.backup.rows import decode_value
+from modelyard.store.backup.rows import RowCodec
 
 _MAX_MANIFEST = 64 << 20
 
@@ -76,17 +76,16 @@ class Archive:
     def rows(self, table: Table) -> Iterator[dict[str, Any]]:
         """The table's rows as column -> value, decoded for binding."""
         names = [c.name for c in table.columns]
-        kinds = [c.kind for c in table.columns]
+        codec = RowCodec([c.kind for c in table.columns])
         line_no = 0
         try:
             with gzip.open(self.open(table.member)) as lines:
                 for line in lines:
                     line_no += 1
                     values = orjson.loads(line)
-                    if not isinstance(values, list) or len(values) != len(names):
-                        raise ValueError(f"expected a list of {len(names)} values")
-                    yield {n: decode_value(k, v)
-                           for n, k, v in zip(names, kinds, values, strict=True)}
+                    if not isinstance(values, list):
+                        raise ValueError("a row must be a JSON array")
+                    yield dict(zip(names, codec.decode(values), strict=True))
         except (ValueError, OSError, EOFError, zlib.error) as exc:
             raise BackupInvalid(f"{table.member} line {line_no}: {exc}",
                                 field=f"{table.member}:{line_no}") from None

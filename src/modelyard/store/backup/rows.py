@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -43,66 +43,88 @@ def column_kind(type_: sqltypes.TypeEngine[Any]) -> str:
     raise UnsupportedColumn(f"no portable encoding for the SQL type {type_!r}")
 
 
+def _utc(stamp: datetime) -> datetime:
+    return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
+
+
+def _float_out(value: Any) -> Any:
+    value = float(value)
+    if math.isfinite(value):
+        return value
+    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+
+
+def _int_in(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected an integer, got {value!r}")
+    return value
+
+
+def _float_in(value: Any) -> float:
+    if isinstance(value, str) and value in _SPECIAL_FLOATS:
+        return _SPECIAL_FLOATS[value]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"expected a number, got {value!r}")
+    return float(value)
+
+
+def _bool_in(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value
+
+
+def _text_in(parse: Callable[[str], Any]) -> Callable[[Any], Any]:
+    def decode(value: Any) -> Any:
+        if not isinstance(value, str):
+            raise ValueError(f"expected a string, got {value!r}")
+        return parse(value)
+    return decode
+
+
+def _json_in(text: str) -> EncodedJSON:
+    orjson.loads(text)  # PostgreSQL checks JSON text, SQLite would keep garbage
+    return EncodedJSON(text)  # stored as is: the text the source held
+
+
+# One function per kind and direction, looked up once per column: a restore decodes
+# millions of values (the inference log), so no per-value dispatch on the kind.
+_ENCODE: dict[str, Callable[[Any], Any]] = {
+    "int": int, "float": _float_out, "decimal": str, "bool": bool, "str": str,
+    "datetime": lambda v: _utc(v).isoformat(), "date": lambda v: v.isoformat(),
+    "json": str, "bytes": lambda v: base64.b64encode(bytes(v)).decode("ascii"),
+}
+_DECODE: dict[str, Callable[[Any], Any]] = {
+    "int": _int_in, "float": _float_in, "bool": _bool_in, "str": _text_in(lambda v: v),
+    "datetime": _text_in(lambda v: _utc(datetime.fromisoformat(v))),
+    "date": _text_in(date.fromisoformat), "decimal": _text_in(Decimal),
+    "bytes": _text_in(lambda v: base64.b64decode(v, validate=True)),
+    "json": _text_in(_json_in),
+}
+
+
 def encode_value(kind: str, value: Any) -> Any:
     """A value read from the source (JSON columns read as text) as it goes on the line."""
-    if value is None:
-        return None
-    if kind == "datetime":
-        stamp = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-        return stamp.isoformat()
-    if kind == "date":
-        return value.isoformat()
-    if kind == "float":
-        value = float(value)
-        if math.isfinite(value):
-            return value
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if kind == "decimal":
-        return str(value)
-    if kind == "bytes":
-        return base64.b64encode(bytes(value)).decode("ascii")
-    if kind == "bool":
-        return bool(value)
-    if kind == "int":
-        return int(value)
-    return str(value)  # str, json (its text)
+    return None if value is None else _ENCODE[kind](value)
 
 
 def decode_value(kind: str, value: Any) -> Any:
     """A value from a line as it is bound on insert; raises ValueError for one that does not
     fit its kind."""
-    if value is None:
-        return None
-    if kind == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"expected an integer, got {value!r}")
-        return value
-    if kind == "float":
-        if isinstance(value, str) and value in _SPECIAL_FLOATS:
-            return _SPECIAL_FLOATS[value]
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"expected a number, got {value!r}")
-        return float(value)
-    if kind == "bool":
-        if not isinstance(value, bool):
-            raise ValueError(f"expected true or false, got {value!r}")
-        return value
-    if not isinstance(value, str):
-        raise ValueError(f"expected a string, got {value!r}")
-    if kind == "datetime":
-        stamp = datetime.fromisoformat(value)
-        return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
-    if kind == "date":
-        return date.fromisoformat(value)
-    if kind == "decimal":
-        return Decimal(value)
-    if kind == "bytes":
-        return base64.b64decode(value, validate=True)
-    if kind == "json":
-        orjson.loads(value)  # PostgreSQL checks JSON text, SQLite would keep garbage
-        return EncodedJSON(value)  # stored as is: the text the source held
-    return value
+    return None if value is None else _DECODE[kind](value)
 
 
-def encode_row(kinds: Sequence[str], row: Sequence[Any]) -> list[Any]:
-    return [encode_value(k, v) for k, v in zip(kinds, row, strict=True)]
+class RowCodec:
+    """Encodes and decodes whole rows of one table (its columns' kinds, in order)."""
+
+    def __init__(self, kinds: Sequence[str]) -> None:
+        self.encoders = [_ENCODE[k] for k in kinds]
+        self.decoders = [_DECODE[k] for k in kinds]
+
+    def encode(self, row: Sequence[Any]) -> list[Any]:
+        return [None if v is None else f(v) for f, v in zip(self.encoders, row, strict=True)]
+
+    def decode(self, values: Sequence[Any]) -> list[Any]:
+        if len(values) != len(self.decoders):
+            raise ValueError(f"expected a list of {len(self.decoders)} values")
+        return [None if v is None else f(v) for f, v in zip(self.decoders, values, strict=True)]

@@ -21,7 +21,7 @@ from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from modelyard.store.backup.errors import BackupFailed
-from modelyard.store.backup.rows import UnsupportedColumn, column_kind, encode_row
+from modelyard.store.backup.rows import RowCodec, UnsupportedColumn, column_kind
 from modelyard.store.db import MIGRATIONS, make_engine, normalize_url
 from modelyard.store.tables import Base
 
@@ -92,8 +92,9 @@ class Snapshot:
                    for c, kind in zip(table.columns, source.kinds, strict=True)]
         query = sa.select(*columns).order_by(*(table.primary_key.columns or table.columns))
         # yield_per on this statement only (a server-side cursor on PostgreSQL).
+        codec = RowCodec(source.kinds)
         for row in self.connection.execute(query, execution_options={"yield_per": _BATCH}):
-            yield encode_row(source.kinds, row)
+            yield codec.encode(row)
 
     def artifact_digests(self) -> list[str]:
         """Every artifact a version in the snapshot points at."""
