@@ -138,7 +138,7 @@ def oidc_client(settings: Settings) -> OidcClient | None:
 
 
 def _callback_uri(request: Request) -> str:
-    return str(request.url_for("oidc_callback"))
+    return f"{request.url.scheme}://{request.url.netloc}{PREFIX}/login/callback"
 
 
 def add_routes(router: APIRouter, dashboard: Any) -> None:
@@ -193,7 +193,7 @@ def add_routes(router: APIRouter, dashboard: Any) -> None:
                             secure=_secure(request))
         return response
 
-    @router.get("/login/callback", name="oidc_callback")
+    @router.get("/login/callback")
     def oidc_callback(request: Request) -> Response:
         from urllib.parse import parse_qsl
 
