@@ -17,7 +17,13 @@ Who = Annotated[Principal, Depends(current_principal)]
 
 def add_readiness_routes(router: APIRouter, yard: Yard) -> None:
     readiness = yard.readiness_service
-    json_body = [Depends(require_json)]
+
+    def may_record(name: str, who: Who) -> Principal:
+        return readiness.endpoint_guard(who, "endpoints:write", name)
+
+    # Who may record is decided before the body is looked at: a refused caller learns nothing
+    # about what the body should be.
+    json_body = [Depends(may_record), Depends(require_json)]
 
     @router.get("/readiness", tags=["readiness"])
     def yard_readiness(who: Who) -> dict[str, Any]:

@@ -32,7 +32,7 @@ class ReadinessService:
         self.artifacts = artifacts
         self.settings = settings
 
-    def _endpoint_guard(self, principal: Principal | None, action: str, name: str
+    def endpoint_guard(self, principal: Principal | None, action: str, name: str
                         ) -> Principal:
         """Decided in the endpoint's project; an unknown name is told only to someone who
         holds the right somewhere (no probing of names)."""
@@ -50,7 +50,7 @@ class ReadinessService:
         """Grade one endpoint (and the yard around it), or every endpoint the caller may
         read."""
         if endpoint is not None:
-            who = self._endpoint_guard(principal, "readiness:read", endpoint)
+            who = self.endpoint_guard(principal, "readiness:read", endpoint)
             with self.db.transaction() as session:
                 chosen = [endpoints_repo.to_endpoint(endpoints_repo.row(session, endpoint))]
         else:
@@ -66,7 +66,7 @@ class ReadinessService:
     def record_loadtest(self, principal: Principal | None, endpoint: str,
                         result: LoadTestResult | dict[str, Any]) -> dict[str, Any]:
         """Store a load test's result against the endpoint's current generation."""
-        who = self._endpoint_guard(principal, "endpoints:write", endpoint)
+        who = self.endpoint_guard(principal, "endpoints:write", endpoint)
         if not isinstance(result, LoadTestResult):
             result = LoadTestResult.from_dict(result)
         with self.db.transaction() as session:
@@ -84,6 +84,6 @@ class ReadinessService:
         """Newest first."""
         if not 1 <= limit <= MAX_LIST:
             raise ValidationFailed(f"limit must be from 1 to {MAX_LIST}", field="limit")
-        self._endpoint_guard(principal, "endpoints:read", endpoint)
+        self.endpoint_guard(principal, "endpoints:read", endpoint)
         with self.db.transaction() as session:
             return [loadtests.to_dict(r) for r in loadtests.recent(session, endpoint, limit)]
