@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -226,6 +227,34 @@ def test_backup_into_a_folder_names_the_file_and_never_overwrites(
     assert "backup_failed" in out and "exists" in out
     assert sorted(p.name for p in folder.iterdir()) == [written.name]  # no temporary left
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_a_damaged_artifact_in_the_store_fails_the_backup_and_leaves_nothing(
+        tmp_path: Path, small_backup: Path) -> None:
+    home = tmp_path / "small"
+    (blob,) = (home / "artifacts" / "sha256").rglob("*.tar")
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    out = cli("--yard", str(home), "backup", str(tmp_path / "rotten.tar"), ok=False)
+    assert "backup_failed" in out and "fails its sha256 check" in out
+    assert sorted(p.name for p in tmp_path.iterdir() if "rotten" in p.name or
+                  p.name.startswith(".")) == []
+
+
+def test_backing_up_what_is_not_a_yard_says_so(tmp_path: Path) -> None:
+    out = cli("--yard", str(tmp_path), "backup", str(tmp_path / "x.tar"),
+              "--db", f"sqlite:///{tmp_path / 'none.db'}",
+              "--artifacts", str(tmp_path / "artifacts"), ok=False)
+    assert "backup_failed" in out and "no database at" in out
+    assert not (tmp_path / "none.db").exists() and not (tmp_path / "x.tar").exists()
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()
+    out = cli("--yard", str(tmp_path), "backup", str(tmp_path / "x.tar"),
+              "--db", f"sqlite:///{empty}",
+              "--artifacts", str(tmp_path / "artifacts"), ok=False)
+    assert "backup_failed" in out and "no Modelyard schema" in out
+    assert not (tmp_path / "x.tar").exists()
 
 
 def test_check_reads_an_archive_without_writing(tmp_path: Path, small_backup: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -108,6 +109,10 @@ class Snapshot:
 
 @contextmanager
 def open_snapshot(database_url: str) -> Iterator[Snapshot]:
+    url = sa.make_url(normalize_url(database_url))
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
+        raise BackupFailed(f"no database at {url.database}: is this a yard? (a backup "
+                           "never creates one)", field="db")
     engine = make_engine(database_url, sqlite_begin="BEGIN DEFERRED")
     try:
         with engine.connect() as connection:
