@@ -47,3 +47,5 @@ def test_restart_safety() -> None:
     gone = deploy.restart_safety(ev, endpoint(versions=(version(artifact_present=False),)))
     assert gone.status == "fail" and "churn:2" in gone.evidence
     assert deploy.restart_safety(ev, endpoint(versions=())).status == "na"
+    volatile = deploy.restart_safety(evidence(artifacts_url="memory://yard"), endpoint())
+    assert volatile.status == "fail" and "in memory" in volatile.evidence

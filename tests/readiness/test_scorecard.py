@@ -10,7 +10,7 @@ from rich.console import Console
 
 from modelyard.readiness import CHECKS, doc
 from modelyard.readiness.checks import AREAS, CheckResult
-from modelyard.readiness.render import html_scorecard, rich_scorecard
+from modelyard.readiness.render import html_scorecard, rich_scorecard, rich_summary
 from modelyard.readiness.scorecard import Scorecard, build, score
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,6 +77,10 @@ def test_renderers_show_every_check_and_escape() -> None:
     console = Console(record=True, width=140)
     console.print(rich_scorecard(card, show_passed=False))
     assert "gov.audit" not in console.export_text()
+    console = Console(record=True, width=140)
+    console.print(rich_summary(card))
+    summary = console.export_text()
+    assert "Governance & security" in summary and "gov.auth" not in summary
 
 
 def test_docs_page_is_up_to_date() -> None:

@@ -121,13 +121,16 @@ def loadtest(
     """Load an endpoint through the server for a bounded time, print p50/p99, throughput and
     errors, and record the result (the readiness scorecard checks a recent one met the SLO).
 
-    Talks to --url (or MODELYARD_URL), else http://127.0.0.1:8000.
+    Talks to --url (or MODELYARD_URL), else the yard's server on 127.0.0.1 (its port
+    setting, 8000 by default).
 
     Example: modelyard loadtest churn --duration 30 --concurrency 8
     """
     from modelyard.client import Client
+    from modelyard.settings import Settings
 
-    url = (remote_url() or "http://127.0.0.1:8000").rstrip("/")
+    url = (remote_url() or f"http://127.0.0.1:{Settings.load(STATE.yard_path).port}"
+           ).rstrip("/")
     key = STATE.key or os.environ.get("MODELYARD_API_KEY") or local_key()
     with Client(url, key) as client:
         body = _request_body(client, endpoint, data)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from modelyard.readiness.checks import CHECKS, CheckResult
-from modelyard.readiness.render import html_scorecard, rich_scorecard
+from modelyard.readiness.render import html_scorecard, rich_scorecard, rich_summary
 from modelyard.readiness.scorecard import Scorecard
 
 
@@ -19,4 +19,4 @@ def scorecard_for(yard_or_client: Any, endpoint: str | None = None) -> Scorecard
 
 
 __all__ = ["CHECKS", "CheckResult", "Scorecard", "html_scorecard", "rich_scorecard",
-           "scorecard_for"]
+           "rich_summary", "scorecard_for"]

@@ -39,8 +39,8 @@ def title(card: Scorecard) -> str:
             + (f" (weakest: {card.area(card.weakest).title})" if card.weakest else ""))
 
 
-def rich_scorecard(card: Scorecard, *, show_passed: bool = True) -> RenderableType:
-    """The summary per area and every check with its evidence, fix and reference."""
+def rich_summary(card: Scorecard) -> Table:
+    """The score per area with its check counts: one small table (e.g. before and after)."""
     summary = Table(title=title(card), title_justify="left", header_style="bold")
     for column in ("Area", "Score", "Pass", "Warn", "Fail", "N/A"):
         summary.add_column(column, justify="left" if column == "Area" else "right")
@@ -48,6 +48,11 @@ def rich_scorecard(card: Scorecard, *, show_passed: bool = True) -> RenderableTy
         summary.add_row(area.title,
                         Text(_score_text(area.score), style=_style_for(area.score)),
                         *(str(area.counts.get(s, 0)) for s in ("pass", "warn", "fail", "na")))
+    return summary
+
+
+def rich_scorecard(card: Scorecard, *, show_passed: bool = True) -> RenderableType:
+    """The summary per area and every check with its evidence, fix and reference."""
     checks = Table(header_style="bold", show_lines=True)
     checks.add_column("Status", no_wrap=True)
     checks.add_column("Check")
@@ -66,7 +71,7 @@ def rich_scorecard(card: Scorecard, *, show_passed: bool = True) -> RenderableTy
         name.append(f"\n{_points(result)}", style="dim")
         checks.add_row(Text(STATUS_LABEL[result.status], style=STATUS_STYLE[result.status]),
                        name, detail)
-    return Group(summary, checks)
+    return Group(rich_summary(card), checks)
 
 
 _CSS = """

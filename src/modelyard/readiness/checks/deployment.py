@@ -85,9 +85,12 @@ def scale_out(ev: Evidence) -> Finding:
                   "(docs/scaling.md)")
 
 
-def restart_safety(_: Evidence, ep: EndpointFacts) -> Finding:
+def restart_safety(ev: Evidence, ep: EndpointFacts) -> Finding:
     if not ep.versions:
         return not_applicable("no version is served yet")
+    if ev.yard.artifacts_url.startswith("memory://"):
+        return failed(f"artifacts are kept in memory ({ev.yard.artifacts_url}): a restart "
+                      "loses every model", "set artifacts_url to a folder or an object store")
     missing = [v.ref for v in ep.versions if not v.artifact_present]
     if missing:
         return failed(f"artifacts missing from the store for {', '.join(missing)}: a restart "
