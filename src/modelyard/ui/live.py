@@ -3,7 +3,7 @@
 The data plane already records every answer per endpoint and version in one-second buckets
 (``rollout.observations``: exact counts, reservoir-sampled latencies, 15 minutes). Reading it
 when a page polls costs one pass over the ring per version and nothing per request, so no
-second recorder is needed (decision record 0022).
+second recorder is needed (decision record 0024).
 """
 
 from __future__ import annotations
