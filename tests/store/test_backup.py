@@ -257,6 +257,18 @@ def test_backing_up_what_is_not_a_yard_says_so(tmp_path: Path) -> None:
     assert not (tmp_path / "x.tar").exists()
 
 
+def test_an_unreachable_database_is_one_clear_line(tmp_path: Path, small_backup: Path) -> None:
+    nowhere = "postgresql://postgres:hunter2@127.0.0.1:1/test"  # nothing listens on port 1
+    out = cli("--yard", str(tmp_path / "t"), "restore", str(small_backup), "--db", nowhere,
+              ok=False)
+    assert "restore_failed" in out and "nothing was committed" in out
+    assert "hunter2" not in out
+    out = cli("--yard", str(tmp_path / "t"), "backup", str(tmp_path / "n.tar"), "--db", nowhere,
+              ok=False)
+    assert "backup_failed" in out and "cannot read the metadata store" in out
+    assert "hunter2" not in out
+
+
 def test_check_reads_an_archive_without_writing(tmp_path: Path, small_backup: Path) -> None:
     out = cli("restore", "--check", str(small_backup))
     assert "archive intact" in out and "audit chain intact" in out

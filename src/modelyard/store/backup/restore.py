@@ -19,6 +19,8 @@ from __future__ import annotations
 import hashlib
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,15 +85,16 @@ def restore_backup(archive: Path, database_url: str, artifacts: ArtifactStore, *
         if sqlite_file is not None:
             sqlite_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
-            with db.engine.connect() as connection:
-                _check_empty(connection, db)
-            result = RestoreResult(manifest.revision)
-            _copy_artifacts(opened, artifacts, result, progress)
-            with db.engine.begin() as connection:
-                _check_empty(connection, db)  # again, now holding the transaction
-                _load(connection, db, opened, result, progress)
-                result.audit = _audit(connection, manifest, audit_check)
-                result.schema = MigrationContext.configure(connection).get_current_revision()
+            with _database_errors(db):
+                with db.engine.connect() as connection:
+                    _check_empty(connection, db)
+                result = RestoreResult(manifest.revision)
+                _copy_artifacts(opened, artifacts, result, progress)
+                with db.engine.begin() as connection:
+                    _check_empty(connection, db)  # again, now holding the transaction
+                    _load(connection, db, opened, result, progress)
+                    result.audit = _audit(connection, manifest, audit_check)
+                    result.schema = MigrationContext.configure(connection).get_current_revision()
         except BaseException:
             db.dispose()
             if fresh_file and sqlite_file is not None:
@@ -103,6 +106,17 @@ def restore_backup(archive: Path, database_url: str, artifacts: ArtifactStore, *
         finally:
             db.dispose()
     return result
+
+
+@contextmanager
+def _database_errors(db: Database) -> Iterator[None]:
+    """The target's own failures (unreachable, no permission, a disk full) as one error; the
+    driver's message only, never the statement's parameters (rows, key hashes)."""
+    try:
+        yield
+    except sa.exc.DBAPIError as exc:
+        raise RestoreFailed(f"the target database {db!r} failed: {exc.orig}; nothing was "
+                            "committed", field="db") from None
 
 
 def _check_empty(connection: Connection, db: Database) -> None:
