@@ -13,7 +13,13 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from modelyard.domain.errors import ValidationFailed
-from modelyard.readiness.loadtest import LoadTestResult, example_request, run_load, summarize
+from modelyard.readiness.loadtest import (
+    LoadTestRefused,
+    LoadTestResult,
+    example_request,
+    run_load,
+    summarize,
+)
 
 GOOD: dict[str, Any] = {"duration_s": 10.0, "concurrency": 4, "requests": 100, "errors": 1,
                         "p50_ms": 2.0, "p99_ms": 9.5, "throughput": 9.9,
@@ -40,7 +46,8 @@ def test_stops_at_max_requests_and_counts_errors() -> None:
                       headers={"Authorization": "Bearer k"}, duration_s=300, concurrency=3,
                       max_requests=40, transport=httpx.ASGITransport(app=_app(seen)),
                       progress=lambda *p: progress.append(p))
-    assert result.requests == 40 == seen["calls"] == seen["auth:Bearer k"]
+    # One first request (not counted) checks the endpoint takes the body at all.
+    assert result.requests == 40 == seen["calls"] - 1 == seen["auth:Bearer k"] - 1
     assert result.errors == 10 and result.details["statuses"] == {"200": 30, "503": 10}
     assert result.p50_ms is not None and result.p99_ms is not None
     assert result.p50_ms <= result.p99_ms
@@ -51,7 +58,7 @@ def test_stops_at_the_duration() -> None:
     seen: Counter[str] = Counter()
     result = run_load("http://test/v2/models/m/infer", b'{"inputs": []}', duration_s=0.3,
                       concurrency=2, transport=httpx.ASGITransport(app=_app(seen)))
-    assert 0 < result.requests == seen["calls"] < 1_000_000
+    assert 0 < result.requests == seen["calls"] - 1 < 1_000_000
 
 
 def test_refuses_unbounded_runs_and_an_absent_server() -> None:
@@ -62,7 +69,15 @@ def test_refuses_unbounded_runs_and_an_absent_server() -> None:
         run_load("http://127.0.0.1:9/x", b"{}", concurrency=0)
     assert exc.value.field == "concurrency"
     with pytest.raises(httpx.ConnectError):
-        run_load("http://127.0.0.1:9/x", b"{}", duration_s=5, concurrency=1)
+        run_load("http://127.0.0.1:9/x", b"{}", duration_s=5, concurrency=4)
+
+
+def test_a_refused_first_request_ends_the_test() -> None:
+    seen: Counter[str] = Counter()
+    with pytest.raises(LoadTestRefused) as exc:
+        run_load("http://test/v2/models/other/infer", b'{"inputs": []}', duration_s=60,
+                 concurrency=4, transport=httpx.ASGITransport(app=_app(seen)))
+    assert "answered 404" in exc.value.detail and seen["calls"] == 0
 
 
 def test_summary_percentiles_over_answered_requests_only() -> None:

@@ -22,7 +22,7 @@ import httpx
 import numpy as np
 
 from modelyard.domain import jsonfields as jf
-from modelyard.domain.errors import ValidationFailed
+from modelyard.domain.errors import ModelyardError, ValidationFailed
 
 MAX_DURATION_S = 600.0
 MAX_CONCURRENCY = 256
@@ -30,6 +30,13 @@ MAX_REQUESTS = 10_000_000
 MAX_DETAILS_BYTES = 8192
 
 Progress = Callable[[float, int, int], None]  # elapsed s, requests, errors
+
+
+class LoadTestRefused(ModelyardError):
+    """The first request was refused for a reason load cannot change (a missing key, an
+    unknown endpoint, a body that does not fit): a run of such answers measures nothing."""
+
+    code, status, title = "loadtest_refused", 422, "The endpoint refused the load's request"
 
 
 @dataclass(frozen=True)
@@ -155,8 +162,6 @@ async def _run(url: str, body: bytes, headers: Mapping[str, str], duration_s: fl
                     status = "timeout"
                 except httpx.HTTPError as exc:
                     status = type(exc).__name__
-                    if sent == 1 and isinstance(exc, httpx.ConnectError):
-                        raise  # nothing listens: say so instead of a run of errors
                 statuses[status] += 1
                 if status.startswith("2"):
                     latencies.append((time.perf_counter() - began) * 1000.0)
@@ -168,6 +173,14 @@ async def _run(url: str, body: bytes, headers: Mapping[str, str], duration_s: fl
                     progress(time.perf_counter() - start, sum(statuses.values()), errors)
                 await asyncio.sleep(0.2)
 
+        # One request first, not counted: nothing listening, or a request the endpoint
+        # refuses outright (401, 404, 422...), ends the test here instead of a run of errors.
+        first = await client.post(url, content=body)
+        if 400 <= first.status_code < 500 and first.status_code not in (408, 429):
+            raise LoadTestRefused(f"{url} answered {first.status_code} to the first request: "
+                                  f"{first.text[:300]}")
+        start = time.perf_counter()
+        deadline = start + duration_s
         tick = asyncio.create_task(ticker())
         try:
             await asyncio.gather(*(worker() for _ in range(concurrency)))
