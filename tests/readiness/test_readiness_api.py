@@ -46,6 +46,8 @@ def test_a_poor_endpoint_made_good_scores_higher(
     assert before.result("gov.model_cards").status == "fail"
     assert before.result("perf.slo_met").status == "na"  # no objective: nothing invented
     gate = before.score + 10
+    unknown = cli(server, admin_key, "loadtest", "nope", "--duration", "1")
+    assert unknown.exit_code == 1 and "endpoint_not_found" in unknown.output
     failed = cli(server, admin_key, "readiness", "churn", "--min-score", f"{gate:g}")
     assert failed.exit_code == 1, failed.output
     assert f"below the minimum {gate:g}" in failed.output
@@ -140,3 +142,15 @@ def test_a_yard_without_endpoints_grades_only_the_yard(yard: Yard) -> None:
     assert {r.subject for r in card.results} == {"yard"}
     assert card.result("gov.audit").status == "pass"
     assert np.isfinite(card.score or 0.0)
+
+
+def test_cli_in_process_reads_the_yard(tmp_path: Path) -> None:
+    home = tmp_path / "yard"
+    assert runner.invoke(app, ["--yard", str(home), "init"]).exit_code == 0
+    shown = runner.invoke(app, ["--yard", str(home), "--json", "readiness"])
+    assert shown.exit_code == 0, shown.output
+    card = Scorecard.from_dict(json.loads(shown.output))
+    assert card.result("gov.audit").status == "pass"
+    assert card.result("deploy.scale_out").status == "warn"  # SQLite and a local folder
+    gated = runner.invoke(app, ["--yard", str(home), "readiness", "--min-score", "100"])
+    assert gated.exit_code == 1 and "below the minimum 100" in gated.output
