@@ -32,7 +32,7 @@ from sqlalchemy import Connection
 from modelyard.store.archive import CHUNK
 from modelyard.store.artifacts import ArtifactStore
 from modelyard.store.backup.errors import BackupInvalid, RestoreFailed, RestoreTargetNotEmpty
-from modelyard.store.backup.manifest import Manifest
+from modelyard.store.backup.manifest import Artifact, Manifest
 from modelyard.store.backup.progress import Progress, Silent
 from modelyard.store.backup.read import Archive, open_archive
 from modelyard.store.backup.snapshot import AuditCheck, check_audit, known_revision
@@ -137,22 +137,35 @@ def _copy_artifacts(archive: Archive, store: ArtifactStore, result: RestoreResul
     scratch = Path(tempfile.mkdtemp(prefix="modelyard-restore-"))
     try:
         for artifact in archive.manifest.artifacts:
-            if store.exists(artifact.sha256):
-                if _store_digest(store, artifact.sha256) != artifact.sha256:
-                    raise RestoreFailed(
-                        f"the target artifact store holds a damaged copy of "
-                        f"{artifact.sha256}; delete it and restore again", field="artifacts")
-                result.artifacts_present += 1
-            else:
-                staged = scratch / f"{artifact.sha256}.tar"
-                with archive.open(artifact.member) as src, open(staged, "wb") as out:
-                    shutil.copyfileobj(src, out, CHUNK)
-                store.put_file(staged, artifact.sha256)  # re-hashes before it stores
-                staged.unlink()
+            try:
+                copied = _copy_artifact(archive, store, artifact, scratch)
+            except OSError as exc:  # the store unreachable, a disk full
+                raise RestoreFailed(f"copying artifact {artifact.sha256} into {store!r} "
+                                    f"failed: {exc}", field="artifacts") from None
+            if copied:
                 result.artifacts_copied += 1
+            else:
+                result.artifacts_present += 1
             advance(artifact.size)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _copy_artifact(archive: Archive, store: ArtifactStore, artifact: Artifact,
+                   scratch: Path) -> bool:
+    """Store one artifact (False: it was there already, and intact)."""
+    if store.exists(artifact.sha256):
+        if _store_digest(store, artifact.sha256) != artifact.sha256:
+            raise RestoreFailed(f"the target artifact store holds a damaged copy of "
+                                f"{artifact.sha256}; delete it and restore again",
+                                field="artifacts")
+        return False
+    staged = scratch / f"{artifact.sha256}.tar"
+    with archive.open(artifact.member) as src, open(staged, "wb") as out:
+        shutil.copyfileobj(src, out, CHUNK)
+    store.put_file(staged, artifact.sha256)  # re-hashes before it stores
+    staged.unlink()
+    return True
 
 
 def _load(connection: Connection, db: Database, archive: Archive, result: RestoreResult,

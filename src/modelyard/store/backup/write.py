@@ -190,21 +190,28 @@ def _dump_table(snapshot: Snapshot, source: SourceTable, path: Path, advance: Ad
 
 def _write_artifacts(artifacts: ArtifactStore, digests: list[str], writer: _ArchiveWriter,
                      progress: Progress) -> list[Artifact]:
+    digest = ""
     try:
-        sizes = {d: artifacts.size(d) for d in digests}
+        sizes = {}
+        for digest in digests:
+            sizes[digest] = artifacts.size(digest)
+        advance = progress.task("artifacts (bytes)", sum(sizes.values()))
+        entries = []
+        for digest in digests:
+            with artifacts.open(digest) as source:
+                got = writer.add_stream(artifact_member(digest), source, sizes[digest],
+                                        advance)
+            if got != digest:
+                raise BackupFailed(f"the artifact store's copy of {digest} fails its sha256 "
+                                   f"check (it hashes to {got}): the store copy is damaged")
+            entries.append(Artifact(sha256=digest, size=sizes[digest]))
     except ArtifactNotFound as exc:
         raise BackupFailed(f"{exc.detail}, but a version in the snapshot uses it (was "
                            "'modelyard gc' run with versions being deleted?); run the "
                            "backup again") from None
-    advance = progress.task("artifacts (bytes)", sum(sizes.values()))
-    entries = []
-    for digest in digests:
-        with artifacts.open(digest) as source:
-            got = writer.add_stream(artifact_member(digest), source, sizes[digest], advance)
-        if got != digest:
-            raise BackupFailed(f"the artifact store's copy of {digest} fails its sha256 "
-                               f"check (it hashes to {got}): the store copy is damaged")
-        entries.append(Artifact(sha256=digest, size=sizes[digest]))
+    except OSError as exc:  # the store unreachable
+        raise BackupFailed(f"reading artifact {digest} from {artifacts!r} failed: "
+                           f"{exc}") from None
     return entries
 
 
