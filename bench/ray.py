@@ -9,6 +9,8 @@ Systems (every Ray one gets 2 logical CPUs' worth of machine: the same two cores
   modelyard-local      modelyard serve                      (the model in the server process)
   modelyard-ray        modelyard serve --backend ray        (our front, the model on Ray Serve,
                                                              throughput-optimized flags, default)
+  modelyard-ray-direct the same server; wrk on the replica's own port (the endpoint's status
+                       lists it): Modelyard's data plane inside the replica, no handle hop
   ray-serve[-batch]    the anchors' ray_app.py behind Ray's proxy, Ray's default mode
   ray-serve-opt[-batch]   the same with RAY_SERVE_THROUGHPUT_OPTIMIZED=1 but without direct
                           ingress: HTTP answered outside the replica, as with modelyard-ray
@@ -48,6 +50,8 @@ ONLY = [s for s in os.environ.get("ONLY", "").split(",") if s]
 BODY = re.search(r"wrk\.body = '([^']*)'", (ANCHORS / "post.lua").read_text()).group(1)
 RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
 OPT = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+DIRECT = "direct:"  # route prefix: measured on the replica's own port, not the server's
+SUBJECTS = ("modelyard-ray", "modelyard-ray-direct")
 
 
 def free_port() -> int:
@@ -68,6 +72,8 @@ def systems(yard: Path, model: Path) -> list[tuple[str, list[str], dict[str, str
     out = [
         ("modelyard-local", my, {}, route, str(ROOT)),
         ("modelyard-ray", [*my, "--backend", "ray"], RAY_ENV, route, str(ROOT)),
+        ("modelyard-ray-direct", [*my, "--backend", "ray"], RAY_ENV, DIRECT + route,
+         str(ROOT)),
     ]
     for batch in ("0", "1"):
         suffix = "-batch" if batch == "1" else ""
@@ -141,6 +147,18 @@ def ready(url: str, timeout_s: float = 240) -> float:
     raise TimeoutError(f"{url} did not answer in {timeout_s} s")
 
 
+def direct_url(server: str, yard: Path, endpoint: str) -> str:
+    """The replica's own URL, from the endpoint's status (the admin key the yard wrote)."""
+    key = (yard / "admin.key").read_text().strip()
+    request = urllib.request.Request(f"{server}/api/v1/endpoints/{endpoint}",
+                                     headers={"Authorization": f"Bearer {key}"})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        urls = json.load(answer)["status"]["direct"]
+    if not urls:
+        raise RuntimeError(f"endpoint {endpoint} lists no direct URL")
+    return str(urls[0])
+
+
 def wrk(url: str, conns: int, seconds: int) -> dict[str, Any]:
     out = subprocess.run(
         ["wrk", "-t", str(min(conns, 2)), "-c", str(conns), "-d", f"{seconds}s", "--latency",
@@ -160,7 +178,7 @@ def wrk(url: str, conns: int, seconds: int) -> dict[str, Any]:
 
 
 def measure(name: str, argv: list[str], env: dict[str, str], route: str, cwd: str,
-            logs: Path) -> dict[str, Any]:
+            logs: Path, yard: Path) -> dict[str, Any]:
     ports = {"$PORT": str(free_port()), "$PORT2": str(free_port())}
     ports["$PORT3"] = str(int(ports["$PORT"]) + 1)
 
@@ -173,10 +191,16 @@ def measure(name: str, argv: list[str], env: dict[str, str], route: str, cwd: st
     log = open(logs / f"{name}.log", "wb")  # noqa: SIM115  (closed below)
     proc = subprocess.Popen([fill(a) for a in argv], env=full_env, cwd=cwd, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
+    direct = route.startswith(DIRECT)
+    route = route.removeprefix(DIRECT)
     url = f"http://127.0.0.1:{ports['$PORT']}{route}"
     row: dict[str, Any] = {"system": name}
     try:
         row["startup_s"] = round(ready(url), 2)
+        if direct:
+            url = direct_url(url.removesuffix(route), yard, "bench") + route
+            ready(url, 30)
+            row["url"] = url
         wrk(url, max(CONNS), WARMUP)
         row["runs"] = [wrk(url, conns, DUR) for conns in CONNS]
     except Exception as exc:  # reported, not hidden: the row says what failed
@@ -211,16 +235,21 @@ def report(rows: dict[str, dict[str, Any]], model: str) -> tuple[str, dict[str, 
                          f"{run['p90_ms']} | {run['p99_ms']} | {run['non2xx']} | "
                          f"{row['startup_s']} |")
     ratios: dict[str, Any] = {}
-    lines += ["", "| modelyard-ray over | conns | p50 ratio | p99 ratio | req/s ratio |",
-              "|---|---|---|---|---|"]
-    for peer in ("ray-serve-opt", "ray-serve-opt-batch", "ray-serve", "ray-serve-batch",
-                 "ray-serve-direct", "ray-serve-direct-batch", "modelyard-local"):
-        for conns in CONNS:
-            entry = {k: ratio(rows, "modelyard-ray", peer, conns, k)
-                     for k in ("p50_ms", "p99_ms", "rps")}
-            ratios[f"{peer}@{conns}"] = entry
-            lines.append(f"| {peer} | {conns} | {entry['p50_ms']} | {entry['p99_ms']} | "
-                         f"{entry['rps']} |")
+    for subject in SUBJECTS:
+        ratios[subject] = {}
+        lines += ["", f"| {subject} over | conns | p50 ratio | p99 ratio | req/s ratio |",
+                  "|---|---|---|---|---|"]
+        for peer in ("ray-serve-direct", "ray-serve-direct-batch", "ray-serve-opt",
+                     "ray-serve-opt-batch", "ray-serve", "ray-serve-batch", "modelyard-ray",
+                     "modelyard-local"):
+            if peer == subject:
+                continue
+            for conns in CONNS:
+                entry = {k: ratio(rows, subject, peer, conns, k)
+                         for k in ("p50_ms", "p99_ms", "rps")}
+                ratios[subject][f"{peer}@{conns}"] = entry
+                lines.append(f"| {peer} | {conns} | {entry['p50_ms']} | {entry['p99_ms']} | "
+                             f"{entry['rps']} |")
     return "\n".join(lines), ratios
 
 
@@ -238,8 +267,9 @@ def main() -> None:
     markdown = [f"# Ray backend benchmark {run_id}", "",
                 f"wrk closed loop, {DUR} s per run after {WARMUP} s of warm-up, one server at "
                 f"a time on 127.0.0.1, {os.cpu_count()} cores shared with wrk. Body: one "
-                "20-feature row (the anchors' post.lua). Ratios: modelyard-ray divided by the "
-                "peer (latency: lower is better, so a ratio of 1.15 is 15% slower; req/s: "
+                "20-feature row (the anchors' post.lua). Ratios: modelyard-ray (front) and "
+                "modelyard-ray-direct (the replica's own port) divided by the peer (latency: "
+                "lower is better, so a ratio of 1.15 is 15% slower; req/s: "
                 "higher is better).", ""]
     with tempfile.TemporaryDirectory(prefix="bench-ray-") as temp:
         for model in names:
@@ -247,10 +277,10 @@ def main() -> None:
             prepare_yard(MODELS / f"{model}.joblib", yard)
             rows = {}
             for name, argv, env, route, cwd in systems(yard, MODELS / f"{model}.joblib"):
-                rows[name] = measure(name, argv, env, route, cwd, results)
+                rows[name] = measure(name, argv, env, route, cwd, results, yard)
             text, ratios = report(rows, model)
             markdown += [text, ""]
-            summary["models"][model] = {"rows": rows, "ratios_modelyard_ray_over": ratios}
+            summary["models"][model] = {"rows": rows, "ratios_over_peers": ratios}
     (results / "ray.json").write_text(json.dumps(summary, indent=1))
     (results / "ray.md").write_text("\n".join(markdown))
     print("\n".join(markdown))

@@ -34,6 +34,9 @@ class EndpointState:
             "loading": self.target if self.status == "loading" else None,
             "error": self.error,
             "warmup_ms": round(self.deployment.warmup_ms, 3) if self.deployment else None,
+            # Ray replicas that answer this endpoint's HTTP themselves (backends/ray.py).
+            "direct": direct() if (direct := getattr(self.deployment, "direct_urls", None))
+            else [],
         }
 
 

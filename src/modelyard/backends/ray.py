@@ -18,20 +18,24 @@ This is the only module that imports ``ray``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 # Ray Serve reads its flags when ``ray.serve`` is imported, in this process and (through the
 # environment they inherit) in the Ray processes a local instance starts. The throughput-
 # optimized mode is Ray's fastest (gRPC between handles and replicas, user code on the
-# replica's own loop, buffered request logs); measured in bench/ray.py. Direct ingress (the
-# replica answering HTTP itself) is left off: our data plane answers HTTP.
+# replica's own loop, buffered request logs); measured in bench/ray.py. Ray's own direct
+# ingress is left off: a replica answers HTTP itself with our data plane instead
+# (backends/ray_ingress.py; why not Ray's: docs/decisions/0019-ray-backend.md).
 for _flag, _value in (("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1"),
                       ("RAY_SERVE_ENABLE_DIRECT_INGRESS", "0"),
                       ("RAY_USAGE_STATS_ENABLED", "0")):
@@ -40,9 +44,12 @@ for _flag, _value in (("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1"),
 import numpy as np  # noqa: E402
 import ray  # noqa: E402
 from ray import serve  # noqa: E402
+from ray.experimental import internal_kv  # noqa: E402
 from ray.serve.exceptions import BackPressureError  # noqa: E402
 
+from modelyard.backends.base import EndpointState  # noqa: E402
 from modelyard.backends.local import LocalBackend, example_inputs  # noqa: E402
+from modelyard.backends.ray_ingress import DirectConfig, DirectIngress, port_range  # noqa: E402
 from modelyard.control.registry import RegistryService  # noqa: E402
 from modelyard.domain.deployment import DeploymentSpec  # noqa: E402
 from modelyard.domain.errors import (  # noqa: E402
@@ -51,10 +58,11 @@ from modelyard.domain.errors import (  # noqa: E402
     NotReady,
     Overloaded,
 )
-from modelyard.domain.registry import ModelVersion  # noqa: E402
+from modelyard.domain.registry import Endpoint, ModelVersion  # noqa: E402
 from modelyard.serving.batcher import Arrays, BatchObserver  # noqa: E402
 from modelyard.serving.deployment import Deployment  # noqa: E402
 from modelyard.serving.metrics import ServingMetrics  # noqa: E402
+from modelyard.settings import Settings  # noqa: E402
 from modelyard.store.artifacts import ArtifactStore  # noqa: E402
 from modelyard.store.db import Database  # noqa: E402
 
@@ -71,15 +79,21 @@ REPLICA_TIMEOUT_S = 600.0
 TRANSPORT_GRACE_S = 5.0
 # Batches in flight per replica: one computing while the next crosses the network.
 LANES_PER_REPLICA = 2
+# Where replicas publish their direct listeners' URLs (Ray's key-value store, per app).
+DIRECT_NAMESPACE = "modelyard-direct"
 
 
 class ModelReplica:
     """One Ray Serve replica of one model version. It receives whole batches (the front's
     batcher formed them) and runs each at once: a second queue here would only add a hop
-    (measured: docs/decisions/0019-ray-backend.md)."""
+    (measured: docs/decisions/0019-ray-backend.md). With ``direct``, it also answers its
+    endpoint's HTTP requests itself (``DirectIngress``); then the front's batches join the
+    same batcher, so neither stalls the loop the listener runs on."""
 
-    def __init__(self, artifacts_url: str, cache_dir: str, version: ModelVersion,
-                 spec: DeploymentSpec) -> None:
+    # Ray Serve awaits an async constructor on the replica's loop, where the listener runs.
+    async def __init__(  # type: ignore[misc]
+            self, artifacts_url: str, cache_dir: str, version: ModelVersion,
+            spec: DeploymentSpec, direct: DirectConfig | None = None) -> None:
         from modelyard import flavors
 
         store = ArtifactStore(artifacts_url, Path(cache_dir))
@@ -91,16 +105,44 @@ class ModelReplica:
         self.deployment = Deployment(version, [predictor],
                                      spec.merged({"replicas": 1, "cache_max_entries": 0}))
         self.deployment.warm_up(example_inputs(version))
+        self.ingress: DirectIngress | None = None
+        self._published = ""
+        if direct is not None:
+            self.ingress = DirectIngress(direct, self.deployment)
+            self.deployment.observer = self.ingress.metrics.observer(direct.endpoint,
+                                                                     version.ref)
+            url = await self.ingress.start(ray.util.get_node_ip_address())
+            context = serve.get_replica_context()
+            self._published = f"{context.app_name}/{context.replica_id.unique_id}"
+            internal_kv._internal_kv_put(self._published, url, namespace=DIRECT_NAMESPACE)
 
     def warmup_ms(self) -> float:
         return self.deployment.warmup_ms
 
+    def __del__(self) -> Any:
+        """Ray Serve calls this when it stops the replica (and awaits what it returns): stop
+        listening, let in-flight requests finish, write the inference log. Returns nothing
+        the second time (when Python collects the object)."""
+        ingress, self.ingress = getattr(self, "ingress", None), None
+        if ingress is None:
+            return None
+        return self._stop(ingress)
+
+    async def _stop(self, ingress: DirectIngress) -> None:
+        if self._published:
+            with_ignored(partial(internal_kv._internal_kv_del, self._published,
+                                 namespace=DIRECT_NAMESPACE))
+        await ingress.stop()
+
     async def predict(self, inputs: dict[str, np.ndarray], timeout_s: float,
                       priority: int) -> dict[str, np.ndarray] | ModelyardError:
         """The outputs, or the failure as a value: it reaches the front as itself (a raised
-        one would arrive wrapped in Ray's task error). Computed on the replica's loop: one
-        batch at a time is all one model thread can do anyway."""
+        one would arrive wrapped in Ray's task error). Computed on the replica's loop (one
+        batch at a time is all one model thread can do anyway), or by the batcher when the
+        loop also serves HTTP."""
         try:
+            if self.ingress is not None:
+                return await self.deployment.predict(inputs, timeout_s, priority)
             return self.deployment.predict_sync(inputs)
         except ModelyardError as exc:
             return exc
@@ -140,6 +182,12 @@ class RayDeployment(Deployment):
     (the same cache, admission and batcher, in front of ``ReplicaPredictor`` lanes)."""
 
     app_name: str = ""
+    direct: str = ""  # the endpoint its replicas answer for on their own ports, if any
+
+    def direct_urls(self) -> list[str]:
+        """Where this deployment's replicas answer HTTP themselves (empty: only through
+        the server)."""
+        return RayCluster.direct_urls(self.app_name) if self.direct else []
 
     def warm_up(self, example: Arrays | None) -> None:
         """The replicas warmed up before they reported healthy."""
@@ -155,6 +203,7 @@ class RayDeployment(Deployment):
                 serve.delete(name)
             except Exception:  # the cluster may be gone already (shutdown)
                 log.warning("could not delete Ray Serve application %s", name, exc_info=True)
+            RayCluster.forget_direct(name)  # replicas that died without unpublishing
 
         threading.Thread(target=delete, name=f"retire-{name}", daemon=True).start()
 
@@ -182,9 +231,10 @@ class RayCluster:
         serve.start(proxy_location="Disabled")
 
     def deploy(self, name: str, version: ModelVersion, spec: DeploymentSpec,
-               artifacts: ArtifactStore) -> float:
+               artifacts: ArtifactStore, direct: DirectConfig | None = None) -> float:
         """Start an application of ``spec`` replicas of ``version``; wait until every replica
-        is running (loaded and warm). Returns the replicas' warm-up time (ms)."""
+        is running (loaded, warm and, with ``direct``, listening). Returns the replicas'
+        warm-up time (ms)."""
         options: dict[str, Any] = {
             "name": "model",
             "ray_actor_options": {"num_cpus": spec.num_cpus, "num_gpus": spec.num_gpus},
@@ -204,7 +254,7 @@ class RayCluster:
             options["num_replicas"] = spec.replicas
         replica: Any = serve.deployment(ModelReplica)
         app = replica.options(**options).bind(
-            artifacts.url, str(artifacts.cache_dir), version, spec)
+            artifacts.url, str(artifacts.cache_dir), version, spec, direct)
         serve._run(app, name=name, route_prefix=None, _blocking=False)
         try:
             self.wait_running(name)
@@ -213,6 +263,18 @@ class RayCluster:
             with_ignored(serve.delete, name)
             raise
         return warmup
+
+    @staticmethod
+    def direct_urls(name: str) -> list[str]:
+        """The URLs the application's replicas published (one per running replica)."""
+        keys = internal_kv._internal_kv_list(f"{name}/", namespace=DIRECT_NAMESPACE)
+        urls = (internal_kv._internal_kv_get(key, namespace=DIRECT_NAMESPACE) for key in keys)
+        return sorted(url.decode() for url in urls if url)
+
+    @staticmethod
+    def forget_direct(name: str) -> None:
+        with_ignored(partial(internal_kv._internal_kv_del, f"{name}/", del_by_prefix=True,
+                             namespace=DIRECT_NAMESPACE))
 
     @staticmethod
     def sync_handle(name: str) -> Any:
@@ -256,28 +318,62 @@ def with_ignored(fn: Any, *args: Any) -> None:
 
 
 class RayBackend(LocalBackend):
-    """The local backend's reconciler and tables, with model deployments on Ray Serve."""
+    """The local backend's reconciler and tables, with model deployments on Ray Serve.
+
+    ``direct``: the server's settings when replicas should answer HTTP themselves. Every
+    model deployment loaded for an endpoint's own model or its split (not a graph's nodes)
+    then gets a listener bound to that endpoint; it answers only while the endpoint is a
+    single model served by that deployment (``ray_ingress.DirectView``), so a deployment
+    reused from a split back to one model serves directly again."""
 
     def __init__(self, db: Database, registry: RegistryService, artifacts: ArtifactStore,
                  cluster: RayCluster, interval_s: float = 2.0,
                  metrics: ServingMetrics | None = None,
-                 on_reconcile: Any = None) -> None:
+                 on_reconcile: Any = None, direct: Settings | None = None,
+                 direct_ports: tuple[int, int] = (30000, 31000)) -> None:
         super().__init__(db, self._deploy, interval_s, metrics, on_reconcile=on_reconcile)
         self.registry = registry
         self.artifacts = artifacts
         self.cluster = cluster
+        self.direct = direct
+        self.direct_ports = direct_ports
+        # The endpoint a load is for, set around the reconciler's calls (a lazy endpoint's
+        # first load happens on a request's thread: it gets no listener).
+        self._loading_for = threading.local()
+
+    def _load_or_defer(self, name: str, version: ModelVersion, spec: DeploymentSpec,
+                       observer: BatchObserver | None) -> Deployment:
+        with self._for_endpoint(name):
+            return super()._load_or_defer(name, version, spec, observer)
+
+    def _traffic_state(self, endpoint: Endpoint, versions: dict[str, ModelVersion],
+                       current: EndpointState | None) -> EndpointState:
+        with self._for_endpoint(endpoint.name):
+            return super()._traffic_state(endpoint, versions, current)
+
+    @contextlib.contextmanager
+    def _for_endpoint(self, name: str) -> Iterator[None]:
+        self._loading_for.name = name
+        try:
+            yield
+        finally:
+            self._loading_for.name = ""
 
     def _deploy(self, version: ModelVersion, spec: DeploymentSpec,
                 observer: BatchObserver | None) -> RayDeployment:
         self.registry.check_signed(version)  # the store is here; replicas only load
         name = f"{APP_PREFIX}{version.model}-{version.version}-{uuid.uuid4().hex[:8]}"
-        warmup_ms = self.cluster.deploy(name, version, spec, self.artifacts)
+        endpoint = getattr(self._loading_for, "name", "")
+        direct = DirectConfig.of(endpoint, self.direct, self.direct_ports) \
+            if endpoint and self.direct is not None else None
+        warmup_ms = self.cluster.deploy(name, version, spec, self.artifacts, direct)
         replicas = int(spec.autoscaling["max_replicas"]) if spec.autoscaling \
             else spec.replicas
         log.info("Ray Serve application %s runs %s", name, version.ref)
         lanes = [ReplicaPredictor(name, version.ref)
                  for _ in range(LANES_PER_REPLICA * replicas)]
-        return RayDeployment(version, lanes, spec, warmup_ms, observer, app_name=name)
+        return RayDeployment(version, lanes, spec, warmup_ms, observer, app_name=name,
+                             direct=endpoint if direct is not None else "")
 
     @staticmethod
     def offload(fn: Any, args: tuple[Any, ...], resources: Any) -> Any:
@@ -291,6 +387,7 @@ class RayBackend(LocalBackend):
         for unit in units:
             Deployment.retire(unit)  # the front's batcher: queued requests finish first
             with_ignored(serve.delete, unit.app_name)
+            RayCluster.forget_direct(unit.app_name)
         self.cluster.shutdown()
 
 
@@ -315,6 +412,8 @@ def from_settings(settings: Any, db: Database, registry: RegistryService,
                   artifacts: ArtifactStore, metrics: ServingMetrics | None,
                   on_reconcile: Any = None) -> RayBackend:
     """The backend ``modelyard serve --backend ray`` runs (address from ``ray_address``)."""
+    direct = settings if settings.ray_direct_ingress else None
+    ports = port_range(os.environ)  # refused here, before Ray starts, if malformed
     cluster = RayCluster(settings.ray_address)
     return RayBackend(db, registry, artifacts, cluster, settings.reconcile_interval_s,
-                      metrics, on_reconcile=on_reconcile)
+                      metrics, on_reconcile=on_reconcile, direct=direct, direct_ports=ports)

@@ -1,0 +1,31 @@
+"""A local Ray instance for the ray backend's tests (one per test module)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def ray_instance() -> Iterator[None]:
+    """Ray with 2 CPUs in a temporary folder (short: Ray's socket paths are length-limited),
+    Serve and Ray shut down after the module."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'modelyard[ray]')")
+    from ray import serve
+
+    from modelyard.backends import ray as ray_backend  # noqa: F401  (sets Serve's flags first)
+
+    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp,
+             namespace="modelyard-tests")
+    try:
+        yield
+    finally:
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+            shutil.rmtree(temp, ignore_errors=True)
