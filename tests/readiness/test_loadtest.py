@@ -19,6 +19,7 @@ from modelyard.readiness.loadtest import (
     example_request,
     run_load,
     summarize,
+    without_credentials,
 )
 
 GOOD: dict[str, Any] = {"duration_s": 10.0, "concurrency": 4, "requests": 100, "errors": 1,
@@ -104,6 +105,13 @@ def test_result_validation_names_the_field() -> None:
     with pytest.raises(ValidationFailed) as exc:
         LoadTestResult.from_dict(missing)
     assert exc.value.field == "requests"
+
+
+def test_credentials_never_reach_the_record() -> None:
+    found = LoadTestResult.from_dict({**GOOD, "target": "http://ci:s3cret@host:8000/v2/x"})
+    assert found.target == "http://host:8000/v2/x"
+    assert without_credentials("s3://bucket/p") == "s3://bucket/p"
+    assert without_credentials("http://u:p@h:notaport/x") == "http://h:notaport/x"
 
 
 def test_example_request() -> None:

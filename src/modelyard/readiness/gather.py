@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 from sqlalchemy import and_, case, func, select
@@ -36,6 +35,7 @@ from modelyard.readiness.evidence import (
     VersionFacts,
     YardFacts,
 )
+from modelyard.readiness.loadtest import without_credentials
 from modelyard.settings import Settings
 from modelyard.store import loadtests
 from modelyard.store import projects as projects_repo
@@ -91,7 +91,7 @@ class Gatherer:
         verdict = audit.verify(session)
         s = self.settings
         return YardFacts(database=self.db.engine.dialect.name,
-                         artifacts_url=_without_credentials(s.artifacts_url),
+                         artifacts_url=without_credentials(s.artifacts_url),
                          backend=s.backend, grpc_port=s.grpc_port,
                          audit=AuditFacts(verdict.ok, verdict.records, verdict.problem),
                          jwt=bool(s.jwt_jwks), model_memory_budget_mb=s.model_memory_budget_mb)
@@ -268,13 +268,3 @@ def _loadtest(r: LoadTestRow) -> LoadTestFacts:
     return LoadTestFacts(at=r.at, duration_s=r.duration_s, concurrency=r.concurrency,
                          requests=r.requests, errors=r.errors, p50_ms=r.p50_ms,
                          p99_ms=r.p99_ms, throughput=r.throughput, generation=r.generation)
-
-
-def _without_credentials(url: str) -> str:
-    """A URL as shown in a report: any user:password part removed."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = host + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import numpy as np
@@ -104,7 +105,7 @@ class LoadTestResult:
                    p50_ms=jf.number(d.get("p50_ms"), "p50_ms", optional=True),
                    p99_ms=jf.number(d.get("p99_ms"), "p99_ms", optional=True),
                    throughput=jf.number(_required(d, "throughput"), "throughput"),
-                   target=jf.string(_required(d, "target"), "target"),
+                   target=without_credentials(jf.string(_required(d, "target"), "target")),
                    details=dict(details))
 
 
@@ -190,7 +191,7 @@ async def _run(url: str, body: bytes, headers: Mapping[str, str], duration_s: fl
     if progress is not None:
         errors = sum(n for s, n in statuses.items() if not s.startswith("2"))
         progress(elapsed, sum(statuses.values()), errors)
-    return summarize(latencies, statuses, elapsed, concurrency, url)
+    return summarize(latencies, statuses, elapsed, concurrency, without_credentials(url))
 
 
 def run_load(url: str, body: bytes, *, headers: Mapping[str, str] | None = None,
@@ -232,3 +233,12 @@ def example_request(metadata: Mapping[str, Any], example: list[dict[str, Any]] |
         raise ValidationFailed("the endpoint's metadata names no inputs: pass --data with a "
                                "request body", field="data")
     return {"inputs": inputs}
+
+
+def without_credentials(url: str) -> str:
+    """A URL as shown in a report: any user:password part removed."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path,
+                       parts.query, parts.fragment))
