@@ -296,6 +296,41 @@ def test_promoting_to_production_waits_for_approval_when_the_project_says_so(
     assert churn.model("churn").aliases["production"] == 2
 
 
+def test_a_promotion_refused_by_its_approver_rolls_the_canary_back(
+        churn: Yard, server: BackgroundServer) -> None:
+    """Held for approval and then rejected: the split must not stay forever."""
+    from modelyard.governance.policy import Principal
+
+    churn.update_project("default", policy={"approvals_required": 1,
+                                            "approval_actions": ["rollout:promote"]})
+    with Load(server.url) as load:
+        rollout = churn.start_rollout("churn", {
+            "target": "churn:2", "interval_s": 0.3, "analysis": FAST,
+            "steps": [{"weight": 50, "duration_s": 0.5}]})
+        deadline = time.monotonic() + 30
+        while churn.rollout(rollout["id"])["status"] == "running" and \
+                time.monotonic() < deadline:
+            time.sleep(0.1)
+        waiting = churn.rollout(rollout["id"])
+        assert waiting["status"] == "awaiting_approval", waiting
+        approver = Yard(settings=churn.settings,
+                        principal=Principal("key:ana:x", frozenset({"approver"}), "ana"))
+        try:
+            assert approver.reject(waiting["approval_id"], "not this week").status == \
+                "rejected"
+        finally:
+            approver.close()
+        final = wait_final(churn, rollout["id"])
+        time.sleep(0.5)
+        load.versions.clear()
+        time.sleep(0.5)
+    assert final["status"] == "rolled_back", final
+    assert "approval" in final["reason"] and "rejected" in final["reason"]
+    assert churn.endpoint("churn").traffic is None  # the split is gone
+    assert set(load.versions) == {"churn:1"}
+    assert churn.model("churn").aliases["production"] == 1
+
+
 def test_an_ab_test_stops_when_the_outcome_differs_and_promotes_the_winner(
         churn: Yard, server: BackgroundServer) -> None:
     rollout = churn.start_rollout("churn", {

@@ -228,6 +228,9 @@ class CycleRunner:
         registered = ctx.step("register", lambda: self._train_and_register(
             ctx, who, policy, cycle_id, train, champion, summary))
         challenger_ref = f"{policy.model}:{registered['version']}"
+        if champion is not None:
+            ctx.step("card", lambda: self._inherit_card(who, champion, policy.model,
+                                                        int(registered["version"])))
         ctx.step("challenger", lambda: bool(self.registry.set_alias(
             who, policy.model, "challenger", int(registered["version"]))))
         with self.db.transaction() as session:
@@ -335,6 +338,19 @@ class CycleRunner:
                                      f"{ctx.id}), trained on {len(train)} rows"))
         ctx.log(f"registered {version.ref}")
         return {"version": version.version}
+
+    def _inherit_card(self, who: Principal, champion: ModelVersion, model: str,
+                      version: int) -> bool:
+        """The challenger serves the champion's purpose: it takes over what people wrote on
+        the champion's card (use, limits, owners, risk; training data and metrics come from
+        its own lineage), so it can take the aliases a card is required for. Audited as any
+        card change; owners edit it as usual afterwards."""
+        card = self.registry.card(who, champion.ref).to_dict()
+        people = {k: v for k, v in card.items() if k not in ("training_data", "evaluation")
+                  and v}
+        if people:
+            self.registry.update_card(who, model, version, people)
+        return bool(people)
 
     def _scores(self, who: Principal, ref: str, holdout: data.Table,
                 policy: RetrainPolicy) -> Scores:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -44,7 +44,7 @@ from modelyard.store import feedback as feedback_repo
 from modelyard.store import projects as projects_repo
 from modelyard.store import registry as registry_repo
 from modelyard.store.db import Database
-from modelyard.store.tables import RolloutRow, utcnow
+from modelyard.store.tables import ApprovalRow, RolloutRow, utcnow
 
 HISTORY = 50  # verdicts kept per rollout
 BOT = "modelyard:rollouts"  # the actor of automated decisions
@@ -176,6 +176,13 @@ class RolloutService:
         with self.db.transaction() as session:
             ids = list(session.scalars(select(RolloutRow.id)
                                        .where(RolloutRow.status == "running")))
+            held = list(session.scalars(select(RolloutRow.id)
+                                        .where(RolloutRow.status == "awaiting_approval")))
+        for rollout_id in held:
+            with self.db.transaction() as session:
+                result = self._unapproved(session, rollout_id, now or utcnow())
+                if result is not None:
+                    decided.append(result)
         for rollout_id in ids:
             with self.db.transaction() as session:
                 row = self._row(session, rollout_id, lock=True)
@@ -187,6 +194,29 @@ class RolloutService:
         if decided:
             self.endpoints.on_change()
         return decided
+
+    def _unapproved(self, session: Session, rollout_id: int, now: datetime
+                    ) -> dict[str, Any] | None:
+        """A promotion held for approval whose approval ended without executing it
+        (rejected, cancelled, expired, or failed: e.g. the version lacks the card the
+        production alias needs) rolls back, instead of holding the split forever."""
+        row = self._row(session, rollout_id, lock=True)
+        if row.status != "awaiting_approval" or row.approval_id is None:
+            return None
+        approval = session.get(ApprovalRow, row.approval_id)
+        if approval is None:
+            status, why = "gone", ""
+        else:
+            status, why = approval.status, approval.reason or ""
+            if status == "pending" and approval.expires_at.astimezone(UTC) <= now:
+                status = "expired"
+            if status in ("pending", "executed"):
+                return None
+        reason = f"the promotion was not approved: approval {row.approval_id} {status}" + \
+            (f" ({why})" if why else "")
+        self._finish(session, Principal(BOT, frozenset({"admin"})), row, "rolled_back",
+                     reason)
+        return {"rollout": row.id, "status": row.status, "reason": reason}
 
     def _analyse(self, session: Session, row: RolloutRow, stats_of: StatsOf, ready: ReadyOf,
                  now: datetime) -> dict[str, Any] | None:
