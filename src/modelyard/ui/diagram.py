@@ -193,13 +193,17 @@ def line_chart(series: Mapping[str, Sequence[tuple[float, float | None]]], title
              f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + plot_h}" stroke="#8c959f"/>']
     for value in (v0, (v0 + v1) / 2, v1):
         parts.append(f'<text x="{left - 6}" y="{y(value) + 4:.1f}" text-anchor="end" '
-                     f'font-size="11">{value:g}</text>')
+                     f'font-size="11">{value:.3g}</text>')
     parts.append(f'<text x="{left}" y="{top + plot_h + 14}" font-size="11">'
                  f"{escape(_clock(t0))}</text>"
                  f'<text x="{left + plot_w}" y="{top + plot_h + 14}" font-size="11" '
                  f'text-anchor="end">{escape(_clock(t1))}</text>'
-                 f'<text x="8" y="{top + 10}" font-size="11">{escape(y_label)}</text>')
-    colours = ("#1f6feb", "#d9480f", "#2b8a3e", "#862e9c", "#c2255c", "#495057")
+                 f'<text x="{left + 6}" y="{top + 10}" font-size="11">{escape(y_label)}'
+                 "</text>")
+    # Seven colours and three dash patterns: 21 series before a style repeats, and
+    # neighbours differ in both (the legend names each one as well).
+    colours = ("#1f6feb", "#d9480f", "#2b8a3e", "#862e9c", "#c2255c", "#495057", "#0b7285")
+    dashes = ("", ' stroke-dasharray="6 4"', ' stroke-dasharray="2 3"')
     for i, (name, data) in enumerate(series.items()):
         coords: list[str] = []
         last: tuple[float, float] | None = None
@@ -210,10 +214,13 @@ def line_chart(series: Mapping[str, Sequence[tuple[float, float | None]]], title
                 coords.append(f"{x(t):.1f},{y(last[1]):.1f}")
             coords.append(f"{x(t):.1f},{y(v):.1f}")
             last = (t, v)
-        colour = colours[i % len(colours)]
-        dash = ' stroke-dasharray="6 4"' if i % 2 else ""
+        colour, dash = colours[i % len(colours)], dashes[i % len(dashes)]
         parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2"{dash} '
                      f'points="{" ".join(coords)}"/>')
+        for t, v in data:  # a marker per point: a single window still shows
+            if v is not None:
+                parts.append(f'<circle cx="{x(t):.1f}" cy="{y(v):.1f}" r="2.5" '
+                             f'fill="{colour}"/>')
         lx = left + (i % 2) * (plot_w // 2)
         ly = top + plot_h + 30 + 16 * (i // 2)
         parts.append(f'<line x1="{lx}" y1="{ly - 4}" x2="{lx + 22}" y2="{ly - 4}" '

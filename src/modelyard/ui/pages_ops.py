@@ -16,6 +16,7 @@ from modelyard.ui import diagram
 from modelyard.ui.web import can, form, notice, page_args, query, redirect, render, session_of
 
 WINDOWS = 200  # monitor windows drawn per chart (the newest)
+DATA_QUALITY_TESTS = frozenset({"missing_rate", "out_of_range", "new_categories"})
 
 
 def _t(iso: str) -> float:
@@ -31,7 +32,9 @@ def drift_views(windows: list[dict[str, Any]]) -> tuple[dict[str, list[Any]],
         report = window.get("report") or {}
         results = [*report.get("features", []), *report.get("predictions", [])]
         for result in results:
-            name = f"{result['feature']} ({window['version']})"
+            if result.get("test") in DATA_QUALITY_TESTS:
+                continue  # missing values and ranges are listed, not charted as drift
+            name = f"{result['feature']} {result['test']} ({window['version']})"
             series.setdefault(name, []).append((_t(window["window_end"]),
                                                 result.get("statistic")))
         if results:

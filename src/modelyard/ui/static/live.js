@@ -44,7 +44,12 @@
       versionsKey = versions.join("|");
       ["rps", "latency", "errors"].forEach(function (k) { build(k, versions); });
     }
-    if (!versions.length) { return; }
+    if (!versions.length) {
+      section.querySelectorAll("[data-chart]").forEach(function (el) {
+        el.textContent = "No traffic in the last 5 minutes.";
+      });
+      return;
+    }
     var x = doc.versions[versions[0]].map(function (p) { return p[0]; });
     function aligned(v) {
       var byT = {};
