@@ -134,3 +134,45 @@ def test_a_model_larger_than_the_budget_is_refused_with_retry_after(
             assert response.headers["retry-after"] == "1"
     finally:
         small.close()
+
+
+def test_eager_models_take_their_share_first_and_graph_nodes_can_be_lazy(
+        yard: Yard, tmp_path: Path) -> None:
+    """Budget 24 MiB, factor 1: an eager 12 MiB model leaves 12 MiB to the lazy ones, so an
+    8 MiB lazy graph node loads on first use, and a second 8 MiB lazy model (a split's
+    version) must wait until the node is idle and can be unloaded."""
+    for name, size in (("eager", 12), ("node", 8), ("member", 8)):
+        folder = Weighted.save(tmp_path / name, scale=1.0, size_bytes=size * MiB)
+        yard.register(name, path=folder, flavor="python", trusted=True,
+                      sample=np.ones((1, 4), dtype=np.float32))
+    yard.register("member", path=Weighted.save(tmp_path / "member2", scale=2.0,
+                                               size_bytes=8 * MiB),
+                  flavor="python", trusted=True, sample=np.ones((1, 4), dtype=np.float32))
+    yard.create_endpoint("eager", "eager:1", auth="public")
+    yard.create_endpoint("graph", auth="public", graph={
+        "graph": "graph", "inputs": [{"name": "x", "dtype": "float32", "shape": [-1, 4]}],
+        "nodes": {"n": {"kind": "model", "model": "node:1", "inputs": {"input": "inputs.x"},
+                        "deployment": {"load": "lazy"}}},
+        "outputs": {"y": "n.output"}})
+    yard.create_endpoint("split", "member:1", auth="public", deployment={"load": "lazy"})
+    yard.set_traffic("split", {"split": [{"model": "member:1", "weight": 50},
+                                         {"model": "member:2", "weight": 50}]})
+    limited = Yard(settings=yard.settings.with_(model_memory_budget_mb=24,
+                                                model_memory_factor=1.0, public_metrics=True))
+    try:
+        with BackgroundServer(limited) as srv, \
+                httpx.Client(base_url=srv.url, timeout=30) as http:
+            text = http.get("/metrics").text
+            assert metric(text, "modelyard_model_memory_pinned_bytes") >= 12 * MiB
+            assert metric(text, "modelyard_models_loaded") == 0  # the lazy ones wait
+            ok = http.post("/endpoints/graph/predict", json={"inputs": [[1, 2, 3, 4]]})
+            assert ok.status_code == 200, ok.text
+            assert metric(http.get("/metrics").text, "modelyard_models_loaded") == 1
+            # Either split version: it needs the node's room, and the node is idle now.
+            answer = http.post("/endpoints/split/predict", json={"inputs": [[1, 2, 3, 4]]})
+            assert answer.status_code == 200, answer.text
+            text = http.get("/metrics").text
+            assert metric(text, "modelyard_models_loaded") == 1
+            assert metric(text, "modelyard_model_unloads_total") >= 1
+    finally:
+        limited.close()

@@ -50,7 +50,8 @@ class LocalBackend:
                  memory_budget_mb: float = 0.0, memory_factor: float = 2.0) -> None:
         self.db = db
         # Endpoints deployed with load: lazy share this budget (docs/decisions/0021).
-        self.residency = ModelResidency(int(memory_budget_mb * MiB), memory_factor, metrics)
+        self.residency = ModelResidency(int(memory_budget_mb * MiB), memory_factor, metrics,
+                                        eager=self._model_deployments)
         if metrics is not None:
             metrics.watch_residency(self.residency)
         self.on_reconcile = on_reconcile  # e.g. refresh the data plane's key snapshot
@@ -170,12 +171,23 @@ class LocalBackend:
 
     def _load_or_defer(self, name: str, version: ModelVersion, spec: DeploymentSpec,
                        observer: BatchObserver | None) -> Deployment:
-        """Load now, or (``load: lazy``) on the first request, under the memory budget."""
+        """An endpoint's model: loaded now, or (``load: lazy``) on its first request."""
+        return self._load_part(name, version, spec, observer)
+
+    def _load_part(self, name: str, version: ModelVersion, spec: DeploymentSpec,
+                   observer: BatchObserver | None) -> Deployment:
+        """A model deployment (an endpoint's, a graph node's, a split's version): loaded
+        now, or (``load: lazy``) on its first request, under the memory budget."""
         if spec.load == "lazy":
             return LazyDeployment(version, spec, observer,
                                   lambda: self.load(version, spec, observer),
                                   self.residency, name)
         return self.load(version, spec, observer)
+
+    def _model_deployments(self) -> list[Deployment]:
+        """Every model deployment serving now (read on the event loop; the table is swapped
+        whole by the reconciler)."""
+        return [d for state in list(self._table.values()) for d in _units(state)]
 
     def _graph_state(self, endpoint: Endpoint, versions: dict[str, ModelVersion],
                      current: EndpointState | None) -> EndpointState:
@@ -210,7 +222,8 @@ class LocalBackend:
                     if deployment is None:
                         observer = self.metrics.observer(f"{endpoint.name}.{node.name}",
                                                          version.ref) if self.metrics else None
-                        deployment = self.load(version, deploy_spec, observer)
+                        deployment = self._load_part(f"{endpoint.name}.{node.name}",
+                                                     version, deploy_spec, observer)
                     runtimes[node.name] = NodeRuntime(node, deployment=deployment)
             produced, problems = graph.validate(
                 spec, lambda ref: next(v.signature for n, v in versions.items()
@@ -257,7 +270,8 @@ class LocalBackend:
                 if deployment is None:
                     observer = self.metrics.observer(endpoint.name, version.ref) \
                         if self.metrics else None
-                    deployment = self.load(version, endpoint.deployment, observer)
+                    deployment = self._load_part(endpoint.name, version,
+                                                 endpoint.deployment, observer)
                 loaded[ref] = deployment
             built = TrafficDeployment(
                 endpoint.name, policy, [loaded[t.model] for t in policy.split],

@@ -347,18 +347,18 @@ def run(yard_path: Path | None, port: int, check: bool, console: Console) -> int
                 headers={"Authorization": f"Bearer {keys['predictor']}",
                          "Content-Type": "application/json"},
                 duration_s=5, concurrency=8)
-            admin.record_loadtest("risk", result.to_dict())
-            story.say("load test recorded", f"{result.to_dict().get('requests')} requests, "
-                      f"p99 {result.to_dict().get('p99_ms')} ms, "
-                      f"{result.to_dict().get('errors')} errors")
+            measured = result.to_dict()
+            admin.record_loadtest("risk", measured)
+            story.say("load test recorded", f"{measured.get('requests')} requests, "
+                      f"p99 {measured.get('p99_ms')} ms, {measured.get('errors')} errors")
             story.step("scorecard after")
             after = scorecard_for(admin, "risk")
         traffic.stop()
         verified = admin.audit_verify()
         console.print(_scores(before, after))
-        for result in after.failing()[:5]:
-            console.print(f"  next: [bold]{result.title}[/bold] ({result.status}): {result.fix}",
-                          highlight=False)
+        for check_result in after.failing()[:5]:
+            console.print(f"  next: [bold]{check_result.title}[/bold] "
+                          f"({check_result.status}): {check_result.fix}", highlight=False)
         console.print(f"audit chain: {'verifies' if verified.get('ok') else 'BROKEN'} "
                       f"({verified.get('records', verified.get('count', '?'))} records); "
                       f"requests sent {traffic.sent}, failed {len(traffic.failures)}")

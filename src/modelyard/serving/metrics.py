@@ -209,19 +209,22 @@ class _Residency(Collector):
         return list(self._families())
 
     @staticmethod
-    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+    def _families() -> tuple[GaugeMetricFamily, ...]:
         return (GaugeMetricFamily("modelyard_models_loaded", "Lazy models loaded now."),
                 GaugeMetricFamily("modelyard_model_memory_bytes", "Memory the loaded lazy "
                                   "models take (measured at load)."),
-                GaugeMetricFamily("modelyard_model_memory_budget_bytes", "The lazy models' "
-                                  "memory budget (0: unlimited)."))
+                GaugeMetricFamily("modelyard_model_memory_budget_bytes", "The model memory "
+                                  "budget (0: unlimited)."),
+                GaugeMetricFamily("modelyard_model_memory_pinned_bytes", "What the eagerly "
+                                  "loaded models are expected to take of the budget."))
 
     def collect(self) -> Iterator[Metric]:
-        count, used, budget = self._families()
+        count, used, budget, pinned = self._families()
         count.add_metric((), self.residency.loaded_count())
         used.add_metric((), self.residency.used_bytes())
         budget.add_metric((), self.residency.budget_bytes)
-        yield from (count, used, budget)
+        pinned.add_metric((), self.residency.pinned_bytes())
+        yield from (count, used, budget, pinned)
 
 
 def _breakers_of(deployment: Any) -> Iterator[tuple[str, str, str, int]]:

@@ -1,13 +1,15 @@
 """Many models per process: lazy loading under a memory budget, least recently used unloaded.
 
-An endpoint deployed with ``load: lazy`` gets a ``LazyDeployment``: nothing is loaded until
+An endpoint (or a graph node, or a split's version) deployed with ``load: lazy`` gets a
+``LazyDeployment``: nothing is loaded until
 its first request, which waits for the load within its deadline (504 past it). Loads go
 through one ``ModelResidency`` per backend, one at a time, so that each load's growth of the
 process's resident memory (RSS) is that model's own. Before a load, the least recently used
 idle lazy models are unloaded until the new one is expected to fit the budget; one with
 requests in flight (or still loading) is never unloaded. If nothing idle can make room, the
 request is refused at once (503 with ``Retry-After``); a model expected to exceed the whole
-budget is refused with a detail that says so.
+budget is refused with a detail that says so. Models loaded for good (no ``load: lazy``) take
+their expected size off the budget first.
 
 Sizes (docs/decisions/0021): a model's size is the RSS growth its load caused (all its
 replicas, warm-up included), at least its artifact's size (less growth means the load reused
@@ -151,10 +153,14 @@ class ModelResidency:
     """Which lazy models are loaded, their sizes, and the budget they share (0: no limit)."""
 
     def __init__(self, budget_bytes: int = 0, factor: float = 2.0,
-                 metrics: Any = None) -> None:
+                 metrics: Any = None,
+                 eager: Callable[[], list[Deployment]] | None = None) -> None:
         self.budget_bytes = int(budget_bytes)
         self.factor = factor
         self.metrics = metrics  # ServingMetrics: loads and unloads counted per version
+        # The models loaded for good (no ``load: lazy``): they take their share of the budget
+        # first, and the lazy ones share what is left.
+        self.eager = eager or (lambda: [])
         # Loaded (or loading: reserved) lazy models, least recently used first: id -> size.
         self._resident: OrderedDict[int, tuple[LazyDeployment, int]] = OrderedDict()
         self._sizes: dict[tuple[str, int], int] = {}  # (artifact, replicas) -> measured
@@ -171,15 +177,26 @@ class ModelResidency:
     def used_bytes(self) -> int:
         return sum(size for _, size in self._resident.values())
 
-    def expected_bytes(self, lazy: LazyDeployment) -> int:
-        known = self._sizes.get(self._key(lazy))
+    def expected_bytes(self, deployment: Deployment) -> int:
+        """A lazy model's size as last measured, else (and for eager models, which are not
+        measured: they load concurrently) its artifact's size times ``factor``."""
+        known = self._sizes.get(self._key(deployment))
         if known is not None:
             return known
-        return int(lazy.version.artifact_size * lazy.spec.replicas * self.factor)
+        return int(deployment.version.artifact_size * deployment.spec.replicas * self.factor)
+
+    def pinned_bytes(self) -> int:
+        """What the eagerly loaded models are expected to take (each model once)."""
+        seen = {id(d): d for d in self.eager() if not isinstance(d, LazyDeployment)}
+        return sum(self.expected_bytes(d) for d in seen.values())
+
+    def available_bytes(self) -> int:
+        """The budget the lazy models share: the whole budget less the eager models."""
+        return max(0, self.budget_bytes - self.pinned_bytes())
 
     @staticmethod
-    def _key(lazy: LazyDeployment) -> tuple[str, int]:
-        return lazy.version.artifact_digest, lazy.spec.replicas
+    def _key(deployment: Deployment) -> tuple[str, int]:
+        return deployment.version.artifact_digest, deployment.spec.replicas
 
     def touch(self, lazy: LazyDeployment) -> None:
         """``lazy`` was just used: the last to be unloaded."""
@@ -209,10 +226,13 @@ class ModelResidency:
             if lazy.loaded is not None:
                 return lazy.loaded
             need = self.expected_bytes(lazy)
-            if self.budget_bytes and need > self.budget_bytes:
+            if self.budget_bytes and need > self.available_bytes():
+                pinned = self.pinned_bytes()
                 raise OverMemoryBudget(
                     f"{lazy.version.ref} needs about {need / MiB:.0f} MiB, more than the "
-                    f"whole model memory budget ({self.budget_bytes / MiB:.0f} MiB)")
+                    f"whole model memory budget ({self.budget_bytes / MiB:.0f} MiB"
+                    + (f", of which the eagerly loaded models take about {pinned / MiB:.0f}"
+                       f" MiB" if pinned else "") + ")")
             victims = self._victims(need, lazy)
             if victims is None:
                 raise OverMemoryBudget(
@@ -271,7 +291,7 @@ class ModelResidency:
         None if the idle ones are not enough."""
         if not self.budget_bytes:
             return []
-        excess = self.used_bytes() + need - self.budget_bytes
+        excess = self.used_bytes() + need - self.available_bytes()
         chosen: list[LazyDeployment] = []
         for lazy, size in self._resident.values():
             if excess <= 0:
