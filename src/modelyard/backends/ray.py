@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 # Ray Serve reads its flags when ``ray.serve`` is imported, in this process and (through the
 # environment they inherit) in the Ray processes a local instance starts. The throughput-
@@ -183,6 +183,7 @@ class RayDeployment(Deployment):
 
     app_name: str = ""
     direct: str = ""  # the endpoint its replicas answer for on their own ports, if any
+    in_process: ClassVar[bool] = False  # the model lives in Ray's replicas
 
     def direct_urls(self) -> list[str]:
         """Where this deployment's replicas answer HTTP themselves (empty: only through

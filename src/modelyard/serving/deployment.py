@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -68,6 +68,8 @@ class Deployment:
     _cache: Any = None  # cachetools.TTLCache when enabled
     # Loads one more predictor of this version: replaces a replica that keeps failing.
     reload: Callable[[], Predictor] | None = None
+    # Its model lives in this process (counted in the model memory budget).
+    in_process: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         self.predictors = list(self.predictors)

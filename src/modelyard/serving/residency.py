@@ -187,7 +187,8 @@ class ModelResidency:
 
     def pinned_bytes(self) -> int:
         """What the eagerly loaded models are expected to take (each model once)."""
-        seen = {id(d): d for d in self.eager() if not isinstance(d, LazyDeployment)}
+        seen = {id(d): d for d in self.eager()
+                if d.in_process and not isinstance(d, LazyDeployment)}
         return sum(self.expected_bytes(d) for d in seen.values())
 
     def available_bytes(self) -> int:
