@@ -34,10 +34,16 @@ class Showcase:
 
 
 @pytest.fixture(scope="module")
-def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Showcase]:
+def ui_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """SQLite here; a module that runs on PostgreSQL too overrides this fixture with the
+    root conftest's ``shared_settings`` (both databases)."""
     home = tmp_path_factory.mktemp("ui") / "yard"
-    settings = Settings.load(home, env={}, database_url=f"sqlite:///{home / 'yard.db'}",
-                             rollout_tick_s=0.2, inference_log_flush_s=0.1)
+    return Settings.load(home, env={}, database_url=f"sqlite:///{home / 'yard.db'}")
+
+
+@pytest.fixture(scope="module")
+def seeded(ui_settings: Settings) -> Iterator[Showcase]:
+    settings = ui_settings.with_(rollout_tick_s=0.2, inference_log_flush_s=0.1)
     yard, admin = Yard.init(settings=settings)
     assert admin is not None
     keys = showcase.seed(yard, admin)

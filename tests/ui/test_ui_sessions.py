@@ -1,6 +1,7 @@
-"""Dashboard sessions and forms over plain HTTP (httpx against the real server): cookie
-flags, CSRF on every form, revocation and logout ending sessions, audited logins, no open
-redirect, cross-site posts refused, every page refusing a missing session."""
+"""Dashboard sessions and forms over plain HTTP (httpx against the real server, on SQLite and
+PostgreSQL): cookie flags, CSRF on every form, revocation and logout ending sessions, audited
+logins, no open redirect, cross-site posts refused, every page refusing a missing session,
+rollouts steered from the page."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from starlette.responses import Response
 
 from conftest import Showcase
 from modelyard.governance.policy import Principal
+from modelyard.settings import Settings
 from modelyard.store.tables import UiSessionRow, utcnow
 from modelyard.ui.login import safe_next, set_session_cookie
 from modelyard.ui.sessions import COOKIE, UiSession
@@ -37,6 +39,12 @@ def logged_in(url: str, key: str) -> httpx.Client:
     assert answer.status_code == 303, answer.text
     assert answer.headers["location"] == "/ui/models"
     return http
+
+
+@pytest.fixture(scope="module")
+def ui_settings(shared_settings: Settings) -> Settings:
+    """These run on SQLite and on PostgreSQL (the root conftest's ``shared_settings``)."""
+    return shared_settings
 
 
 @pytest.fixture
@@ -187,3 +195,24 @@ def test_next_never_leaves_the_dashboard(target: str | None) -> None:
 
 def test_next_keeps_dashboard_paths() -> None:
     assert safe_next("/ui/rollouts/3?x=1") == "/ui/rollouts/3?x=1"
+
+
+def test_a_developer_steers_a_rollout_from_its_page(seeded: Showcase) -> None:
+    started = seeded.yard.start_rollout("churn", {
+        "target": "churn:2", "interval_s": 60, "steps": [{"weight": 10, "duration_s": 600}]})
+    http = logged_in(seeded.url, seeded.keys.developer)
+    page = http.get(f"/ui/rollouts/{started['id']}")
+    assert page.status_code == 200 and "Pause" in page.text and "Promote now" in page.text
+    assert "Approve promotion" not in page.text  # nothing held; and not an approver
+    token = csrf_in(page.text)
+    for action, status in (("pause", "paused"), ("resume", "running"),
+                           ("abort", "aborted")):
+        answer = http.post(f"/ui/rollouts/{started['id']}/{action}", data={"csrf": token})
+        assert answer.status_code == 303, answer.text
+        assert f"now {status}" in answer.headers["location"].replace("%20", " ")
+        assert seeded.yard.rollout(started["id"])["status"] == status
+    again = http.post(f"/ui/rollouts/{started['id']}/resume", data={"csrf": token})
+    assert again.status_code == 409 and "aborted" in again.text  # the API's own conflict
+    unknown = http.post(f"/ui/rollouts/{started['id']}/explode", data={"csrf": token})
+    assert unknown.status_code == 404
+    assert seeded.yard.endpoint("churn").traffic is None  # all traffic back on churn:1
