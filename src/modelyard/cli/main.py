@@ -192,7 +192,8 @@ def serve(
         also = f" and gRPC on {host}:{grpc_port}" if grpc_port else ""
         console.print(f"Modelyard {__version__} serving {yard.settings.home} on "
                       f"{scheme}://{host}:{port}{also} (ready in "
-                      f"{time.perf_counter() - started:.2f} s after start)")
+                      f"{time.perf_counter() - started:.2f} s after start); dashboard at "
+                      f"{scheme}://{host}:{port}/ui/")
 
     grpc = GrpcListen(host, grpc_port, tls.get("ssl_certfile"), tls.get("ssl_keyfile"))
     app_ = create_app(yard, on_ready=announce, tls=bool(tls), grpc=grpc)
