@@ -216,3 +216,14 @@ def test_a_developer_steers_a_rollout_from_its_page(seeded: Showcase) -> None:
     unknown = http.post(f"/ui/rollouts/{started['id']}/explode", data={"csrf": token})
     assert unknown.status_code == 404
     assert seeded.yard.endpoint("churn").traffic is None  # all traffic back on churn:1
+
+
+def test_audit_search_filters_and_keeps_its_query(admin: httpx.Client) -> None:
+    found = admin.get("/ui/audit", params={"action": "ui.login", "q": "a&b c"})
+    assert found.status_code == 200
+    assert 'action="/ui/audit/verify?action=ui.login&amp;q=a%26b+c"' in found.text
+    logins = admin.get("/ui/audit", params={"action": "ui.login"}).text
+    actions = re.findall(r"<td><code>([a-z._]+)</code></td>", logins)
+    assert actions and set(actions) == {"ui.login"}
+    assert admin.get("/ui/audit", params={"page": "0"}).status_code == 400
+    assert admin.get("/ui/audit", params={"page": "x"}).status_code == 400

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse
@@ -25,7 +26,7 @@ def add_routes(router: APIRouter, dashboard: Any) -> None:
         limit, offset = page_args(request)
         with yard.db.transaction() as session:
             page = queries.audit(session, filters, text=text, limit=limit, offset=offset)
-        search = "&".join(f"{k}={v}" for k, v in {**filters, "q": text}.items() if v)
+        search = urlencode({k: v for k, v in {**filters, "q": text}.items() if v})
         return render(request, "audit.html", ui_session, page=page, filters=filters,
                       text=text, search=search, verdict=verdict)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse
@@ -45,13 +46,14 @@ def add_routes(router: APIRouter, dashboard: Any) -> None:
         status = query(request, "status")
         if status and status not in ROLLOUT_STATUSES:
             status = ""
+        endpoint = query(request, "endpoint", limit=128)
         limit, offset = page_args(request)
         with yard.db.transaction() as session:
-            page = queries.rollouts(session, who, status=status,
-                                    endpoint=query(request, "endpoint", limit=128),
+            page = queries.rollouts(session, who, status=status, endpoint=endpoint,
                                     limit=limit, offset=offset)
+        base = "/rollouts?" + urlencode({"status": status, "endpoint": endpoint})
         return render(request, "rollouts.html", ui_session, page=page, status=status,
-                      statuses=ROLLOUT_STATUSES, notice=notice(request))
+                      statuses=ROLLOUT_STATUSES, notice=notice(request), base=base)
 
     @router.get("/rollouts/{rollout_id}", response_class=HTMLResponse)
     def rollout(request: Request, rollout_id: int) -> HTMLResponse:
