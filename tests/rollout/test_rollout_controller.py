@@ -268,6 +268,20 @@ def test_a_shadow_rollout_reports_and_changes_nothing(churn: Yard,
     assert churn.model("churn").aliases["production"] == 1
 
 
+def held_for_approval(churn: Yard) -> dict[str, Any]:
+    """A one-step canary of churn:2 run to its end, where the promotion waits for approval
+    (the project's policy must say so)."""
+    rollout = churn.start_rollout("churn", {
+        "target": "churn:2", "interval_s": 0.3, "analysis": FAST,
+        "steps": [{"weight": 50, "duration_s": 0.5}]})
+    deadline = time.monotonic() + 30
+    while churn.rollout(rollout["id"])["status"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    waiting = churn.rollout(rollout["id"])
+    assert waiting["status"] == "awaiting_approval", waiting
+    return waiting
+
+
 def test_promoting_to_production_waits_for_approval_when_the_project_says_so(
         churn: Yard, server: BackgroundServer) -> None:
     from modelyard.governance.policy import Principal
@@ -275,15 +289,7 @@ def test_promoting_to_production_waits_for_approval_when_the_project_says_so(
     churn.update_project("default", policy={"approvals_required": 1,
                                             "approval_actions": ["rollout:promote"]})
     with Load(server.url):
-        rollout = churn.start_rollout("churn", {
-            "target": "churn:2", "interval_s": 0.3, "analysis": FAST,
-            "steps": [{"weight": 50, "duration_s": 0.5}]})
-        deadline = time.monotonic() + 30
-        while churn.rollout(rollout["id"])["status"] == "running" and \
-                time.monotonic() < deadline:
-            time.sleep(0.1)
-        waiting = churn.rollout(rollout["id"])
-        assert waiting["status"] == "awaiting_approval", waiting
+        rollout = waiting = held_for_approval(churn)
         assert churn.model("churn").aliases["production"] == 1
         approver = Yard(settings=churn.settings,
                         principal=Principal("key:ana:x", frozenset({"approver"}), "ana"))
@@ -304,15 +310,7 @@ def test_a_promotion_refused_by_its_approver_rolls_the_canary_back(
     churn.update_project("default", policy={"approvals_required": 1,
                                             "approval_actions": ["rollout:promote"]})
     with Load(server.url) as load:
-        rollout = churn.start_rollout("churn", {
-            "target": "churn:2", "interval_s": 0.3, "analysis": FAST,
-            "steps": [{"weight": 50, "duration_s": 0.5}]})
-        deadline = time.monotonic() + 30
-        while churn.rollout(rollout["id"])["status"] == "running" and \
-                time.monotonic() < deadline:
-            time.sleep(0.1)
-        waiting = churn.rollout(rollout["id"])
-        assert waiting["status"] == "awaiting_approval", waiting
+        rollout = waiting = held_for_approval(churn)
         approver = Yard(settings=churn.settings,
                         principal=Principal("key:ana:x", frozenset({"approver"}), "ana"))
         try:
