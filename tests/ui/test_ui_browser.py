@@ -70,6 +70,20 @@ def test_the_endpoint_charts_move_under_traffic(browser: Any, seeded: Showcase) 
         page.context.close()
 
 
+def test_the_overview_updates_without_a_reload(browser: Any, seeded: Showcase) -> None:
+    page = login(browser, seeded.url, seeded.keys.viewer)
+    try:
+        cell = page.locator('tr[data-endpoint="churn"] [data-field="rps"]')
+        table = page.locator("[data-overview]")
+        with showcase.Traffic(seeded.url, seeded.keys.predictor, rate=40):
+            showcase.wait_for(lambda: int(table.get_attribute("data-polls") or 0) >= 1 and
+                              cell.inner_text() not in ("0", "\u2013"), timeout_s=30)
+        assert float(cell.inner_text()) > 0
+        assert page.url == f"{seeded.url}/ui/"  # the same page: no reload
+    finally:
+        page.context.close()
+
+
 def test_a_viewer_sees_no_action_and_cannot_forge_one(browser: Any, seeded: Showcase,
                                                       pending: dict[str, Any]) -> None:
     page = login(browser, seeded.url, seeded.keys.viewer)

@@ -87,6 +87,7 @@ def test_every_page_needs_a_session(seeded: Showcase) -> None:
             assert answer.status_code == 303, path
             assert answer.headers["location"].startswith("/ui/login?next=")
         assert http.get("/ui/endpoints/churn/live.json").status_code == 401
+        assert http.get("/ui/overview.json").status_code == 401
         assert http.post("/ui/rollouts/1/abort", data={"csrf": "x"}).status_code == 401
         assert http.get("/", follow_redirects=False).headers["location"] == "/ui/"
 

@@ -57,6 +57,17 @@ def add_routes(router: APIRouter, dashboard: Any) -> None:
                       alerts=alerts[:20], rollouts=list(active.values()),
                       notice=notice(request))
 
+    @router.get("/overview.json")
+    def overview_live(request: Request) -> JSONResponse:
+        """The overview's traffic columns, polled every 5 s: the last minute per endpoint
+        the session may read, with its health."""
+        who = session_of(request).principal
+        names = [e.name for e in yard.endpoints.list(who)]
+        doc = {name: {**live.summary(dashboard.observations, name),
+                      "status": (state.status if (state := dashboard.backend.state(name))
+                                 else "pending")} for name in names}
+        return JSONResponse(doc, headers={"cache-control": "no-store"})
+
     @router.get("/endpoints/{name}", response_class=HTMLResponse)
     def endpoint_page(request: Request, name: str) -> HTMLResponse:
         ui_session = session_of(request)
