@@ -210,7 +210,8 @@ def test_a_developer_steers_a_rollout_from_its_page(seeded: Showcase) -> None:
                            ("abort", "aborted")):
         answer = http.post(f"/ui/rollouts/{started['id']}/{action}", data={"csrf": token})
         assert answer.status_code == 303, answer.text
-        assert f"now {status}" in answer.headers["location"].replace("%20", " ")
+        shown = http.get(answer.headers["location"]).text  # the signed notice, shown
+        assert f"now {status}</p>" in shown
         assert seeded.yard.rollout(started["id"])["status"] == status
     again = http.post(f"/ui/rollouts/{started['id']}/resume", data={"csrf": token})
     assert again.status_code == 409 and "aborted" in again.text  # the API's own conflict
@@ -228,3 +229,9 @@ def test_audit_search_filters_and_keeps_its_query(admin: httpx.Client) -> None:
     assert actions and set(actions) == {"ui.login"}
     assert admin.get("/ui/audit", params={"page": "0"}).status_code == 400
     assert admin.get("/ui/audit", params={"page": "x"}).status_code == 400
+
+
+def test_a_crafted_notice_is_not_shown(admin: httpx.Client) -> None:
+    page = admin.get("/ui/", params={"notice": "Your key expired: go to evil.example",
+                                     "sig": "0" * 32})
+    assert page.status_code == 200 and "evil.example" not in page.text

@@ -81,4 +81,5 @@ def add_routes(router: APIRouter, dashboard: Any) -> None:
         ui_session = session_of(request)
         await form(request, ui_session)
         yard.access.revoke(ui_session.principal, prefix)
-        return redirect("/keys", f"key {prefix} revoked: its sessions and calls end now")
+        return redirect("/keys", f"key {prefix} revoked: its sessions and calls end now",
+                        ui_session)

@@ -101,7 +101,7 @@ def add_routes(router: APIRouter, dashboard: Any) -> None:
         ui_session = session_of(request)
         await form(request, ui_session)
         yard.monitoring.run_monitor(ui_session.principal, name)
-        return redirect(f"/monitoring/{quote(name, safe='')}", "the monitor ran")
+        return redirect(f"/monitoring/{quote(name, safe='')}", "the monitor ran", ui_session)
 
     @router.get("/jobs", response_class=HTMLResponse)
     def jobs(request: Request) -> HTMLResponse:

@@ -90,7 +90,7 @@ def add_routes(router: APIRouter, dashboard: Any) -> None:
                            field="action")
         done = getattr(yard.rollouts, action)(ui_session.principal, rollout_id)
         return redirect(f"/rollouts/{rollout_id}",
-                        f"{action}: rollout {rollout_id} is now {done['status']}")
+                        f"{action}: rollout {rollout_id} is now {done['status']}", ui_session)
 
     @router.get("/approvals", response_class=HTMLResponse)
     def approvals(request: Request) -> HTMLResponse:
@@ -121,4 +121,5 @@ def add_routes(router: APIRouter, dashboard: Any) -> None:
         back = fields.get("back", "")
         target = back if back.startswith("/rollouts/") or back == "/approvals" \
             else "/approvals"
-        return redirect(target, f"approval {approval_id}: {decision}d, now {decided.status}")
+        return redirect(target, f"approval {approval_id}: {decision}d, now {decided.status}",
+                        ui_session)

@@ -3,12 +3,14 @@ forms, and HTML error pages for the same errors the API answers with problem+jso
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import math
 from collections.abc import Callable, Coroutine, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, quote
+from urllib.parse import parse_qsl, quote, urlencode
 
 from fastapi import Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -135,11 +137,20 @@ def render(request: Request, template: str, ui_session: UiSession | None,
         "oidc": request.app.state.ui_oidc is not None, **context}, status_code=status_code)
 
 
-def redirect(path: str, notice: str | None = None) -> RedirectResponse:
-    """303 after a POST, so reloading the page does not post again."""
+def _notice_sig(session_token: str, text: str) -> str:
+    return hmac.new(session_token.encode(), b"notice:" + text.encode(),
+                    hashlib.sha256).hexdigest()[:32]
+
+
+def redirect(path: str, notice: str | None = None,
+             ui_session: UiSession | None = None) -> RedirectResponse:
+    """303 after a POST, so reloading the page does not post again. The notice it carries
+    is signed for the session, so a crafted link cannot put words in the page's mouth."""
     target = PREFIX + path
-    if notice:
-        target += ("&" if "?" in target else "?") + "notice=" + quote(notice[:300], safe="")
+    if notice and ui_session is not None:
+        text = notice[:300]
+        target += ("&" if "?" in target else "?") + urlencode(
+            {"notice": text, "sig": _notice_sig(ui_session.token, text)})
     return RedirectResponse(target, status_code=303)
 
 
@@ -178,8 +189,13 @@ class UiRoute(APIRoute):
 
 
 def notice(request: Request) -> str | None:
-    value = request.query_params.get("notice")
-    return value[:300] if value else None
+    """The notice a redirect carried, if it was signed for this browser's session."""
+    text, sig = request.query_params.get("notice"), request.query_params.get("sig", "")
+    token = request.cookies.get(COOKIE)
+    if not text or not token or not hmac.compare_digest(_notice_sig(token, text[:300]),
+                                                        sig):
+        return None
+    return text[:300]
 
 
 def query(request: Request, name: str, default: str = "", limit: int = 200) -> str:
