@@ -235,3 +235,15 @@ def test_a_crafted_notice_is_not_shown(admin: httpx.Client) -> None:
     page = admin.get("/ui/", params={"notice": "Your key expired: go to evil.example",
                                      "sig": "0" * 32})
     assert page.status_code == 200 and "evil.example" not in page.text
+
+
+def test_unknown_pages_and_bad_values_answer_html_errors(admin: httpx.Client) -> None:
+    missing = admin.get("/ui/nope")
+    assert missing.status_code == 404 and "text/html" in missing.headers["content-type"]
+    assert "no dashboard page /ui/nope" in missing.text
+    bad = admin.get("/ui/rollouts/abc")
+    assert bad.status_code == 422 and "rollout_id" in bad.text
+    assert admin.get("/ui/rollouts/999999").status_code == 404
+    assert admin.get("/ui/models/ghost").status_code == 404
+    assert admin.put("/ui/keys", data={"a": "b"}).status_code == 405
+    assert admin.get("/ui", follow_redirects=False).status_code == 307

@@ -11,13 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fastapi import APIRouter, FastAPI
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from modelyard.backends.base import Backend
 from modelyard.rollout.observations import Observations
 from modelyard.ui.sessions import SessionStore
-from modelyard.ui.web import HERE, PREFIX, UiRoute
+from modelyard.ui.web import HERE, PREFIX, UiRoute, http_error_page, validation_error_page
 from modelyard.yard import Yard
 
 
@@ -42,7 +44,8 @@ def mount_dashboard(app: FastAPI, yard: Yard, backend: Backend,
         pages_rollouts,
     )
 
-    ui = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    ui = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, exception_handlers={
+        StarletteHTTPException: http_error_page, RequestValidationError: validation_error_page})
     ui.state.ui_sessions = SessionStore(yard.db, yard.settings.ui_session_ttl_s)
     ui.state.ui_oidc = login.oidc_client(yard.settings)
     dashboard = Dashboard(yard, backend, observations)

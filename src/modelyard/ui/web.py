@@ -17,7 +17,13 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 
-from modelyard.domain.errors import Forbidden, InvalidRequest, ModelyardError
+from modelyard.domain.errors import (
+    Forbidden,
+    InvalidRequest,
+    ModelyardError,
+    NotFound,
+    ValidationFailed,
+)
 from modelyard.governance.policy import Principal, authorize
 from modelyard.ui.sessions import COOKIE, SessionStore, UiSession, csrf_ok
 
@@ -160,6 +166,25 @@ def error_page(request: Request, exc: ModelyardError) -> HTMLResponse:
     except LoginRequired:
         ui_session = None
     return render(request, "error.html", ui_session, status_code=exc.status, error=exc)
+
+
+async def http_error_page(request: Request, exc: Exception) -> Response:
+    """A page for what the router refuses itself (no such page, wrong method)."""
+    status = getattr(exc, "status_code", 404)
+    error = NotFound(f"no dashboard page {request.url.path}") if status == 404 else \
+        InvalidRequest(str(getattr(exc, "detail", "")) or "this request is not allowed")
+    error.status = status
+    return error_page(request, error)
+
+
+async def validation_error_page(request: Request, exc: Exception) -> Response:
+    """A path or query value of the wrong type (``/ui/rollouts/abc``): 422, with the field."""
+    errors: list[dict[str, Any]] = getattr(exc, "errors", lambda: [])()
+    first = errors[0] if errors else {}
+    field = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+    return error_page(request, ValidationFailed(
+        f"{field}: {first.get('msg', 'invalid value')}" if field else "invalid request",
+        field=field))
 
 
 class UiRoute(APIRoute):
