@@ -194,7 +194,8 @@ def measure(name: str, argv: list[str], env: dict[str, str], route: str, cwd: st
     direct = route.startswith(DIRECT)
     route = route.removeprefix(DIRECT)
     url = f"http://127.0.0.1:{ports['$PORT']}{route}"
-    row: dict[str, Any] = {"system": name}
+    # The machine is shared: what else ran is part of the result.
+    row: dict[str, Any] = {"system": name, "loadavg_1m_before": os.getloadavg()[0]}
     try:
         row["startup_s"] = round(ready(url), 2)
         if direct:
@@ -224,8 +225,9 @@ def ratio(rows: dict[str, dict[str, Any]], a: str, b: str, conns: int, key: str
 
 def report(rows: dict[str, dict[str, Any]], model: str) -> tuple[str, dict[str, Any]]:
     lines = [f"### model {model}", "",
-             "| system | conns | req/s | p50 ms | p90 ms | p99 ms | non-2xx | startup s |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| system | conns | req/s | p50 ms | p90 ms | p99 ms | non-2xx | startup s | "
+             "load (1 min) before |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, row in rows.items():
         if "error" in row:
             lines.append(f"| {name} | - | failed: {row['error']} | | | | | |")
@@ -233,7 +235,7 @@ def report(rows: dict[str, dict[str, Any]], model: str) -> tuple[str, dict[str, 
         for run in row["runs"]:
             lines.append(f"| {name} | {run['conns']} | {run['rps']} | {run['p50_ms']} | "
                          f"{run['p90_ms']} | {run['p99_ms']} | {run['non2xx']} | "
-                         f"{row['startup_s']} |")
+                         f"{row['startup_s']} | {row['loadavg_1m_before']:.1f} |")
     ratios: dict[str, Any] = {}
     for subject in SUBJECTS:
         ratios[subject] = {}

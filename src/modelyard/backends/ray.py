@@ -306,8 +306,11 @@ class RayCluster:
             time.sleep(0.1)
 
     def shutdown(self) -> None:
+        """Stop the local instance this process started; from a cluster it joined, only
+        disconnect (Serve there may run other applications; ours were deleted)."""
         if self.owned:
-            with_ignored(serve.shutdown)
+            if not self.address:
+                with_ignored(serve.shutdown)
             ray.shutdown()
 
 
