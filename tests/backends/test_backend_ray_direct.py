@@ -98,7 +98,7 @@ def test_the_replica_answers_like_the_server(served: dict[str, Any]) -> None:
     b = httpx.post(f"{url}/v2/models/scored/infer", json=oip, headers=key)
     assert b.status_code == 200 and a.content == b.content
     # Refusals are the server's problem documents, field paths included.
-    for path, kwargs in [
+    refusals: list[tuple[str, dict[str, Any]]] = [
         ("/endpoints/scored/predict", {"json": body}),  # no key
         ("/endpoints/scored/predict", {"json": body, "headers": {
             "Authorization": "Bearer myk_nope.nope"}}),
@@ -108,7 +108,8 @@ def test_the_replica_answers_like_the_server(served: dict[str, Any]) -> None:
         ("/endpoints/scored/predict", {"json": body, "headers": {
             **key, "Modelyard-Timeout-Ms": "0"}}),
         ("/endpoints/nowhere/predict", {"json": body, "headers": key}),
-    ]:
+    ]
+    for path, kwargs in refusals:
         a = httpx.post(front + path, **kwargs)
         b = httpx.post(url + path, **kwargs)
         assert 400 <= b.status_code < 500, (path, b.text)
