@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -225,7 +225,3 @@ def notice(request: Request) -> str | None:
 
 def query(request: Request, name: str, default: str = "", limit: int = 200) -> str:
     return (request.query_params.get(name) or default).strip()[:limit]
-
-
-def as_dict(value: Mapping[str, Any] | None) -> dict[str, Any]:
-    return dict(value or {})
