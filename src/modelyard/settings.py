@@ -99,9 +99,10 @@ class Settings:
     backend: str = "local"
     ray_address: str = ""
     # ray backend: each single-model endpoint's replicas also answer HTTP themselves, on a
-    # port of RAY_SERVE_DIRECT_INGRESS_MIN/MAX_HTTP_PORT bound to `host` (the server still
-    # serves everything; docs/decisions/0019-ray-backend.md).
+    # port of RAY_SERVE_DIRECT_INGRESS_MIN/MAX_HTTP_PORT bound to ray_direct_host on their
+    # node (the server still serves everything; docs/decisions/0019-ray-backend.md).
     ray_direct_ingress: bool = True
+    ray_direct_host: str = "127.0.0.1"
     # Dashboard (/ui): how long a login lasts (seconds). OIDC login (authorization code with
     # PKCE against jwt_issuer's discovery document) is offered when oidc_client_id is set;
     # oidc_client_secret only for confidential clients (PKCE alone suffices otherwise).

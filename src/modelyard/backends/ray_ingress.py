@@ -78,7 +78,7 @@ class DirectConfig:
     @classmethod
     def of(cls, endpoint: str, settings: Settings, ports: tuple[int, int]) -> DirectConfig:
         return cls(endpoint, settings.with_(oidc_client_secret="", remote_secrets=""),
-                   settings.host, ports)
+                   settings.ray_direct_host, ports)
 
 
 class DirectView:
