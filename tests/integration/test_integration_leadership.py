@@ -197,3 +197,50 @@ def test_two_servers_one_leader_and_a_takeover_when_it_is_killed(
             server.kill()
         yard.close()
     assert all(server.proc.poll() is not None for server in servers)
+
+
+@pytest.mark.slow
+def test_the_leader_analyses_the_followers_traffic_too(
+        tmp_path: Path, database_url: str,
+        tabular: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    """All the traffic goes to the follower: the leader sees none of it itself, and still
+    counts it (rollout evidence shared through the store), so the canary advances on it."""
+    home = tmp_path / "yard"
+    yard, key = Yard.init(settings=Settings.load(home, env={}, database_url=database_url))
+    servers: list[Server] = []
+    load: Load | None = None
+    try:
+        x, label, _ = tabular
+        for c in (1.0, 0.5):
+            yard.register("churn", LogisticRegression(C=c).fit(x, label), to_onnx=True,
+                          sample=x[:4])
+        yard.update_project("default", policy={"card_required": []})
+        yard.set_alias("churn", "production", 1)
+        yard.create_endpoint("churn", "churn@production", auth="public")
+        servers = [Server(home, database_url, tmp_path / f"server{i}.log") for i in (0, 1)]
+        for server in servers:
+            server.wait_ready()
+        roles = [server.leads() for server in servers]
+        assert sorted(roles) == [False, True], roles
+        follower = servers[1] if roles[0] else servers[0]
+        load = Load(follower.url)
+        rollout = yard.start_rollout("churn", {
+            "target": "churn:2", "strategy": "canary", "interval_s": 0.5,
+            "steps": [{"weight": 50, "duration_s": 3}],
+            "analysis": {"min_requests": 20, "max_divergence": None, "max_p99_ratio": None}})
+        deadline = time.monotonic() + 60
+        while not (final := yard.rollout(rollout["id"]))["final"]:
+            assert time.monotonic() < deadline, f"the rollout stalled: {final}"
+            time.sleep(0.2)
+        assert final["status"] == "promoted", final
+        # The canary's requests, all answered by the follower, counted by the leader.
+        counted = [c["value"] for h in final["history"] if h.get("verdict")
+                   for c in h["verdict"]["checks"] if c.get("limit") == 20]
+        assert counted and max(counted) >= 20, final["history"][-1]
+        assert load.codes.get(500, 0) == 0
+    finally:
+        if load is not None:
+            load.stop()
+        for server in servers:
+            server.kill()
+        yard.close()

@@ -4,6 +4,11 @@ The data plane calls ``record`` for every answered request and ``record_shadow``
 mirrored one; the rollout controller asks ``stats`` for a window and hands the result to
 ``analyze`` or ``ab_test``. Nothing here does I/O.
 
+Several processes (``--workers``, several servers on one store): each one ``export``s its
+whole seconds of the versions under rollout to the store, and ``peers`` (set by
+``rollout/evidence.py``) reads the other processes' seconds back into ``stats``, so the
+leader's analysis counts all the traffic, not its own share.
+
 Memory is bounded: per version, a ring of one-second buckets covering ``horizon_s``; each
 bucket keeps exact counts and at most ``samples_per_second`` latencies and predictions,
 reservoir-sampled (so a busy second is still represented uniformly, and its samples carry
@@ -24,6 +29,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -81,7 +87,8 @@ class Observations:
     """
 
     def __init__(self, horizon_s: int = 900, samples_per_second: int = 256, *,
-                 clock: Callable[[], float] = time.monotonic, seed: int | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, seed: int | None = None,
+                 wall: Callable[[], float] = time.time) -> None:
         if isinstance(horizon_s, bool) or not 1 <= horizon_s <= 86_400:
             raise ValidationFailed("horizon_s must be from 1 to 86400", field="horizon_s")
         if not 1 <= samples_per_second <= 65_536:
@@ -93,6 +100,11 @@ class Observations:
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._series: dict[_Key, list[_Bucket | None]] = {}
+        # Other processes' seconds (``rollout/evidence.py``): (series, shadow, first, last
+        # Unix second) -> their buckets as ``export`` wrote them. None: this process alone.
+        self.peers: Callable[[str, bool, int, int], list[dict[str, Any]]] | None = None
+        self._wall = wall
+        self._exported: dict[_Key, int] = {}  # the last second given to ``export``, per series
 
     def _bucket(self, key: _Key, second: int) -> _Bucket | None:
         """The bucket for ``second`` (caller holds the lock); None if that second is gone."""
@@ -177,6 +189,12 @@ class Observations:
                      (b.predictions.seen, list(b.predictions.values)),
                      (b.paired.seen, list(b.paired.values)))
                     for b in ring if b is not None and low <= b.second <= high]
+        if self.peers is not None:
+            offset = self._offset()
+            kept += [(int(d["requests"]), int(d["errors"]), int(d["agreed"]),
+                      int(d["compared"]), _samples(d["latencies"]),
+                      _samples(d["predictions"]), _samples(d["paired"]))
+                     for d in self.peers(version, shadow, low + offset, high + offset)]
         latencies, latency_weights = _merge([k[4] for k in kept])
         predictions, prediction_weights = _merge([k[5] for k in kept])
         paired, paired_weights = _merge([k[6] for k in kept])
@@ -186,6 +204,35 @@ class Observations:
             agreed=sum(k[2] for k in kept), compared=sum(k[3] for k in kept),
             latency_weights=latency_weights, prediction_weights=prediction_weights,
             paired_weights=paired_weights, start=start, end=end)
+
+    def export(self, wanted: Callable[[str], bool] | None = None
+               ) -> list[tuple[str, bool, int, dict[str, Any]]]:
+        """The whole seconds recorded since the previous export, for other processes:
+        (series, shadow, Unix second, bucket). ``wanted``: which series to give (the others
+        are given, from their horizon on, once they are wanted)."""
+        now = self._clock()
+        done = math.floor(now) - 1  # the last whole second: nothing more is recorded in it
+        offset = self._offset(now)
+        out = []
+        with self._lock:
+            for key, ring in self._series.items():
+                if wanted is not None and not wanted(key[0]):
+                    continue
+                last = self._exported.get(key, -1)
+                for b in ring:
+                    if b is not None and last < b.second <= done:
+                        out.append((key[0], key[1], b.second + offset, {
+                            "requests": b.requests, "errors": b.errors, "agreed": b.agreed,
+                            "compared": b.compared,
+                            "latencies": [b.latencies.seen, list(b.latencies.values)],
+                            "predictions": [b.predictions.seen, list(b.predictions.values)],
+                            "paired": [b.paired.seen, list(b.paired.values)]}))
+                self._exported[key] = done
+        return out
+
+    def _offset(self, now: float | None = None) -> int:
+        """Unix seconds minus this recorder's clock seconds (whole seconds)."""
+        return round(self._wall() - (self._clock() if now is None else now))
 
     def seconds(self, version: str, since_s: float, *, shadow: bool = False
                 ) -> tuple[float, list[tuple[int, int, int, list[float]]]]:
@@ -221,3 +268,9 @@ def _merge(parts: list[tuple[int, list[float]]]) -> tuple[np.ndarray, np.ndarray
     weights = np.concatenate([np.full(len(kept), seen / len(kept))
                               for seen, kept in parts if kept])
     return values, weights
+
+
+def _samples(pair: Any) -> tuple[int, list[float]]:
+    """A peer's reservoir as ``export`` wrote it: [seen, values]."""
+    seen, values = pair
+    return int(seen), [float(v) for v in values]

@@ -27,6 +27,7 @@ from modelyard.governance.redaction import redact_logs
 from modelyard.jobs.schedules import Scheduler
 from modelyard.jobs.worker import Worker
 from modelyard.monitor.inference_log import InferenceLog
+from modelyard.rollout.evidence import SharedEvidence
 from modelyard.rollout.observations import Observations
 from modelyard.serving.access import DataPlaneAccess
 from modelyard.serving.browser import BrowserGuard
@@ -113,6 +114,8 @@ def create_app(yard: Yard, *, start_reconciler: bool = True,
     # One leader per yard runs rollouts, schedules, monitors and retention (ADR 0020).
     leadership = Leadership(yard.db, lease_s=settings.leader_lease_s)
     metrics.registry.register(leadership.collector())
+    # Every process's observations of versions under rollout, for the leader's analysis.
+    evidence = SharedEvidence(yard.db, leadership.owner, observations)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -154,6 +157,8 @@ def create_app(yard: Yard, *, start_reconciler: bool = True,
                                                     settings.rollout_tick_s,
                                                     leadership.checker("rollouts"))) \
             if start_reconciler else None
+        sharing = asyncio.create_task(share_evidence(
+            evidence, stop, leadership.checker("evidence"))) if start_reconciler else None
         # Jobs run on a worker thread here unless only 'modelyard worker' processes should.
         # On the ray backend, work a job offloads (ctx.offload) runs as Ray tasks.
         jobs = Worker(yard, schedules=False, offload=getattr(backend, "offload", None)).start() \
@@ -176,6 +181,9 @@ def create_app(yard: Yard, *, start_reconciler: bool = True,
                 await asyncio.to_thread(jobs.stop, 10.0)
             if rollouts is not None:
                 await rollouts
+            if sharing is not None:
+                await sharing
+            evidence.close()
             if expiry is not None:
                 await expiry
             if monitors is not None:
@@ -268,6 +276,24 @@ async def run_rollouts(yard: Yard, backend: LocalBackend, observations: Observat
             log.exception("rollout analysis failed")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=tick_s)
+
+
+async def share_evidence(evidence: SharedEvidence, stop: asyncio.Event,
+                         leader: Callable[[], bool] = lambda: True, every_s: float = 1.0,
+                         expire_every_s: float = 60.0) -> None:
+    """Publish this process's rollout evidence every second (``rollout/evidence.py``); the
+    leader also deletes what is past the horizon, once a minute."""
+    expired_at = 0.0
+    while not stop.is_set():
+        try:
+            await asyncio.to_thread(evidence.publish)
+            if leader() and time.monotonic() - expired_at >= expire_every_s:
+                await asyncio.to_thread(evidence.expire)
+                expired_at = time.monotonic()
+        except Exception:  # a database blip: the next second publishes what this one missed
+            log.exception("sharing rollout evidence failed")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=every_s)
 
 
 async def expire_inference_log(inference_log: InferenceLog, retention_days: float,

@@ -329,6 +329,22 @@ class LoadTestRow(Base):
     created_by: Mapped[str] = mapped_column(String(256))
 
 
+class RolloutEvidenceRow(Base):
+    """One second of what one server process observed of a version (its own traffic, or its
+    shadow traffic): counts and reservoir samples, shared so the leader's rollout analysis
+    counts every process (``rollout/evidence.py``)."""
+
+    __tablename__ = "rollout_evidence"
+    __table_args__ = (Index("ix_rollout_evidence_series_second", "series", "shadow", "second"),
+                      Index("ix_rollout_evidence_second", "second"))
+    id: Mapped[int] = mapped_column(_BIG_ID, primary_key=True, autoincrement=True)
+    process: Mapped[str] = mapped_column(String(200))
+    series: Mapped[str] = mapped_column(String(400))  # "endpoint/model:version"
+    shadow: Mapped[bool] = mapped_column(Boolean)
+    second: Mapped[int] = mapped_column(BigInteger)  # Unix time, whole seconds
+    bucket: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
 class InferenceRecordRow(Base):
     """One sampled request and its answer, redacted before it was written."""
 
