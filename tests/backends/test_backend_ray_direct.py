@@ -42,7 +42,9 @@ def served(ray_instance: None, tmp_path_factory: pytest.TempPathFactory
     yard.register("churn", LogisticRegression().fit(x, label), sample=x[:3])
     yard.register("churn", LogisticRegression(C=0.1).fit(x, label), sample=x[:3])
     yard.register("other", LogisticRegression(C=3.0).fit(x, label), sample=x[:3])
-    yard.create_endpoint("scored", "churn:1", auth="key", deployment=SMALL, log_sample=1.0)
+    # Settings the replica's own deployment differs in (it runs without a cache).
+    yard.create_endpoint("scored", "churn:1", auth="key", log_sample=1.0,
+                         deployment={**SMALL, "cache_max_entries": 8})
     yard.create_endpoint("moving", "churn:1", auth="public", deployment=SMALL)
     server = BackgroundServer(Yard(settings=settings)).start(300)
     try:

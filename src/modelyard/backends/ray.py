@@ -108,7 +108,7 @@ class ModelReplica:
         self.ingress: DirectIngress | None = None
         self._published = ""
         if direct is not None:
-            self.ingress = DirectIngress(direct, self.deployment)
+            self.ingress = DirectIngress(direct, self.deployment, spec)
             self.deployment.observer = self.ingress.metrics.observer(direct.endpoint,
                                                                      version.ref)
             url = await self.ingress.start(ray.util.get_node_ip_address())

@@ -82,19 +82,23 @@ class DirectConfig:
 
 
 class DirectView:
-    """The one endpoint this replica may answer for, as the data plane's ``Backend``."""
+    """The one endpoint this replica may answer for, as the data plane's ``Backend``.
+    ``spec``: the endpoint's deployment settings it was deployed with (the replica's own
+    ``Deployment`` runs a variant of them: one predictor, no cache)."""
 
-    def __init__(self, db: Database, name: str, deployment: Deployment) -> None:
+    def __init__(self, db: Database, name: str, deployment: Deployment,
+                 spec: DeploymentSpec) -> None:
         self.db = db
         self.name = name
         self.deployment = deployment
+        self.spec = spec
         self._state: EndpointState | None = None
         self._refusal: str | None = "not read from the store yet"
 
     def refresh(self) -> None:
         """Read the endpoint; answer for it only if it is a single model served by exactly
         this version and these settings."""
-        version, spec = self.deployment.version, self.deployment.spec
+        version, spec = self.deployment.version, self.spec
         try:
             with self.db.transaction() as session:
                 endpoint = endpoint_repo.to_endpoint(endpoint_repo.row(session, self.name))
@@ -160,12 +164,13 @@ class _Server(uvicorn.Server):
 class DirectIngress:
     """The replica's own HTTP listener and the loop that keeps its view and keys fresh."""
 
-    def __init__(self, config: DirectConfig, deployment: Deployment) -> None:
+    def __init__(self, config: DirectConfig, deployment: Deployment,
+                 spec: DeploymentSpec) -> None:
         settings = config.settings
         self.config = config
         self.db = Database(settings.database_url)
         self.metrics = ServingMetrics(enabled=settings.metrics)
-        self.view = DirectView(self.db, config.endpoint, deployment)
+        self.view = DirectView(self.db, config.endpoint, deployment, spec)
         self.access = DataPlaneAccess(self.db, oidc.from_settings(settings))
         self.inference_log = InferenceLog(
             self.db, capacity=settings.inference_log_buffer,
