@@ -25,7 +25,7 @@ def pending(seeded: Showcase) -> Iterator[dict[str, Any]]:
             assert not state["final"], state  # rolled back instead of held
             return state if state["status"] == "awaiting_approval" else None
 
-        waiting = showcase.wait_for(held, timeout_s=60)
+        waiting = showcase.wait_for(held, timeout_s=90)
         yield waiting
     assert set(traffic.codes) == {200}, traffic.codes
 

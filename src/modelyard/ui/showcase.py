@@ -14,9 +14,11 @@ import numpy as np
 
 from modelyard.yard import Yard
 
-# A quick analysis, so a canary reaches its promotion within seconds of traffic.
-FAST_ANALYSIS = {"min_requests": 20, "max_divergence": None, "max_p99_ratio": 3.0,
-                 "p99_slack_ms": 20, "failures_to_rollback": 1}
+# A quick analysis, so a canary reaches its promotion within seconds of traffic; lenient
+# on latency (both versions are the same kind of model on a machine that may be busy: a
+# shared CI runner's hiccup must not roll the showcase back).
+FAST_ANALYSIS = {"min_requests": 20, "max_divergence": None, "max_p99_ratio": 5.0,
+                 "p99_slack_ms": 250, "failures_to_rollback": 3}
 
 
 @dataclass(frozen=True)
