@@ -16,8 +16,10 @@ from modelyard.cli.main import app
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
+# The hand-written pages, and the CLI reference: its examples are the commands' own help.
 PAGES = sorted([DOCS / "quickstart.md", DOCS / "concepts.md", DOCS / "security.md",
-                *DOCS.glob("tutorials/*.md"), *DOCS.glob("operations/*.md")])
+                *DOCS.glob("tutorials/*.md"), *DOCS.glob("operations/*.md"),
+                DOCS / "reference" / "cli.md"])
 ROOT_OPTIONS = {"--yard": 1, "--url": 1, "--key": 1, "--json": 0}
 
 

@@ -149,7 +149,7 @@ def update(
 def list_endpoints() -> None:
     """List endpoints (with live status when talking to a server).
 
-    Example: modelyard endpoints list --json
+    Example: modelyard --json endpoints list
     """
     endpoints = operations().list_endpoints()
     emit(endpoints, lambda es: console.print(table(

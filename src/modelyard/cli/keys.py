@@ -53,7 +53,7 @@ def create(
 def list_keys() -> None:
     """List keys: prefix, owner, roles, last use (never the secrets).
 
-    Example: modelyard keys list --json
+    Example: modelyard --json keys list
     """
     keys = operations().list_keys()
     emit(keys, lambda ks: console.print(table(

@@ -75,7 +75,8 @@ def _command(path: list[str], command: Any) -> list[str]:
     lines += ["```text", " ".join(usage), "```", ""]
     for paragraph in _paragraphs(command.help or ""):
         if paragraph.startswith("Example:"):
-            lines += ["```bash", paragraph.removeprefix("Example:").strip(), "```", ""]
+            examples = [e.strip() for e in paragraph.split("Example:") if e.strip()]
+            lines += ["```bash", *examples, "```", ""]
         else:
             lines += [paragraph, ""]
     arguments = [p for p in command.params if _is_argument(p)]
