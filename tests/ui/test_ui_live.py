@@ -97,3 +97,18 @@ def test_line_chart_has_a_legend_and_dashes_alternate_series() -> None:
                                  "t", "y"))
     assert ">a</text>" in svg and ">b</text>" in svg and 'stroke-dasharray="6 4"' in svg
     assert str(diagram.line_chart({"a": [(0, None)]}, "t", "y")) == ""
+
+
+def test_session_lifetime_is_bounded() -> None:
+    from modelyard.domain.errors import ValidationFailed
+    from modelyard.store.db import Database
+    from modelyard.ui.sessions import SessionStore
+
+    db = Database("sqlite://")
+    try:
+        for ttl in (0, 59, 31 * 86_400):
+            with pytest.raises(ValidationFailed) as refused:
+                SessionStore(db, ttl)
+            assert refused.value.field == "ui_session_ttl_s"
+    finally:
+        db.dispose()

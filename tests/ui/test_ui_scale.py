@@ -59,9 +59,9 @@ def seed_log(yard: Yard) -> None:
 
 
 @pytest.fixture(scope="module")
-def big(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    home = tmp_path_factory.mktemp("scale") / "yard"
-    yard, admin = Yard.init(settings=Settings.load(home, env={}))
+def big(shared_settings: Settings) -> Iterator[tuple[str, str]]:
+    """On SQLite and on PostgreSQL (the root conftest's ``shared_settings``)."""
+    yard, admin = Yard.init(settings=shared_settings)
     assert admin is not None
     rng = np.random.default_rng(5)
     x = rng.normal(size=(50, 4)).astype(np.float32)

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select
 
+from modelyard.domain.errors import ValidationFailed
 from modelyard.governance import audit
 from modelyard.governance.auth import key_principal
 from modelyard.governance.policy import Principal
@@ -53,6 +54,9 @@ class UiSession:
 
 class SessionStore:
     def __init__(self, db: Database, ttl_s: float) -> None:
+        if not 60 <= ttl_s <= 30 * 86_400:
+            raise ValidationFailed("ui_session_ttl_s must be from 60 s to 30 days",
+                                   field="ui_session_ttl_s")
         self.db = db
         self.ttl = timedelta(seconds=ttl_s)
 
