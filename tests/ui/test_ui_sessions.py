@@ -247,3 +247,12 @@ def test_unknown_pages_and_bad_values_answer_html_errors(admin: httpx.Client) ->
     assert admin.get("/ui/models/ghost").status_code == 404
     assert admin.put("/ui/keys", data={"a": "b"}).status_code == 405
     assert admin.get("/ui", follow_redirects=False).status_code == 307
+
+
+def test_static_assets_revalidate_instead_of_refetching(seeded: Showcase) -> None:
+    with httpx.Client(base_url=seeded.url) as http:
+        first = http.get("/ui/static/vendor/uPlot.iife.min.js")
+        assert first.status_code == 200 and first.headers["cache-control"] == "no-cache"
+        again = http.get("/ui/static/vendor/uPlot.iife.min.js",
+                         headers={"if-none-match": first.headers["etag"]})
+        assert again.status_code == 304

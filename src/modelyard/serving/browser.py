@@ -67,6 +67,9 @@ class BrowserGuard:
         headers = _HEADERS + self.extra
         if path == _UI_PATH or path.startswith(_UI_PATH + "/"):
             headers = _UI_HEADERS + [h for h in headers if h[0] != b"referrer-policy"]
+            if path.startswith(_UI_PATH + "/static/"):  # revalidated by ETag, not refetched
+                headers = [(b"cache-control", b"no-cache") if h[0] == b"cache-control" else h
+                           for h in headers]
         elif not path.startswith(_DOC_PATHS):
             headers = headers + _API_HEADERS
 
