@@ -310,3 +310,58 @@ def test_grpc_server_is_off_unless_asked(tmp_path: Path) -> None:
             server.grpc_target  # noqa: B018
     finally:
         yard.close()
+
+
+def test_grpc_calls_follow_the_split_and_reach_the_log_and_the_rollout_evidence(
+        tmp_path: Path, classifier: LogisticRegression, tabular: Tabular) -> None:
+    """Under a 50/50 split with a sticky key: gRPC calls pick versions as HTTP ones do (the
+    key read from the call's metadata), say which version answered and echo the request id
+    in the trailing metadata, and are written to the inference log and to the rollout
+    evidence under that version."""
+    home = tmp_path / "yard"
+    settings = Settings.load(home, env={}, database_url=f"sqlite:///{home / 'yard.db'}",
+                             inference_log_flush_s=0.05, inference_log_max_per_s=0)
+    yard, _ = Yard.init(settings=settings)
+    x = tabular[0][:1]
+    try:
+        for c in (1.0, 0.2):
+            yard.register("churn", LogisticRegression(C=c).fit(tabular[0], tabular[1]),
+                          sample=tabular[0][:4], to_onnx=True)
+        yard.create_endpoint("churn", "churn:1", auth="public")
+        yard.set_traffic("churn", {"split": [{"model": "churn:1", "weight": 50},
+                                             {"model": "churn:2", "weight": 50}],
+                                   "sticky_header": "x-user"})
+        with BackgroundServer(yard, grpc=True) as server, \
+                grpc.insecure_channel(server.grpc_target) as channel:
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            request = service_pb2.ModelInferRequest(model_name="churn")
+            tensor = request.inputs.add(name="input", datatype="FP32", shape=[1, 4])
+            tensor.contents.fp32_contents.extend(x.ravel().tolist())
+            answered: dict[str, str] = {}
+            by_user: dict[str, set[str]] = {}
+            for i in range(40):
+                _, call = stub.ModelInfer.with_call(request, metadata=(
+                    ("x-request-id", f"g-{i}"), ("x-user", f"u{i % 4}")))
+                trailing = dict(call.trailing_metadata())
+                assert trailing["x-request-id"] == f"g-{i}"
+                answered[f"g-{i}"] = trailing["modelyard-model-version"]
+                by_user.setdefault(f"u{i % 4}", set()).add(answered[f"g-{i}"])
+            assert all(len(seen) == 1 for seen in by_user.values()), by_user  # sticky
+            # A pinned version, as /v2/models/churn/versions/2/infer would.
+            request.model_version = "2"
+            _, call = stub.ModelInfer.with_call(request)
+            assert dict(call.trailing_metadata())["modelyard-model-version"] == "churn:2"
+            observations = server.server.config.app.state.observations
+            counted = sum(observations.stats(f"churn/churn:{v}", 300).requests for v in (1, 2))
+            assert counted == 41
+            deadline = time.monotonic() + 15
+            while True:
+                records = yard.inference_log("churn", limit=1000, payloads=False)["records"]
+                logged = {r["request_id"]: r["version"] for r in records
+                          if str(r["request_id"]).startswith("g-")}
+                if len(logged) >= 40 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            assert logged == answered
+    finally:
+        yard.close()

@@ -286,3 +286,47 @@ def test_the_sample_ratio_drops_whole_traces(served: Yard) -> None:
     spans: Mapping[str, Any] = {s.name: s for s in exporter.get_finished_spans()}
     assert {format(s.context.trace_id, "032x") for s in spans.values()} == {TRACE_ID}
     assert {"predict pair", "node first", "node second", "batch sleepy:1"} <= set(spans)
+
+
+def test_grpc_calls_are_traced_like_http_ones(served: Yard) -> None:
+    grpc = pytest.importorskip("grpc", reason="grpcio not installed (pip install "
+                               "'modelyard[grpc]')")
+    from modelyard.serving.grpc_v2 import GrpcListen
+    from modelyard.serving.grpc_v2 import grpc_predict_v2_pb2 as pb
+    from modelyard.serving.grpc_v2.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
+
+    exporter = InMemorySpanExporter()
+    grpc_port = free_port()
+    port = free_port()
+    app = create_app(served, tracing=Tracing(exporter, batch=False),
+                     grpc=GrpcListen("127.0.0.1", grpc_port))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "no server"
+            time.sleep(0.02)
+        request = pb.ModelInferRequest(model_name="clf")
+        tensor = request.inputs.add(name="input", datatype="FP32", shape=[3, 4])
+        tensor.contents.fp32_contents.extend(ROWS.ravel().tolist())
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            _, call = GRPCInferenceServiceStub(channel).ModelInfer.with_call(
+                request, metadata=(("traceparent", f"00-{TRACE_ID}-{PARENT_ID}-01"),
+                                   ("x-request-id", "grpc-trace")))
+        assert dict(call.trailing_metadata())["x-request-id"] == "grpc-trace"
+        batch = wait_for(exporter, "batch clf:1")
+    finally:
+        server.should_exit = True
+        thread.join(15)
+    span = next(s for s in exporter.get_finished_spans() if s.name == "infer clf")
+    assert span.kind == SpanKind.SERVER
+    assert format(span.context.trace_id, "032x") == TRACE_ID
+    assert span.parent is not None and format(span.parent.span_id, "016x") == PARENT_ID
+    assert span.attributes["rpc.system"] == "grpc"
+    assert span.attributes["rpc.grpc.status_code"] == 0
+    assert span.attributes["modelyard.request_id"] == "grpc-trace"
+    assert span.attributes["modelyard.version"] == "clf:1"
+    assert batch and batch[0].context.trace_id == span.context.trace_id

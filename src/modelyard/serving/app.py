@@ -134,7 +134,8 @@ def create_app(yard: Yard, *, start_reconciler: bool = True,
 
             try:
                 grpc_server = await grpc_v2.start(grpc_listen, backend, access,
-                                                  settings.max_body_bytes)
+                                                  settings.max_body_bytes,
+                                                  observations.record, inference_log, tracing)
             except BaseException:
                 backend.close()
                 raise

@@ -14,12 +14,18 @@ when an output has no typed field, FP16).
 from __future__ import annotations
 
 import logging
+import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextvars import Token
 from pathlib import Path
-from typing import Any, NoReturn, Protocol
+from typing import Any, NamedTuple, NoReturn, Protocol
 
 import numpy as np
+from opentelemetry import context as otel_context
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, set_span_in_context
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 try:
     import grpc
@@ -44,19 +50,24 @@ from modelyard.domain.errors import (
 from modelyard.domain.registry import ModelVersion
 from modelyard.domain.signature import DTYPES, OIP_TO_DTYPE, Signature, dtype_name
 from modelyard.domain.tensors import decode
+from modelyard.monitor.inference_log import InferenceLog
+from modelyard.rollout.routing import TrafficDeployment, summary
 from modelyard.serving import oip
 from modelyard.serving.access import DataPlaneAccess
 from modelyard.serving.batcher import PRIORITIES, Replaced
 from modelyard.serving.deployment import Deployment
-from modelyard.serving.fastpath import MAX_TIMEOUT_MS, PRIORITY_HEADER, VERSION_HEADER
+from modelyard.serving.fastpath import MAX_TIMEOUT_MS, PRIORITY_HEADER, VERSION_HEADER, _rows
 from modelyard.serving.grpc_v2 import GrpcListen
 from modelyard.serving.grpc_v2 import grpc_predict_v2_pb2 as pb
 from modelyard.serving.grpc_v2.grpc_predict_v2_pb2_grpc import (
     add_GRPCInferenceServiceServicer_to_server,
 )
 from modelyard.serving.metrics import DeploymentMetrics
+from modelyard.serving.request_id import HEADER, request_id_from
+from modelyard.telemetry.tracing import Tracing
 
 log = logging.getLogger("modelyard.server")
+_PROPAGATOR = TraceContextTextMapPropagator()
 
 
 class Served(Protocol):
@@ -211,11 +222,23 @@ def encode_outputs(response: pb.ModelInferResponse, outputs: Mapping[str, np.nda
 
 
 class InferenceServicer:
-    """The methods of ``inference.GRPCInferenceService`` (registered by name)."""
+    """The methods of ``inference.GRPCInferenceService`` (registered by name).
 
-    def __init__(self, backend: Backend, access: DataPlaneAccess) -> None:
+    ``ModelInfer`` is served as the HTTP fast path serves an inference: the same auth,
+    version choice under a traffic split (its sticky key read from the call's metadata),
+    shadows, rollout evidence (``on_answer``), inference log, request id (``x-request-id``
+    in, and in the trailing metadata out) and a server span when tracing samples it."""
+
+    def __init__(self, backend: Backend, access: DataPlaneAccess,
+                 on_answer: Callable[[str, bool, float, float | None], None] | None = None,
+                 inference_log: InferenceLog | None = None,
+                 tracing: Tracing | None = None) -> None:
         self.backend = backend
         self.access = access
+        self.on_answer = on_answer
+        self.inference_log = inference_log
+        self.tracer = tracing.tracer if tracing is not None else None
+        self.sample_ratio = tracing.sample_ratio if tracing is not None else 0.0
 
     async def ServerLive(self, request: pb.ServerLiveRequest, context: aio.ServicerContext
                          ) -> pb.ServerLiveResponse:
@@ -236,7 +259,7 @@ class InferenceServicer:
             state = self._state(request.name, _metadata(context))
             ready = state.deployment is not None
             if ready and request.version:
-                self._deployment(state, request.version)
+                self._deployment(state, request.version)  # or VersionNotFound
             return pb.ModelReadyResponse(ready=ready)
         except Exception as exc:
             await _abort(context, exc)
@@ -245,7 +268,7 @@ class InferenceServicer:
                             context: aio.ServicerContext) -> pb.ModelMetadataResponse:
         try:
             state = self._state(request.name, _metadata(context))
-            version = self._deployment(state, request.version).version
+            version = self._deployment(state, request.version)[0].version
             meta = pb.ModelMetadataResponse(name=request.name, versions=[str(version.version)],
                                             platform=version.flavor)
             for specs, into in ((version.signature.inputs, meta.inputs),
@@ -258,15 +281,29 @@ class InferenceServicer:
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: aio.ServicerContext
                          ) -> pb.ModelInferResponse:
+        metadata = _metadata(context)
+        span, token = self._span(request.model_name, metadata)
+        try:
+            return await self._model_infer(request, context, metadata, span)
+        finally:
+            if span is not None and token is not None:
+                otel_context.detach(token)
+                span.end()
+
+    async def _model_infer(self, request: pb.ModelInferRequest,
+                           context: aio.ServicerContext, metadata: Mapping[str, str | bytes],
+                           span: Span | None) -> pb.ModelInferResponse:
         started = time.perf_counter()
+        rid = request_id_from(_bytes(metadata.get(HEADER.decode(), b"")))
         deployment: Served | None = None
+        state: EndpointState | None = None
         error: Exception | None = None
         response = pb.ModelInferResponse()
+        answer: Answer | None = None
         try:
-            metadata = _metadata(context)
             # Who may call, before anything else is looked at (public endpoints skip it).
             state = self._state(request.model_name, metadata)
-            deployment = self._deployment(state, request.model_version)
+            deployment, traffic = self._deployment(state, request.model_version, metadata)
             wait_s = timeout_s(context.time_remaining(), state)
             priority = _priority(metadata)
             # Shed before decoding: under overload a refusal must cost as little as possible.
@@ -277,27 +314,68 @@ class InferenceServicer:
                     batcher.observer.shed(priority)
                     raise Overloaded(f"{deployment.version.ref} is overloaded; retry later")
             try:
-                response = await self._infer(request, deployment, wait_s, priority)
+                response, answer = await self._infer(request, deployment, wait_s, priority,
+                                                     traffic)
             except Replaced:  # swapped while queued: the new deployment answers
                 state = self._state(request.model_name, None)
-                deployment = self._deployment(state, request.model_version)
-                response = await self._infer(request, deployment, wait_s, priority)
+                deployment, traffic = self._deployment(state, request.model_version, metadata)
+                response, answer = await self._infer(request, deployment, wait_s, priority,
+                                                     traffic)
         except Exception as exc:
             error = exc
-        trailing: list[tuple[str, str]] = []
-        if deployment is not None:
-            trailing.append((_VERSION_KEY, deployment.version.ref))
+        trailing: list[tuple[str, str]] = [(HEADER.decode(), rid)]
+        status = 200 if error is None else getattr(error, "status", 500)
+        if deployment is not None and state is not None:
+            ref = deployment.version.ref
+            trailing.append((_VERSION_KEY, ref))
+            elapsed = time.perf_counter() - started
             observer = deployment.observer
             if isinstance(observer, DeploymentMetrics):  # counted with the HTTP status
-                status = 200 if error is None else getattr(error, "status", 500)
-                observer.answered(status, time.perf_counter() - started)
+                observer.answered(status, elapsed)
+            prediction = answer.summary if answer is not None else None
+            if self.on_answer is not None:  # per-version evidence for rollouts
+                self.on_answer(f"{state.endpoint.name}/{ref}", status < 500, elapsed,
+                               prediction)
+            if self.inference_log is not None:
+                self.inference_log.offer(
+                    state.endpoint, ref, rid, status, elapsed,
+                    answer.rows if answer is not None else 0,
+                    answer.inputs if answer is not None else None,
+                    answer.outputs if answer is not None else None, prediction)
+        if span is not None:
+            span.set_attribute("rpc.grpc.status_code", 0 if error is None else
+                               (status_code(error).value[0]
+                                if isinstance(error, ModelyardError) else 13))
+            span.set_attribute("modelyard.request_id", rid)
+            if deployment is not None:
+                span.set_attribute("modelyard.version", deployment.version.ref)
+            if status >= 500:
+                span.set_status(Status(StatusCode.ERROR, type(error).__name__))
         if error is not None:
             await _abort(context, error, trailing)
         context.set_trailing_metadata(trailing)
         return response
 
+    def _span(self, model: str, metadata: Mapping[str, str | bytes]
+              ) -> tuple[Span | None, Token[Context] | None]:
+        """A server span for this call when tracing is on and samples it (a caller's
+        ``traceparent`` is always continued), attached as the current context."""
+        if self.tracer is None:
+            return None, None
+        carrier = {k: _text(metadata[k]) for k in ("traceparent", "tracestate")
+                   if k in metadata}
+        if not carrier and self.sample_ratio < 1.0 and random.random() >= self.sample_ratio:
+            return None, None
+        parent = _PROPAGATOR.extract(carrier) if carrier else None
+        span = self.tracer.start_span(
+            f"infer {model}", context=parent, kind=SpanKind.SERVER,
+            attributes={"rpc.system": "grpc", "rpc.service": "inference.GRPCInferenceService",
+                        "rpc.method": "ModelInfer", "modelyard.endpoint": model})
+        return span, otel_context.attach(set_span_in_context(span, parent))
+
     async def _infer(self, request: pb.ModelInferRequest, deployment: Served,
-                     wait_s: float, priority: int) -> pb.ModelInferResponse:
+                     wait_s: float, priority: int, traffic: TrafficDeployment | None
+                     ) -> tuple[pb.ModelInferResponse, Answer]:
         inputs = decode_inputs(request)
         known = {s.name for s in deployment.signature.outputs}
         wanted = {o.name for o in request.outputs}
@@ -307,6 +385,10 @@ class InferenceServicer:
                                  f"{sorted(known)}", field="outputs")
         arrays = deployment.signature.validate(inputs)
         outputs: dict[str, np.ndarray] = await deployment.predict(arrays, wait_s, priority)
+        answer = Answer(arrays, outputs, _rows(arrays),
+                        summary(outputs) if self.on_answer or self.inference_log else None)
+        if traffic is not None and isinstance(deployment, Deployment):
+            traffic.mirror(deployment, arrays, outputs, wait_s)
         if wanted:
             outputs = {k: v for k, v in outputs.items() if k in wanted}
         response = pb.ModelInferResponse(model_name=request.model_name,
@@ -314,7 +396,7 @@ class InferenceServicer:
                                          id=request.id)
         typed = any(t.HasField("contents") for t in request.inputs)
         encode_outputs(response, outputs, raw=bool(request.raw_input_contents) or not typed)
-        return response
+        return response, answer
 
     def _state(self, name: str, metadata: Mapping[str, str | bytes] | None) -> EndpointState:
         """The endpoint, once the caller may use it (``metadata`` None: already checked)."""
@@ -326,17 +408,47 @@ class InferenceServicer:
         return state
 
     @staticmethod
-    def _deployment(state: EndpointState, version: str) -> Served:
-        """What the endpoint serves; ``version`` ("" for any) must be that version."""
+    def _deployment(state: EndpointState, version: str,
+                    metadata: Mapping[str, str | bytes] | None = None
+                    ) -> tuple[Served, TrafficDeployment | None]:
+        """What answers this call, and the split it came from: under a split, ``version``
+        ("" for any) names one of its versions, else the split picks one (by its sticky
+        key, read from ``metadata``; without metadata, for a description: the stable one);
+        otherwise ``version`` must be the one served."""
         name, deployment = state.endpoint.name, state.deployment
         if deployment is None:
             raise NotReady(f"endpoint {name!r} is {state.status}"
                            + (f": {state.error}" if state.error else ""))
+        if isinstance(deployment, TrafficDeployment):
+            if version:
+                return deployment.pick(None, version), deployment
+            if metadata is None:
+                return deployment.primary, deployment
+            key = (deployment.policy.sticky_header or "").lower()
+            sticky = _bytes(metadata[key]) if key and key in metadata else None
+            return deployment.pick(sticky), deployment
         if version and version != str(deployment.version.version):
             raise VersionNotFound(f"endpoint {name!r} serves version "
                                   f"{deployment.version.version}, not {version!r}",
                                   field="version")
-        return deployment
+        return deployment, None
+
+
+class Answer(NamedTuple):
+    """What a call computed, for rollout evidence and the inference log (references)."""
+
+    inputs: Mapping[str, np.ndarray]
+    outputs: Mapping[str, np.ndarray]
+    rows: int
+    summary: float | None
+
+
+def _bytes(value: str | bytes) -> bytes:
+    return value if isinstance(value, bytes) else value.encode("latin-1", "replace")
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode("latin-1") if isinstance(value, bytes) else value
 
 
 async def _abort(context: aio.ServicerContext, error: Exception,
@@ -366,7 +478,10 @@ def _address(host: str, port: int) -> str:
 
 
 async def start(listen: GrpcListen, backend: Backend, access: DataPlaneAccess,
-                max_message_bytes: int) -> aio.Server:
+                max_message_bytes: int,
+                on_answer: Callable[[str, bool, float, float | None], None] | None = None,
+                inference_log: InferenceLog | None = None,
+                tracing: Tracing | None = None) -> aio.Server:
     """A started gRPC server on the running event loop; stop it with ``await s.stop(grace)``."""
     server = aio.server(options=[
         # The same request size limit as HTTP bodies.
@@ -375,7 +490,8 @@ async def start(listen: GrpcListen, backend: Backend, access: DataPlaneAccess,
         # the same port must fail, not silently take half of the connections.
         ("grpc.so_reuseport", 0),
     ])
-    add_GRPCInferenceServiceServicer_to_server(InferenceServicer(backend, access), server)
+    add_GRPCInferenceServiceServicer_to_server(
+        InferenceServicer(backend, access, on_answer, inference_log, tracing), server)
     address = _address(listen.host, listen.port)
     if (listen.certfile is None) != (listen.keyfile is None):
         raise ValueError("gRPC over TLS needs both a certificate and a key file")
