@@ -19,7 +19,7 @@ DOCS = ROOT / "docs"
 # The hand-written pages, and the CLI reference: its examples are the commands' own help.
 PAGES = sorted([DOCS / "quickstart.md", DOCS / "concepts.md", DOCS / "security.md",
                 *DOCS.glob("tutorials/*.md"), *DOCS.glob("operations/*.md"),
-                DOCS / "reference" / "cli.md"])
+                DOCS / "reference" / "cli.md", ROOT / "README.md"])
 ROOT_OPTIONS = {"--yard": 1, "--url": 1, "--key": 1, "--json": 0}
 
 
@@ -34,14 +34,20 @@ def bash_commands(text: str) -> list[str]:
         if block in ("bash", "sh", "console"):
             commands.append(line)
     joined = re.sub(r"\\\n", " ", "\n".join(commands))
-    found = []
+    found, pending = [], ""
     for line in joined.splitlines():
         # punctuation_chars: operators are tokens of their own, quotes are respected
-        lexer = shlex.shlex(line.strip().removeprefix("$ "), posix=True, punctuation_chars=True)
+        pending += ("\n" if pending else "") + line.strip().removeprefix("$ ")
+        lexer = shlex.shlex(pending, posix=True, punctuation_chars=True)
         lexer.whitespace_split = True
+        try:
+            tokens = [*lexer, ";"]  # the last ";" ends the last command
+        except ValueError:  # a quote goes on over the next line
+            continue
+        pending = ""
         words: list[str] = []
         redirected = False
-        for token in [*lexer, ";"]:  # the last ";" ends the last command
+        for token in tokens:
             if token in ("|", "||", "&&", ";", "&"):
                 if words[:1] == ["modelyard"]:
                     found.append(shlex.join(words))
@@ -110,9 +116,11 @@ def test_the_checker_refuses_what_the_cli_would() -> None:
             "modelyard endpoints create churn \\\n  --model churn@champion --timeout-ms 50\n"
             "modelyard endpoints create churn --timeout-ms soon\n"
             "modelyard modles list\nmodelyard models list --colour red  # no such option\n"
+            "curl -d '{\"a\": 1,\n  \"b\": 2}' && modelyard --yard ./y endpoints list\n"
             "```\n```python\nmodelyard nothing here\n```\n")
     lines = bash_commands(text)
     assert lines[:2] == ["modelyard --json models list --tag a=b",
                          "modelyard endpoints create churn --model churn@champion "
                          "--timeout-ms 50"]
-    assert [bool(problems(line)) for line in lines] == [False, False, True, True, True]
+    assert lines[-1] == "modelyard --yard ./y endpoints list"  # after a quote over two lines
+    assert [bool(problems(line)) for line in lines] == [False, False, True, True, True, False]
