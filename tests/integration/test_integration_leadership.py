@@ -206,7 +206,7 @@ def test_the_leader_analyses_the_followers_traffic_too(
     """All the traffic goes to the follower: the leader sees none of it itself, and still
     counts it (rollout evidence shared through the store), so the canary advances on it."""
     home = tmp_path / "yard"
-    yard, key = Yard.init(settings=Settings.load(home, env={}, database_url=database_url))
+    yard, _ = Yard.init(settings=Settings.load(home, env={}, database_url=database_url))
     servers: list[Server] = []
     load: Load | None = None
     try:
