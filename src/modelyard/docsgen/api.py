@@ -64,7 +64,8 @@ def _plain_routes(routes: Iterable[Any], described: set[str]) -> list[PlainRoute
     for route in routes:
         if not isinstance(route, Route) or route.path in described | _FRAMEWORK_PATHS:
             continue
-        doc = (inspect.getdoc(route.endpoint) or "").split("\n\n")[0]
+        doc = (inspect.getdoc(route.endpoint) or "").split("\n\n")[0].replace("``", "`")
+        doc = doc.removesuffix(":") + ("." if doc.endswith(":") else "")
         for method in sorted((route.methods or set()) - {"HEAD"}):
             found[(method, route.path)] = PlainRoute(method, route.path, " ".join(doc.split()))
     # The inference hot path answers before any routing (serving/fastpath.py): public

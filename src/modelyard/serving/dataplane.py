@@ -85,13 +85,17 @@ class DataPlane:
         return state.deployment
 
     async def server_metadata(self, request: Request) -> Response:
+        """OIP v2 server metadata: name, version, protocol extensions."""
         return json_response({"name": "modelyard", "version": __version__,
                               "extensions": ["binary_tensor_data"]})
 
     async def live(self, request: Request) -> Response:
+        """Liveness: 200 while the process serves HTTP."""
         return json_response({"live": True})
 
     async def ready(self, request: Request) -> Response:
+        """Readiness: 200 when every endpoint has a loaded deployment, else 503 (``/readyz``
+        also says whether this process leads)."""
         ready = self.backend.ready()
         body: dict[str, Any] = {"ready": ready}
         leadership = getattr(request.app.state, "leadership", None)
@@ -100,6 +104,7 @@ class DataPlane:
         return json_response(body, status=200 if ready else 503)
 
     async def model_ready(self, request: Request) -> Response:
+        """OIP v2: whether an endpoint (and version) can answer now (200) or not (503)."""
         name = request.path_params["name"]
         state = self._state(name, request)
         ready = state.deployment is not None
@@ -161,6 +166,7 @@ class DataPlane:
         return json_response(await asyncio.to_thread(store), status=202)
 
     async def model_metadata(self, request: Request) -> Response:
+        """OIP v2 model metadata: versions, platform, input and output tensors."""
         deployment = self._deployment(request)
         version = deployment.version
 
@@ -177,6 +183,7 @@ class DataPlane:
         })
 
     async def prometheus(self, request: Request) -> Response:
+        """Prometheus metrics of this process (text format)."""
         if not self.public_metrics:  # endpoint names and traffic are not for everyone
             header = request.headers.get("authorization")
             self.access.check_action(header.encode("latin-1") if header else None,

@@ -551,6 +551,7 @@ class OpenAIRoutes:
         return json_response({"object": "list", "data": data})
 
     async def model(self, request: Request) -> Response:
+        """One endpoint as an OpenAI model object, if this caller may call it."""
         name = request.path_params["model"]
         state = self._state(name, request)
         if state.deployment is None or not _speaks_openai(state.deployment):
@@ -577,6 +578,7 @@ class OpenAIRoutes:
 
     # embeddings ---------------------------------------------------------------------------
     async def embeddings(self, request: Request) -> Response:
+        """OpenAI embeddings from an embedder endpoint (``model`` is the endpoint's name)."""
         body = await _json(request)
         state, deployment = self._target(body, request)
         texts = parse_embedding_input(body.get("input"))
@@ -605,6 +607,8 @@ class OpenAIRoutes:
 
     # chat ---------------------------------------------------------------------------------
     async def chat_completions(self, request: Request) -> Response:
+        """OpenAI chat completions from a chat endpoint, streamed as server-sent events when
+        asked (``model`` is the endpoint's name)."""
         body = await _json(request)
         state, deployment = self._target(body, request)
         chat = parse_chat(body)
