@@ -11,7 +11,6 @@
   var palette = ["#1f6feb", "#d9480f", "#2b8a3e", "#862e9c", "#c2255c", "#495057"];
   var charts = {};
   var versionsKey = "";
-  var polls = 0;
 
   function width(el) { return Math.max(260, el.clientWidth || 300); }
 
@@ -87,26 +86,10 @@
     section.setAttribute("data-requests", String(Math.round(total)));
   }
 
-  function poll() {
-    fetch(url, { credentials: "same-origin", headers: { accept: "application/json" } })
-      .then(function (r) {
-        if (!r.ok) { throw new Error("HTTP " + r.status); }
-        return r.json();
-      })
-      .then(function (doc) {
-        render(doc);
-        polls += 1;
-        section.setAttribute("data-polls", String(polls));
-        statusEl.textContent = "(updated " + new Date().toLocaleTimeString() + ")";
-      })
-      .catch(function (e) { statusEl.textContent = "(cannot update: " + e.message + ")"; })
-      .then(function () { window.setTimeout(poll, 2000); });
-  }
-
   window.addEventListener("resize", function () {
     Object.keys(charts).forEach(function (k) {
       charts[k].plot.setSize({ width: width(charts[k].el), height: 180 });
     });
   });
-  poll();
+  window.modelyardPoll(url, 2000, 0, render, section, statusEl);
 }());

@@ -5,7 +5,6 @@
   if (!wrap) { return; }
   var url = wrap.getAttribute("data-overview");
   var statusEl = document.querySelector("[data-overview-status]");
-  var polls = 0;
 
   function number(v) {
     if (v === null || v === undefined) { return "\u2013"; }
@@ -24,20 +23,5 @@
     });
   }
 
-  function poll() {
-    fetch(url, { credentials: "same-origin", headers: { accept: "application/json" } })
-      .then(function (r) {
-        if (!r.ok) { throw new Error("HTTP " + r.status); }
-        return r.json();
-      })
-      .then(function (doc) {
-        show(doc);
-        polls += 1;
-        wrap.setAttribute("data-polls", String(polls));
-        statusEl.textContent = "(last " + new Date().toLocaleTimeString() + ")";
-      })
-      .catch(function (e) { statusEl.textContent = "(cannot update: " + e.message + ")"; })
-      .then(function () { window.setTimeout(poll, 5000); });
-  }
-  window.setTimeout(poll, 5000);
+  window.modelyardPoll(url, 5000, 5000, show, wrap, statusEl);
 }());
