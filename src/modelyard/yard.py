@@ -35,7 +35,15 @@ from modelyard.domain.jobs import Job, LogLine, Schedule
 from modelyard.domain.monitors import training_columns
 from modelyard.domain.names import ModelRef
 from modelyard.domain.projects import Project
-from modelyard.domain.registry import Alias, Endpoint, Lineage, Model, ModelVersion, fingerprint
+from modelyard.domain.registry import (
+    Alias,
+    Endpoint,
+    Lineage,
+    Model,
+    ModelVersion,
+    fingerprint,
+    metric_values,
+)
 from modelyard.domain.signature import Signature, as_input_dict
 from modelyard.governance import audit
 from modelyard.governance.audit import guard
@@ -110,6 +118,7 @@ class Yard:
             self.db, self.jobs, self.registry, self.rollouts, self.approvals,
             [h.strip() for h in self.settings.outbound_allow.split(",") if h.strip()])
         self.monitoring.retrain = self.retraining.trigger  # alerts ask for cycles
+        self.retraining.runner.profile = self.monitoring.set_profile  # challengers' profiles
         self.readiness_service = ReadinessService(self.db, self.artifacts, self.settings)
         self.principal = principal or Principal.local_admin()
         self._deployments: dict[tuple[str, str], Deployment] = {}
@@ -611,7 +620,7 @@ def registration(**options: Unpack[RegisterOptions]) -> Registration:
         data_fingerprint=options.get("data_fingerprint")
         or (fingerprint(data) if data is not None else None),
         params=dict(options.get("params") or {}),
-        metrics={k: float(v) for k, v in (options.get("metrics") or {}).items()},
+        metrics=metric_values(options.get("metrics")),
         code_revision=options.get("code_revision"),
         parent=str(ModelRef.parse(parent, "parent")) if parent else None,
         tags={str(k): str(v) for k, v in (options.get("tags") or {}).items()},

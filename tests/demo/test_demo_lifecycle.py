@@ -36,6 +36,7 @@ def test_the_lifecycle_story_runs_to_a_promotion(tmp_path: Path) -> None:
         cycle = yard.retrain_cycles("risk")[0]
         assert (cycle["trigger"], cycle["state"]) == ("drift", "promoted")
         assert yard.card("risk:2")["card"]["owners"] == ["ml-platform@example.com"]  # inherited
+        assert yard.profile("risk:2")["profile"]["rows"] > 0  # drift is tested against it now
         actions = [r["action"] for r in yard.audit_records()]
         for expected in ("alert.firing", "retrain.trigger", "retrain.gate", "rollout.start",
                          "approval.approve", "rollout.promoted", "loadtest.record"):

@@ -67,6 +67,9 @@ def test_better_challenger_starts_a_canary_and_worse_one_stops_at_the_gate(
     assert lineage.tags["retrain_job"] == str(done["job_id"])
     assert lineage.code_revision and lineage.code_revision.startswith("cycle_test_training@")
     assert yard.model("churn").aliases == {"champion": 1, "challenger": 2}
+    # Profiled on its 300 training rows: drift is tested against it once it serves.
+    profile = yard.profile("churn:2")
+    assert profile["profile"]["rows"] == 300, profile["profile"]
 
     [rollout] = yard.rollouts_of("churn")
     assert rollout["id"] == done["rollout_id"] and rollout["status"] == "running"

@@ -15,7 +15,7 @@ import hashlib
 import inspect
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -158,6 +158,10 @@ class CycleRunner:
         self.rollouts = rollouts
         self.approvals = approvals
         self.outbound_allow = tuple(outbound_allow)
+        # Attaches a version's reference profile (MonitoringService.set_profile; the yard
+        # wires it): a challenger is profiled on its training rows, so once it serves, drift
+        # is tested against what it learned from.
+        self.profile: Callable[..., Any] | None = None
 
     def __repr__(self) -> str:
         return f"CycleRunner({self.db!r})"
@@ -231,6 +235,8 @@ class CycleRunner:
         if champion is not None:
             ctx.step("card", lambda: self._inherit_card(who, champion, policy.model,
                                                         int(registered["version"])))
+        if self.profile is not None:
+            ctx.step("profile", lambda: self._profile(who, challenger_ref, train))
         ctx.step("challenger", lambda: bool(self.registry.set_alias(
             who, policy.model, "challenger", int(registered["version"]))))
         with self.db.transaction() as session:
@@ -338,6 +344,13 @@ class CycleRunner:
                                      f"{ctx.id}), trained on {len(train)} rows"))
         ctx.log(f"registered {version.ref}")
         return {"version": version.version}
+
+    def _profile(self, who: Principal, ref: str, train: data.Table) -> bool:
+        """The challenger's reference profile, from the rows it was trained on."""
+        assert self.profile is not None
+        signature = self.registry.get_version(who, ref).signature
+        self.profile(who, ref, columns=data.model_inputs(signature, train))
+        return True
 
     def _inherit_card(self, who: Principal, champion: ModelVersion, model: str,
                       version: int) -> bool:
