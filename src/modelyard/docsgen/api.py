@@ -6,11 +6,13 @@ environment's ``MODELYARD_*``), so the page is the same on every machine.
 
 from __future__ import annotations
 
+import ast
 import importlib
 import inspect
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from starlette.routing import Route
@@ -22,14 +24,8 @@ from modelyard.governance.policy import ACTIONS, ROLES
 
 _METHODS = ("get", "put", "post", "patch", "delete")
 _FRAMEWORK_PATHS = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
-# Modules that define errors of their own, imported so the code table never depends on what
-# happened to be imported before (none of them needs an optional extra at import time).
-_ERROR_MODULES = ("modelyard.domain.jobs", "modelyard.domain.graph", "modelyard.graph.executor",
-                  "modelyard.flavors.remote", "modelyard.governance.outbound",
-                  "modelyard.interop.mlflow", "modelyard.jobs.retrain_data",
-                  "modelyard.rollout.controller", "modelyard.serving.resilience",
-                  "modelyard.store.db", "modelyard.store.keys", "modelyard.store.retraining",
-                  "modelyard.yard")
+# Where error classes may live but no app import reaches them: not listed as codes.
+_NOT_API = ("modelyard.client", "modelyard.testing")
 
 
 @dataclass(frozen=True)
@@ -277,8 +273,14 @@ def _doc(error: type[ModelyardError]) -> str:
 
 
 def _errors() -> list[type[ModelyardError]]:
-    for module in _ERROR_MODULES:
-        importlib.import_module(module)
+    """Every ModelyardError subclass in the package, whatever was imported before (the code
+    table must not depend on test order): modules that define one are found in the source
+    and imported."""
+    for module in _error_modules():
+        try:
+            importlib.import_module(module)
+        except ImportError:  # an optional extra is missing: its errors cannot occur either
+            continue
     found: list[type[ModelyardError]] = []
     pending = [ModelyardError]
     while pending:
@@ -288,4 +290,27 @@ def _errors() -> list[type[ModelyardError]]:
     # Test-only subclasses are not part of the API; the SDK's ApiError re-raises a problem
     # the server sent, it has no code of its own.
     return [e for e in found if e.__module__.startswith("modelyard.")
-            and e.__module__ != "modelyard.client"]
+            and not e.__module__.startswith(_NOT_API)]
+
+
+def _error_modules() -> list[str]:
+    """Modules of the package that define a class deriving, at any depth, from
+    ModelyardError, found by reading the source (class name -> its bases)."""
+    root = Path(__file__).resolve().parents[1]
+    bases: dict[str, tuple[str, set[str]]] = {}  # class -> (module, base names)
+    for path in sorted(root.rglob("*.py")):
+        module = ".".join(("modelyard", *path.relative_to(root).with_suffix("").parts))
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ClassDef):
+                names = {b.attr if isinstance(b, ast.Attribute) else getattr(b, "id", "")
+                         for b in node.bases}
+                bases.setdefault(node.name, (module, names))
+    errors, grew = {"ModelyardError"}, True
+    while grew:
+        grew = False
+        for name, (_, parents) in bases.items():
+            if name not in errors and parents & errors:
+                errors.add(name)
+                grew = True
+    return sorted({bases[n][0] for n in errors if n in bases
+                   and not bases[n][0].startswith(_NOT_API)})
