@@ -104,7 +104,10 @@ class Graph:
     @classmethod
     def load(cls, path: str | Path) -> Graph:
         """A graph from a YAML (or JSON) file; never runs code (``yaml.safe_load``)."""
-        doc = yaml.safe_load(Path(path).read_text())
+        try:
+            doc = yaml.safe_load(Path(path).read_text())
+        except (OSError, ValueError, yaml.YAMLError) as exc:  # ValueError: not UTF-8
+            raise _graph.invalid([_graph.Problem("", f"cannot read {path}: {exc}")]) from None
         if not isinstance(doc, Mapping):
             raise _graph.invalid([_graph.Problem("", f"{path} does not hold a mapping")])
         return cls.from_dict(doc)

@@ -85,6 +85,8 @@ def test_a_shift_is_detected_alerted_once_and_resolved(
         model: tuple[Yard, LogisticRegression], webhook: str) -> None:
     yard, clf = model
     assert yard.profile("churn:1")["profile"]["rows"] == 2000
+    # The operator allows the local receiver (the outbound_allow setting): checked when set.
+    yard.monitoring.outbound_allow = "127.0.0.1"
     yard.set_monitor("churn", {"window_s": 60, "evaluate_every_s": 10, "webhook": webhook,
                                "quality": {"task": "classification", "min_samples": 50}})
     retrains: list[tuple[str, str, str]] = []

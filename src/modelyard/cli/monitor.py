@@ -124,7 +124,7 @@ def set_(
     if file is not None:
         try:
             loaded = yaml.safe_load(file.read_text())
-        except (OSError, yaml.YAMLError) as exc:
+        except (OSError, ValueError, yaml.YAMLError) as exc:  # ValueError: not UTF-8
             raise ValidationFailed(f"cannot read {file}: {exc}", field="file") from exc
         if not isinstance(loaded, dict):
             raise ValidationFailed(f"{file} must hold a mapping of settings", field="file")

@@ -87,7 +87,7 @@ def _request_body(client: Any, endpoint: str, data: Path | None) -> bytes:
     if data is not None:
         try:
             body = json.loads(data.read_text())
-        except ValueError as exc:
+        except (OSError, ValueError) as exc:
             raise InvalidJSON(f"{data} is not valid JSON: {exc}", field="data") from exc
         if not isinstance(body, dict) or "inputs" not in body:
             raise ValidationFailed(f"{data} must hold an OIP v2 request: {{\"inputs\": "

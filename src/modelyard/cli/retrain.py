@@ -30,7 +30,7 @@ _FINAL = ("promoted", "rejected", "rolled_back", "failed")
 def _read(file: Path) -> dict[str, Any]:
     try:
         loaded = yaml.safe_load(file.read_text())
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, ValueError, yaml.YAMLError) as exc:  # ValueError: not UTF-8
         raise ValidationFailed(f"cannot read {file}: {exc}", field="file") from None
     if not isinstance(loaded, dict):
         raise ValidationFailed(f"{file} must hold a mapping (the policy)", field="file")

@@ -72,7 +72,7 @@ def parse_steps(text: str) -> list[dict[str, float]]:
 def _load_file(path: Path) -> dict[str, Any]:
     try:
         doc = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, ValueError, yaml.YAMLError) as exc:  # ValueError: not UTF-8
         raise ValidationFailed(f"cannot read {path}: {exc}", field="file") from None
     if doc is None:
         return {}

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from modelyard.backends.base import Backend
 from modelyard.control.endpoints import EndpointService
+from modelyard.control.json_route import StrictJSONRoute
 from modelyard.control.registry import RegistryService
 from modelyard.domain.approvals import Approval
 from modelyard.domain.errors import (
@@ -309,7 +310,7 @@ def build_control_api(app: FastAPI, yard: Yard, backend: Backend) -> None:
     registry: RegistryService = yard.registry
     endpoints: EndpointService = yard.endpoints
     settings = yard.settings
-    router = APIRouter(prefix=API)
+    router = APIRouter(prefix=API, route_class=StrictJSONRoute)
 
     json_body = [Depends(require_json)]
 

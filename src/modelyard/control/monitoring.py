@@ -27,6 +27,7 @@ from modelyard.domain.names import ModelRef
 from modelyard.domain.profiles import Profile, build_profile
 from modelyard.governance import audit
 from modelyard.governance.audit import guard
+from modelyard.governance.outbound import check_url
 from modelyard.governance.policy import Principal
 from modelyard.monitor.runner import MonitorRunner, RetrainHook
 from modelyard.store import inference_log as repo
@@ -59,7 +60,11 @@ def parse_time(text: str | None, field: str, now: datetime | None = None
     relative = _RELATIVE.fullmatch(text.strip())
     if relative:
         seconds = float(relative[1]) * _UNITS[relative[2]]
-        return (now or datetime.now(UTC)) - timedelta(seconds=seconds)
+        try:
+            return (now or datetime.now(UTC)) - timedelta(seconds=seconds)
+        except OverflowError:  # before year 1: a typo, not a time
+            raise ValidationFailed(f"{field} {text.strip()!r} reaches back before year 1",
+                                   field=field) from None
     try:
         when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
@@ -132,6 +137,10 @@ class MonitoringService:
         webhook (see ``domain.monitors.MonitorSpec``); replaces the current monitor."""
         who = self._guard(principal, "monitors:write", endpoint)
         settled = MonitorSpec.from_dict(dict(spec or {})).to_dict()
+        if settled.get("webhook"):
+            # Refused now, not at the first alert (ADR 0006); sending checks it again.
+            allow = [a.strip() for a in self.outbound_allow.split(",") if a.strip()]
+            check_url(settled["webhook"], allow, field="webhook", unresolved_ok=True)
         with self.db.transaction() as session:
             before, after = monitoring_repo.put_monitor(session, endpoint, settled, enabled)
             audit.append(session, who.name, "monitor.set", f"endpoint:{endpoint}",

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from modelyard.domain.deployment import DeploymentSpec
+from modelyard.domain.errors import ValidationFailed
 from modelyard.domain.signature import Signature
 
 AUTH_MODES = ("public", "key", "jwt")
@@ -42,12 +44,31 @@ class Lineage:
         return cls(
             data_fingerprint=data.get("data_fingerprint"),
             params=dict(data.get("params") or {}),
-            metrics={k: float(v) for k, v in (data.get("metrics") or {}).items()},
+            # A metric stored as null (NaN, written before registration refused it) is left
+            # out rather than making the version unreadable.
+            metrics={k: float(v) for k, v in (data.get("metrics") or {}).items()
+                     if v is not None},
             code_revision=data.get("code_revision"),
             parent=data.get("parent"),
             tags={str(k): str(v) for k, v in (data.get("tags") or {}).items()},
             trusted=bool(data.get("trusted", False)),
         )
+
+
+def metric_values(metrics: Mapping[str, Any] | None) -> dict[str, float]:
+    """Lineage metrics as finite floats: NaN or infinity cannot be stored as JSON (it would
+    come back as null), so they are refused, naming the metric."""
+    out: dict[str, float] = {}
+    for name, value in (metrics or {}).items():
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        if isinstance(value, bool) or not math.isfinite(number):
+            raise ValidationFailed(f"metric {name!r} must be a finite number, not {value!r}",
+                                   field=f"metrics.{name}")
+        out[str(name)] = number
+    return out
 
 
 @dataclass(frozen=True)

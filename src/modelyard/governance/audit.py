@@ -21,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from modelyard.governance.redaction import redact
+from modelyard.store.db import dump_json, load_json
 from modelyard.store.tables import AuditHeadRow, AuditRow, utcnow
 
 GENESIS = "0" * 64
@@ -40,6 +41,12 @@ def scrub(value: Any) -> Any:
     if isinstance(value, datetime):  # the record is stored as JSON
         return value.isoformat()
     return redact(value)
+
+
+def as_stored(value: Any) -> Any:
+    """``value`` as the JSON column gives it back (NaN becomes null, numpy arrays lists...):
+    the hash must be over what ``verify`` will read, or a valid record looks altered."""
+    return None if value is None else load_json(dump_json(value))
 
 
 def canonical(fields: dict[str, Any]) -> bytes:
@@ -67,7 +74,7 @@ def append(session: Session, actor: str, action: str, target: str, *, before: An
         session.flush()
     at = utcnow()
     seq = head.seq + 1
-    before, after = scrub(before), scrub(after)
+    before, after = as_stored(scrub(before)), as_stored(scrub(after))
     request = request_id.get()
     record = AuditRow(seq=seq, at=at, actor=actor, action=action, target=target,
                       outcome=outcome, before=before, after=after, request_id=request,

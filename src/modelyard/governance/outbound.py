@@ -201,17 +201,21 @@ def _target(url: httpx.URL | str, field: str = "url") -> tuple[str, int]:
 
 
 def check_url(url: str, allow: Sequence[str] | OutboundPolicy = (), *,
-              field: str = "url") -> Destination:
+              field: str = "url", unresolved_ok: bool = False) -> Destination:
     """Refuse (``OutboundRefused``) a URL that is not http(s), carries credentials, does not
     resolve, or resolves to any non-public address not on the allow-list.
 
     Use it to reject bad configuration early; send with ``guarded_client``, which checks again
-    at connect time (DNS answers can change between the two).
+    at connect time (DNS answers can change between the two). ``unresolved_ok``: a name that
+    does not resolve here (yet) passes with no addresses, for settings that are only used
+    later, such as a webhook; numeric hosts always resolve, so they are always judged.
     """
     policy = allow if isinstance(allow, OutboundPolicy) else OutboundPolicy.parse(allow)
     host, port = _target(url, field)
     addresses = resolve(host, port)
     if not addresses:
+        if unresolved_ok:
+            return Destination(host, port, ())
         raise OutboundRefused(f"host {host!r} does not resolve", field=field)
     policy.check(host, addresses, field)
     return Destination(host, port, addresses)

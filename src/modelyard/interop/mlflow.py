@@ -41,6 +41,7 @@ import contextlib
 import enum
 import gzip
 import lzma
+import math
 import os
 import pickletools
 import shutil
@@ -426,7 +427,9 @@ def _lineage(model_uri: str, meta: Any, tracking_uri: str | None) -> dict[str, A
     if source:
         tags["mlflow.source"] = source
     return {"params": dict(run.data.params),
-            "metrics": {k: float(v) for k, v in run.data.metrics.items()},
+            # MLflow keeps NaN metrics; lineage (JSON) cannot, so they stay in MLflow only.
+            "metrics": {k: float(v) for k, v in run.data.metrics.items()
+                        if math.isfinite(float(v))},
             "tags": tags,
             "code_revision": run.data.tags.get("mlflow.source.git.commit")}
 

@@ -42,6 +42,7 @@ from modelyard.serving.codecs import dumps, loads
 from modelyard.serving.dataplane import plain_inputs
 from modelyard.serving.deployment import Deployment
 from modelyard.serving.metrics import DeploymentMetrics, refused
+from modelyard.serving.request_id import caller_id
 
 TIMEOUT_HEADER = b"modelyard-timeout-ms"
 PRIORITY_HEADER = b"modelyard-priority"
@@ -86,7 +87,7 @@ class _Request:
             elif name == PRIORITY_HEADER:
                 self.priority = value
             elif name == b"x-request-id":
-                self.request_id = value[:128]
+                self.request_id = caller_id(value)  # else a new one, as on the control plane
             elif name == b"inference-header-content-length":
                 self.header_length = value
             elif name == b"authorization":

@@ -12,13 +12,21 @@ from modelyard.governance.audit import request_id
 HEADER = b"x-request-id"
 
 
-def request_id_from(given: bytes) -> str:
-    """The caller's id if it is printable ASCII (it ends up in logs and the audit chain),
-    bounded to 128 characters; else a new one."""
+_PRINTABLE = bytes(range(33, 127))
+
+
+def caller_id(given: bytes) -> bytes | None:
+    """The caller's id, bounded to 128 characters, if it is printable ASCII without spaces
+    (it ends up in logs, the audit chain and the inference log, where labels are joined on
+    it); else ``None``. One C-level pass: the data plane calls it on every request."""
     given = given[:128]
-    if given and all(33 <= c < 127 for c in given):
-        return given.decode("ascii")
-    return uuid.uuid4().hex
+    return given if given and not given.translate(None, _PRINTABLE) else None
+
+
+def request_id_from(given: bytes) -> str:
+    """The caller's id if ``caller_id`` takes it; else a new one."""
+    rid = caller_id(given)
+    return rid.decode("ascii") if rid is not None else uuid.uuid4().hex
 
 
 class RequestId:

@@ -1,0 +1,55 @@
+"""Wrong files and values given to the CLI end with one line and exit code 1, never a
+traceback (a binary file where YAML is expected, a time ago before year 1)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from modelyard import Yard
+from modelyard.cli.main import app
+
+runner = CliRunner()
+X = np.arange(4, dtype=np.float32).reshape(1, 4)
+
+
+def cli(yard: Yard, *args: str) -> str:
+    result = runner.invoke(app, ["--yard", str(yard.settings.home), *args],
+                           env={"MODELYARD_DATABASE_URL": yard.settings.database_url,
+                                "MODELYARD_ARTIFACTS_URL": yard.settings.artifacts_url,
+                                "COLUMNS": "200"})
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), \
+        result.exception
+    assert "Traceback" not in result.output
+    return result.output
+
+
+@pytest.fixture
+def binary(tmp_path: Path) -> Path:
+    path = tmp_path / "model.yaml"
+    path.write_bytes(b"\x08\x07\xcf\xff\x00onnx")
+    return path
+
+
+def test_a_binary_file_where_yaml_belongs(yard: Yard, binary: Path) -> None:
+    yard.register("echo", "modelyard.testing.models:Echo", flavor="python", trusted=True,
+                  sample=X)
+    yard.create_endpoint("echo", "echo:1")
+    for args in (["graphs", "validate", str(binary)],
+                 ["retrain", "policy", "set", "echo", "-f", str(binary)],
+                 ["monitor", "set", "echo", "-f", str(binary)],
+                 ["rollout", "start", "echo", "--to", "echo:1", "-f", str(binary)]):
+        out = cli(yard, *args)
+        assert "cannot read" in out, (args, out)
+
+
+def test_a_time_ago_before_year_one(yard: Yard) -> None:
+    yard.register("echo", "modelyard.testing.models:Echo", flavor="python", trusted=True,
+                  sample=X)
+    yard.create_endpoint("echo", "echo:1")
+    out = cli(yard, "monitor", "log", "echo", "--since", "99999999999999d")
+    assert "validation_failed" in out and "since" in out

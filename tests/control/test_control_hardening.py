@@ -1,0 +1,88 @@
+"""Bodies and queries that used to reach the store (or the audit chain) and fail there with a
+500, found by an outside-in pass: each is the client's mistake, answered as a problem, and
+leaves nothing behind. On SQLite and PostgreSQL (where NUL in text is a driver error)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from modelyard.control.json_route import nul_text
+from support import API, assert_problem
+
+JSON = {"content-type": "application/json"}
+
+
+@pytest.mark.parametrize("body", [
+    '{"name": "p1", "description": "a\\ud800b"}',  # a lone surrogate: cannot be encoded
+    '{"name": "p1", "policy": {"approval_expiry_h": NaN}}',
+    '{"name": "p1", "policy": {"approval_expiry_h": Infinity}}',
+    '{"name": "p1", "policy": {"approval_expiry_h": 1e400}}',
+    '[' * 2000 + ']' * 2000,
+])
+def test_json_that_python_accepts_but_the_store_cannot_hold_is_invalid_json(
+        api: httpx.Client, body: str) -> None:
+    problem = assert_problem(api.post(f"{API}/projects", content=body, headers=JSON), 400,
+                             "invalid_json", field="body")
+    assert problem["detail"].startswith("the body is not valid JSON: ")
+    assert api.get(f"{API}/projects/p1").status_code == 404
+    assert api.get(f"{API}/audit/verify").json()["ok"]
+
+
+def test_a_nul_character_in_text_is_refused_naming_its_field(api: httpx.Client) -> None:
+    assert_problem(api.post(f"{API}/projects", headers=JSON,
+                            content='{"name": "p1", "description": "a\\u0000b"}'),
+                   422, "validation_failed", field="description")
+    assert api.get(f"{API}/projects/p1").status_code == 404
+    assert_problem(api.post(f"{API}/keys", headers=JSON,
+                            content='{"owner": "ci", "roles": ["viewer", "dev\\u0000"]}'),
+                   422, "validation_failed", field="roles[1]")
+    # A text that merely shows the escape (an escaped backslash) is fine.
+    created = api.post(f"{API}/projects", headers=JSON,
+                       content='{"name": "p2", "description": "shows \\\\u0000 literally"}')
+    assert created.status_code == 201, created.text
+    assert created.json()["description"] == "shows \\u0000 literally"
+
+
+def test_nul_text_names_the_first_path_and_survives_deep_nesting() -> None:
+    assert nul_text({"a": [1, {"b": "x\x00"}]}) == "a[1].b"
+    assert nul_text({"a\x00": 1}) == "a\x00"
+    assert nul_text("\x00") == ""
+    assert nul_text({"a": ["fine", 1.5, None, True]}) is None
+    deep: object = "\x00"
+    for _ in range(3000):
+        deep = [deep]
+    assert nul_text(deep) == "[0]" * 3000
+
+
+def test_a_time_ago_before_year_one_is_a_422(shared_api: httpx.Client) -> None:
+    for path in ("endpoints/churn/log", "endpoints/churn/log/summary"):
+        assert_problem(shared_api.get(f"{API}/{path}", params={"since": "99999999999999d"}),
+                       422, "validation_failed", field="since")
+
+
+@pytest.mark.parametrize("url", [
+    "http://169.254.169.254/latest/meta-data/",
+    "http://127.0.0.1:8000/api/v1/keys",
+    "http://2130706433/",  # 127.0.0.1, written as one number
+    "http://[::1]/",
+    "http://[::ffff:10.0.0.1]/",
+])
+def test_a_webhook_to_a_private_address_is_refused_when_it_is_set(
+        shared_api: httpx.Client, url: str) -> None:
+    assert_problem(shared_api.put(f"{API}/endpoints/churn/monitor",
+                                  json={"spec": {"window_s": 60, "webhook": url}}),
+                   422, "outbound_refused", field="webhook")
+    assert shared_api.get(f"{API}/endpoints/churn/monitor").status_code == 404
+
+
+def test_a_webhook_whose_name_does_not_resolve_yet_is_kept(shared_api: httpx.Client) -> None:
+    # Judged when an alert is sent (DNS may not know it yet where the server is configured).
+    url = "https://alerts.example.invalid/modelyard"
+    answer = shared_api.put(f"{API}/endpoints/churn/monitor",
+                            json={"spec": {"window_s": 60, "webhook": url}})
+    try:
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["spec"]["webhook"] == url
+    finally:
+        shared_api.delete(f"{API}/endpoints/churn/monitor")
