@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from modelyard.control.api import ROUTE_ACTIONS
-from modelyard.docsgen import api, cli
+from modelyard.docsgen import api, cli, settings
 from modelyard.docsgen.__main__ import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,6 +27,19 @@ def test_the_api_reference_is_current(api_page: str) -> None:
 
 def test_the_cli_reference_is_current() -> None:
     assert (REFERENCE / "cli.md").read_text() == cli.render(), FIX
+
+
+def test_the_settings_reference_is_current() -> None:
+    assert (REFERENCE / "settings.md").read_text() == settings.render(), FIX
+
+
+def test_every_setting_is_in_the_settings_reference() -> None:
+    from dataclasses import fields
+
+    from modelyard.settings import Settings
+
+    page = settings.render()
+    assert all(f"| `{f.name}` | `MODELYARD_{f.name.upper()}` |" in page for f in fields(Settings))
 
 
 def test_every_guarded_route_is_documented_with_its_action(api_page: str) -> None:

@@ -1,5 +1,6 @@
-"""``python -m modelyard.docsgen [api] [cli] [--out docs/reference] [--check]``: rewrite the
-generated reference pages (both by default), or with ``--check`` exit 1 naming the stale ones."""
+"""``python -m modelyard.docsgen [api] [cli] [settings] [--out docs/reference] [--check]``:
+rewrite the generated reference pages (all by default), or with ``--check`` exit 1 naming the
+stale ones."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from modelyard.docsgen import api, cli
+from modelyard.docsgen import api, cli, settings
 
 PAGES: dict[str, Callable[[], str]] = {
     "api": lambda: api.render(*api.collect()),
     "cli": lambda: cli.render(),
+    "settings": lambda: settings.render(),
 }
 
 
@@ -33,7 +35,7 @@ def write(path: Path, text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m modelyard.docsgen", description=__doc__)
-    parser.add_argument("pages", nargs="*", metavar="{api,cli}",
+    parser.add_argument("pages", nargs="*", metavar="{api,cli,settings}",
                         help="which pages (default: all)")
     parser.add_argument("--out", type=Path, default=Path("docs/reference"))
     parser.add_argument("--check", action="store_true", help="only say which are stale")
