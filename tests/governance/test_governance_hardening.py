@@ -10,6 +10,7 @@ import pytest
 from modelyard import Yard
 from modelyard.domain.errors import ValidationFailed
 from modelyard.governance.outbound import OutboundRefused, check_url
+from modelyard.governance.redaction import redact_text
 
 
 def test_params_the_store_rewrites_keep_the_audit_chain_valid(
@@ -40,3 +41,10 @@ def test_a_name_that_does_not_resolve_passes_only_when_asked() -> None:
     assert check_url(url, unresolved_ok=True).addresses == ()
     with pytest.raises(OutboundRefused):  # numeric hosts always resolve, so always judged
         check_url("http://0x7f.1/", unresolved_ok=True)
+
+
+@pytest.mark.timeout(120)  # the old e-mail pattern was quadratic: this took hours
+def test_redaction_is_linear_in_long_runs_of_text() -> None:
+    tail = " write to john.doe+x@mail.example.com"
+    for run in ("d" * 2_000_000, "a@" * 500_000, "a@" + "a." * 500_000, "x1-" * 400_000):
+        assert redact_text(run + tail).endswith(" write to [EMAIL]")

@@ -75,14 +75,26 @@ def payload(value: Mapping[str, Any] | None, rules: Mapping[str, str],
     saying how big it was when over ``max_bytes`` (a 50 MB image batch is not a log record)."""
     if value is None:
         return None
+    # A field over the limit on its own would make the record a marker anyway: its text is not
+    # scanned for PII first (megabytes of it hold the GIL, and so stall the server, for seconds).
+    for name, item in value.items():
+        if rules.get(str(name)) is None and not (
+                isinstance(item, np.ndarray) and item.dtype.kind in _NUMBERS):
+            size = len(orjson.dumps(_plain(item), default=str))
+            if size > max_bytes:
+                return _marker(size)
     cleaned = _clean(value, rules)
     try:
         encoded = orjson.dumps(cleaned, option=_JSON_OPTIONS)
     except TypeError:  # an array orjson cannot take (e.g. float16): as plain lists
         encoded = orjson.dumps(_plain(cleaned), option=_JSON_OPTIONS)
     if len(encoded) > max_bytes:
-        encoded = orjson.dumps({"_truncated": True, "bytes": len(encoded)})
+        return _marker(len(encoded))
     return EncodedJSON(encoded.decode())
+
+
+def _marker(size: int) -> EncodedJSON:
+    return EncodedJSON(orjson.dumps({"_truncated": True, "bytes": size}).decode())
 
 
 class InferenceLog:
