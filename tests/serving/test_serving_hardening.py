@@ -44,3 +44,14 @@ def test_caller_id() -> None:
     assert caller_id(b"") is None
     assert caller_id(b"a\x7fb") is None
     assert caller_id(b"a b") is None
+
+
+@pytest.mark.parametrize("rid", ["a\u0000b", "a b", "caf\u00e9", "x" * 129, ""])
+def test_feedback_names_only_ids_an_answer_can_carry(http: httpx.Client, churn: str,
+                                                    rid: str) -> None:
+    answer = http.post(f"/endpoints/{churn}/feedback", json=[{"request_id": rid, "label": 1}])
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["field"] == "body[0].request_id"
+    ok = http.post(f"/endpoints/{churn}/feedback",
+                   json=[{"request_id": "order-42/<b>", "label": 1}])
+    assert ok.status_code == 202, ok.text

@@ -29,6 +29,7 @@ from modelyard.serving.access import DataPlaneAccess
 from modelyard.serving.codecs import dumps, json_response, loads, require_json
 from modelyard.serving.deployment import Deployment
 from modelyard.serving.metrics import ServingMetrics
+from modelyard.serving.request_id import caller_id
 from modelyard.store import feedback as feedback_repo
 from modelyard.store import inference_log as inference_log_repo
 from modelyard.store.db import Database
@@ -251,10 +252,11 @@ def _feedback(item: Any, model: str, where: str
         raise ValidationFailed("feedback is {version?, value, request_id?} (an outcome) or "
                                "{request_id, label} (ground truth), or both", field=where)
     request_id = item.get("request_id")
-    if request_id is not None and (not isinstance(request_id, str) or not request_id
-                                   or len(request_id) > 128):
-        raise ValidationFailed("request_id is text of 1-128 characters",
-                               field=f"{where}.request_id")
+    # Only an id an answer can carry (NUL, say, cannot be stored in PostgreSQL anyway).
+    if request_id is not None and (not isinstance(request_id, str)
+                                   or caller_id(request_id.encode()) != request_id.encode()):
+        raise ValidationFailed("request_id is the answer's X-Request-Id: 1-128 printable "
+                               "ASCII characters without spaces", field=f"{where}.request_id")
     version = item.get("version")
     if isinstance(version, int) and not isinstance(version, bool) and version >= 1:
         version = f"{model}:{version}"
