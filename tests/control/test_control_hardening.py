@@ -5,9 +5,12 @@ leaves nothing behind. On SQLite and PostgreSQL (where NUL in text is a driver e
 from __future__ import annotations
 
 import httpx
+import numpy as np
 import pytest
 
+from modelyard import Yard
 from modelyard.control.json_route import nul_text
+from modelyard.serving.server import BackgroundServer
 from support import API, assert_problem
 
 JSON = {"content-type": "application/json"}
@@ -86,3 +89,32 @@ def test_a_webhook_whose_name_does_not_resolve_yet_is_kept(shared_api: httpx.Cli
         assert answer.json()["spec"]["webhook"] == url
     finally:
         shared_api.delete(f"{API}/endpoints/churn/monitor")
+
+
+def test_a_graph_does_not_show_models_the_caller_may_not_read(
+        yard: Yard, server: BackgroundServer, classifier: object,
+        tabular: tuple[np.ndarray, ...]) -> None:
+    yard.create_project("vault")
+    yard.register("secret", classifier, sample=tabular[0][:3], project="vault")
+    yard.set_alias("secret", "champion", 1)
+    graph = {"graph": "g", "inputs": [{"name": "x", "dtype": "float32", "shape": [-1, 4]}],
+             "nodes": {"a": {"kind": "model", "model": "secret@champion",
+                             "inputs": {"wrong": "inputs.x"}}},
+             "outputs": {"y": "a.label"}}
+    for roles in (["predictor"], ["developer@default"]):
+        key = yard.create_key("outsider", roles)["key"]
+        with httpx.Client(base_url=server.url, timeout=30,
+                          headers={"authorization": f"Bearer {key}"}) as http:
+            for answer in (http.post(f"{API}/endpoints", json={"name": "g", "graph": graph}),
+                           http.post(f"{API}/graphs/validate", json=graph)):
+                text = answer.text
+                assert "input" not in text.replace("inputs", ""), text  # no signature shown
+                assert "champion" not in text, text
+                if answer.status_code != 403:  # refused outright, or told it does not exist
+                    assert "model 'secret' does not exist" in text, text
+    # Whoever may read the project sees the real problem.
+    key = yard.create_key("insider", ["developer@vault"])["key"]
+    with httpx.Client(base_url=server.url, timeout=30,
+                      headers={"authorization": f"Bearer {key}"}) as http:
+        problems = http.post(f"{API}/graphs/validate", json=graph).json()["problems"]
+    assert any("has no input 'wrong'" in p["message"] for p in problems), problems

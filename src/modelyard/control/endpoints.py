@@ -13,7 +13,12 @@ from modelyard.control.approvals import ApprovalService
 from modelyard.domain import graph
 from modelyard.domain.approvals import Approval
 from modelyard.domain.deployment import DeploymentSpec
-from modelyard.domain.errors import AlreadyExists, ValidationFailed, VersionArchived
+from modelyard.domain.errors import (
+    AlreadyExists,
+    ModelNotFound,
+    ValidationFailed,
+    VersionArchived,
+)
 from modelyard.domain.graph import Problem
 from modelyard.domain.names import ModelRef, check_name
 from modelyard.domain.projects import DEFAULT_PROJECT
@@ -83,15 +88,21 @@ class EndpointService:
         return who, project
 
     # -- graphs ----------------------------------------------------------------------------
-    def _check_graph(self, session: Session, doc: Any) -> tuple[dict[str, Any], str]:
+    def _check_graph(self, session: Session, doc: Any, principal: Principal | None
+                     ) -> tuple[dict[str, Any], str]:
         """The graph's canonical document and its project, or GraphInvalid with every
-        problem (structure, models, types and shapes along every edge, one project)."""
+        problem (structure, models, types and shapes along every edge, one project).
+        A model ``principal`` may not read is reported as missing: the problems would
+        otherwise show its signature (and that it exists) to anyone."""
         problems: list[Problem] = []
         spec = graph.parse(doc, problems)
         projects: dict[str, str] = {}
 
         def signature_of(reference: str) -> Signature:
             ref = ModelRef.parse(reference)
+            project = registry_repo.model_row(session, ref.model).project
+            if principal is None or not principal.may("models:read", project):
+                raise ModelNotFound(f"model {ref.model!r} does not exist", field="model")
             model, row = registry_repo.resolve(session, ref)
             if ref.version is not None and row.status != "active":
                 raise VersionArchived(f"{ref} is archived", field="model")
@@ -114,7 +125,7 @@ class EndpointService:
         guard(self.db, principal, "models:read", "graphs", anywhere=True)
         with self.db.transaction() as session:
             try:
-                canonical, project = self._check_graph(session, doc)
+                canonical, project = self._check_graph(session, doc, principal)
             except graph.GraphInvalid as exc:
                 return {"ok": False, "problems": exc.extra.get("problems", [])}
             spec = graph.parse(canonical)
@@ -147,7 +158,7 @@ class EndpointService:
             if ref is not None:
                 project = registry_repo.project_of(session, ref.model)
             else:
-                _, project = self._check_graph(session, graph_doc)
+                _, project = self._check_graph(session, graph_doc, principal)
         principal = guard(self.db, principal, "endpoints:write", f"endpoint:{name}", project,
                           anywhere=project is None)
         if auth == "public" and project is not None:
@@ -158,7 +169,7 @@ class EndpointService:
                 if ref is not None:
                     project = self._target_project(session, ref)
                 else:
-                    document, project = self._check_graph(session, graph_doc)
+                    document, project = self._check_graph(session, graph_doc, principal)
                 endpoint = repo.create(session, name, ref, timeout, description, spec, auth,
                                        project, rules, document,
                                        1.0 if sample is None else sample)
@@ -197,7 +208,7 @@ class EndpointService:
                     field="model")
             document = None
             if graph_doc is not None:
-                document, graph_project = self._check_graph(session, graph_doc)
+                document, graph_project = self._check_graph(session, graph_doc, principal)
                 if graph_project != current.project:
                     raise ValidationFailed(f"endpoint {name!r} serves models of project "
                                            f"{current.project!r}", field="graph")
