@@ -147,6 +147,11 @@ def test_promotion_crowns_the_challenger_and_alerts_start_cycles(
     listed = yard.retrain_cycles("churn")
     assert [c["id"] for c in listed] == [cycle["id"]]
     assert listed[0]["trigger"] == "quality_drop"
+    # An alert about the old champion's last windows starts nothing; one about the new does.
+    assert yard.retraining.trigger("churn", "drift", "stale", version="churn:1") is None
+    assert yard.retrain_cycles("churn")[0]["id"] == cycle["id"]
+    fresh = yard.retraining.trigger("churn", "drift", "alert drift", version="churn:2")
+    assert fresh is not None and fresh["trigger"] == "drift"
 
 
 def test_approval_holds_the_canary_until_a_second_person_approves(

@@ -92,7 +92,7 @@ def test_a_shift_is_detected_alerted_once_and_resolved(
     retrains: list[tuple[str, str, str]] = []
     now = [T0 + timedelta(seconds=5)]
     runner = MonitorRunner(yard.db, clock=lambda: now[0], outbound_allow="127.0.0.1",
-                           retrain=lambda *a: retrains.append(a) or {"id": 1})
+                           retrain=lambda *a, **kw: retrains.append(a) or {"id": 1})
 
     traffic(yard, clf, T0 - timedelta(seconds=60), 400)
     first = runner.run("churn")

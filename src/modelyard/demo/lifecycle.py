@@ -193,7 +193,8 @@ def _deploy(yard: Yard) -> dict[str, str]:
     for model in ("risk", "value"):
         yard.set_alias(model, "production", 1)
         yard.set_alias(model, "champion", 1)
-    yard.create_endpoint("risk", "risk@production", description="account risk")
+    yard.create_endpoint("risk", "risk@production", description="account risk",
+                         deployment={"replicas": 2})
     yard.create_endpoint("risk-review", graph={
         "graph": "risk-review",
         "inputs": [{"name": "input", "dtype": "float32", "shape": [-1, 4]}],
@@ -212,7 +213,11 @@ def _watch(yard: Yard) -> None:
     challenger must beat the champion by 5 accuracy points on a holdout, then goes through
     a canary under live load."""
     yard.set_monitor("risk", {"window_s": WINDOW_S, "evaluate_every_s": 2,
-                              "drift": {"min_samples": 100}})
+                              "drift": {"min_samples": 100}, "slo": 0.999,
+                              "alerts": [{"name": "feature-drift", "kind": "feature_drift",
+                                          "severity": "ticket"},
+                                         {"name": "p99", "kind": "latency_p99",
+                                          "threshold": 250}]})
     yard.set_retrain_policy("risk", {
         "endpoint": "risk", "entrypoint": "modelyard.demo.lifecycle:train", "trusted": True,
         "data": {"inference_log": {"since": "1h", "min_labels": 150}},
@@ -221,7 +226,9 @@ def _watch(yard: Yard) -> None:
         "triggers": {"on_drift": True},
         "rollout": {"strategy": "canary", "interval_s": 1,
                     "steps": [{"weight": 20, "duration_s": 4}, {"weight": 50, "duration_s": 4}],
-                    "analysis": {"min_requests": 10}},
+                    # A laptop's p99 is noisy: the canary fails on errors or a tripled p99.
+                    "analysis": {"min_requests": 10, "max_p99_ratio": 3.0,
+                                 "p99_slack_ms": 25}},
     })
 
 
@@ -251,12 +258,13 @@ def run(yard_path: Path | None, port: int, check: bool, console: Console) -> int
     base = Settings.load(yard_path)
     home = base.home / "lifecycle" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     # Quick loops for a demo: monitors, rollouts and the inference log act within a second.
-    settings = Settings.load(home, monitor_tick_s=0.5, rollout_tick_s=0.2,
-                             inference_log_flush_s=0.1)
-    yard, admin_key = Yard.init(settings=settings)
     host = "127.0.0.1"
+    grpc_port = free_port(host) if _grpc_available() else 0  # OIP v2 over gRPC too
+    settings = Settings.load(home, monitor_tick_s=0.5, rollout_tick_s=0.2,
+                             inference_log_flush_s=0.1, grpc_port=grpc_port)
+    yard, admin_key = Yard.init(settings=settings)
     server = BackgroundServer(yard, host, port if port and _free(host, port)
-                              else free_port(host)).start()
+                              else free_port(host), grpc=grpc_port).start()
     traffic: Traffic | None = None
     ok = False
     try:
@@ -281,7 +289,8 @@ def run(yard_path: Path | None, port: int, check: bool, console: Console) -> int
             story.step("monitoring and retraining policy")
             _watch(yard)
             story.say("watching", f"drift on {WINDOW_S} s windows against the reference "
-                      "profile; retrain on a drift alert; gate: +5 accuracy points")
+                      "profile, a 99.9% SLO and a p99 alert; retrain on a drift alert; gate: "
+                      "+5 accuracy points")
             traffic = Traffic(server.url, keys["predictor"]).start()
             story.step("traffic on the world as trained")
             story.wait("a window of normal traffic", _window_passed(), 2 * WINDOW_S + 1)
@@ -390,6 +399,13 @@ def run(yard_path: Path | None, port: int, check: bool, console: Console) -> int
             traffic.stop()
         server.stop()
         yard.close()
+
+
+def _grpc_available() -> bool:
+    """Whether the grpc extra is installed."""
+    import importlib.util
+
+    return importlib.util.find_spec("grpc") is not None
 
 
 def _free(host: str, port: int) -> bool:

@@ -165,14 +165,17 @@ class RetrainService:
 
     # -- triggers ---------------------------------------------------------------------------
     def trigger(self, model: str, trigger: str, reason: str,
-                principal: Principal | None = None) -> dict[str, Any] | None:
+                principal: Principal | None = None,
+                version: str | None = None) -> dict[str, Any] | None:
         """Open a cycle of ``model`` and queue its ``retrain`` job; ``None`` when nothing
         starts: no enabled policy, a trigger the policy does not take (``drift`` needs
         ``on_drift``, ``quality_drop`` or ``quality`` needs ``on_quality_drop``), or a
-        cycle of the model still running (one at a time). Without ``principal`` (alerts,
-        the system) the cycle acts as whoever set the policy; with one, the caller must hold
+        cycle of the model still running (one at a time), or an alert about ``version``
+        (``model:N``) when the champion is another version by now (the old version's last
+        windows say nothing about the one serving). Without ``principal`` (alerts, the
+        system) the cycle acts as whoever set the policy; with one, the caller must hold
         ``retraining:write``."""
-        opened, _ = self._open(model, trigger, reason, principal)
+        opened, _ = self._open(model, trigger, reason, principal, version)
         return opened
 
     def run(self, principal: Principal | None, model: str, reason: str = "") -> dict[str, Any]:
@@ -185,7 +188,8 @@ class RetrainService:
                            cycle=active)
         return opened
 
-    def _open(self, model: str, trigger: str, reason: str, principal: Principal | None
+    def _open(self, model: str, trigger: str, reason: str, principal: Principal | None,
+              version: str | None = None
               ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         trigger = TRIGGER_ALIASES.get(trigger, trigger)
         if trigger not in TRIGGERS:
@@ -207,6 +211,13 @@ class RetrainService:
             if not row.enabled or (who is None and not policy.triggers.allows(trigger)):
                 log.info("retraining: %s trigger of %s not taken (policy)", trigger, model)
                 return None, None
+            if version is not None:
+                champion = registry_repo.describe_model(
+                    session, registry_repo.model_row(session, model)).aliases.get("champion")
+                if champion is not None and version != f"{model}:{champion}":
+                    log.info("retraining: %s trigger of %s about %s ignored: the champion is "
+                             "%s:%s now", trigger, model, version, model, champion)
+                    return None, None
             self._sync_active(session, model)
             active = repo.active_cycle(session, model)
             if active is not None:

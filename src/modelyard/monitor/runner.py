@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import numpy as np
@@ -39,8 +39,13 @@ ACTOR = "modelyard:monitor"
 PER_VERSION = frozenset({"drift_score", "feature_drift", "quality", "quality_drop"})
 RETRAIN_ON = {"drift_score": "drift", "feature_drift": "drift", "quality": "quality_drop",
               "quality_drop": "quality_drop"}
-# (model, trigger, reason): asks for a retraining cycle; see jobs/retraining.py
-RetrainHook = Callable[[str, str, str], Any]
+class RetrainHook(Protocol):
+    """Asks for a retraining cycle of ``model`` (jobs/retraining.py ``trigger``); ``version``:
+    the version the alert is about (no cycle when it is no longer the champion)."""
+
+    def __call__(self, model: str, trigger: str, reason: str, *,
+                 version: str | None = None) -> Any: ...
+
 
 
 class MonitorRunner:
@@ -267,7 +272,8 @@ class MonitorRunner:
                 and payload["rule_kind"] in RETRAIN_ON:
             try:
                 cycle = self.retrain(model, RETRAIN_ON[payload["rule_kind"]],
-                                     f"alert {payload['rule']}: {payload['detail']}")
+                                     f"alert {payload['rule']}: {payload['detail']}",
+                                     version=(payload.get("labels") or {}).get("version"))
                 outcomes["retrain"] = "started" if cycle else "not started"
             except Exception as exc:  # a retraining refusal must not lose the alert
                 outcomes["retrain"] = f"error: {exc}"

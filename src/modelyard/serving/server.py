@@ -33,10 +33,11 @@ class BackgroundServer:
     gRPC on a free port as well (``grpc_target``)."""
 
     def __init__(self, yard: Yard, host: str = "127.0.0.1", port: int = 0,
-                 grpc: bool = False) -> None:
+                 grpc: bool | int = False) -> None:
+        """``grpc``: True for a free port, or the port number."""
         self.host = host
         self.port = port or free_port(host)
-        self.grpc_port = free_port(host) if grpc else 0
+        self.grpc_port = (free_port(host) if grpc is True else int(grpc)) if grpc else 0
         self.server = uvicorn.Server(uvicorn_config(yard, self.host, self.port,
                                                     grpc_port=self.grpc_port))
         self.thread = threading.Thread(target=self.server.run, name="modelyard-server",
