@@ -4,6 +4,8 @@ leaves nothing behind. On SQLite and PostgreSQL (where NUL in text is a driver e
 
 from __future__ import annotations
 
+import pickle
+
 import httpx
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ import pytest
 from modelyard import Yard
 from modelyard.control.json_route import nul_text
 from modelyard.serving.server import BackgroundServer
-from support import API, assert_problem
+from support import API, assert_problem, tar_bytes, upload
 
 JSON = {"content-type": "application/json"}
 
@@ -118,3 +120,44 @@ def test_a_graph_does_not_show_models_the_caller_may_not_read(
                       headers={"authorization": f"Bearer {key}"}) as http:
         problems = http.post(f"{API}/graphs/validate", json=graph).json()["problems"]
     assert any("has no input 'wrong'" in p["message"] for p in problems), problems
+
+
+TRANSFORM_GRAPH = {
+    "graph": "tg", "inputs": [{"name": "x", "dtype": "float32", "shape": [-1, 4]}],
+    "nodes": {"t": {"kind": "transform", "function": "numpy:negative", "trusted": True,
+                    "inputs": {"x": "inputs.x"},
+                    "outputs": [{"name": "y", "dtype": "float32", "shape": [-1, 4]}]}},
+    "outputs": {"y": "t.y"}}
+
+
+def test_only_who_may_run_code_can_trust_a_pickle_or_deploy_a_transform(
+        yard: Yard, server: BackgroundServer, classifier: object) -> None:
+    """The role table says an operator may do what a developer may "except run project
+    code": a trusted pickle (unpickled at registration already) or a graph transform is
+    project code running in the server."""
+    pickled = tar_bytes(("model.pkl", pickle.dumps(classifier)))
+    sample = [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]
+    body = {"flavor": "sklearn", "trusted": True, "sample": sample}
+    operator, developer = (yard.create_key(role, [role])["key"]
+                           for role in ("operator", "developer"))
+    with httpx.Client(base_url=server.url, timeout=30,
+                      headers={"authorization": f"Bearer {operator}"}) as http:
+        digest = upload(http, pickled).json()["sha256"]
+        assert_problem(http.post(f"{API}/models/pk/versions", json={**body, "artifact": digest}),
+                       403, "forbidden")
+        assert_problem(http.post(f"{API}/endpoints", json={"name": "tg",
+                                                           "graph": TRANSFORM_GRAPH}),
+                       403, "forbidden")
+        assert http.get(f"{API}/models/pk").status_code == 404
+        assert http.get(f"{API}/endpoints/tg").status_code == 404
+        # Without trust (skops, ONNX...) an operator registers as before.
+        assert http.post(f"{API}/models/pk/versions",
+                         json={**body, "trusted": False, "artifact": digest}).status_code == 400
+    with httpx.Client(base_url=server.url, timeout=30,
+                      headers={"authorization": f"Bearer {developer}"}) as http:
+        answer = http.post(f"{API}/models/pk/versions", json={**body, "artifact": digest})
+        assert answer.status_code == 201, answer.text
+        answer = http.post(f"{API}/endpoints", json={"name": "tg", "graph": TRANSFORM_GRAPH})
+        assert answer.status_code == 201, answer.text
+    refusals = [r for r in yard.audit_records() if r["outcome"] == "denied"]
+    assert {r["target"] for r in refusals} >= {"model:pk", "endpoint:tg"}

@@ -163,6 +163,8 @@ class EndpointService:
                           anywhere=project is None)
         if auth == "public" and project is not None:
             guard(self.db, principal, "endpoints:publish", f"endpoint:{name}", project)
+        if _runs_code(graph_doc):
+            guard(self.db, principal, "jobs:run_code", f"endpoint:{name}", project)
         try:
             with self.db.transaction() as session:
                 document = None
@@ -199,6 +201,8 @@ class EndpointService:
         sample = check_log_sample(log_sample)
         if auth == "public" and project is not None:
             guard(self.db, principal, "endpoints:publish", f"endpoint:{name}", project)
+        if _runs_code(graph_doc):
+            guard(self.db, principal, "jobs:run_code", f"endpoint:{name}", project)
         pending: Approval | None = None
         with self.db.transaction() as session:
             current = repo.row(session, name)
@@ -316,3 +320,11 @@ class EndpointService:
 
 def _inputs(signature: Signature) -> list[tuple[str, str, int]]:
     return sorted((s.name, s.dtype, len(s.shape)) for s in signature.inputs)
+
+
+def _runs_code(doc: Any) -> bool:
+    """Whether a graph document has a transform node: project code that runs in the server,
+    which takes the right to run code (``jobs:run_code``), as a trusted model does."""
+    nodes = doc.get("nodes") if isinstance(doc, Mapping) else None
+    return isinstance(nodes, Mapping) and any(
+        isinstance(node, Mapping) and node.get("kind") == "transform" for node in nodes.values())

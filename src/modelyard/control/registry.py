@@ -99,6 +99,8 @@ class RegistryService:
             check_name(wanted, "project name", "project")
         project = existing or wanted or DEFAULT_PROJECT
         who = guard(self.db, principal, "models:write", f"model:{name}", project)
+        if spec.trusted:  # a trusted pickle or python model runs its code in the server
+            guard(self.db, who, "jobs:run_code", f"model:{name}", project)
         if existing is not None and wanted is not None and wanted != existing:
             raise ValidationFailed(f"model {name!r} belongs to project {existing!r}",
                                    field="project")
