@@ -173,3 +173,30 @@ def test_monitor_specs_and_profiles_are_validated(yard: Yard, tabular: Any) -> N
     assert bad.value.field is not None and bad.value.field.startswith("columns")
     assert yard.set_profile("churn:1", x)["profile"]["predictions"]["kind"] == "categorical"
     assert MONITOR_KIND in yard.jobs.handlers.kinds()
+
+
+def test_labels_of_a_window_still_open_are_scored_once_it_closes(
+        model: tuple[Yard, LogisticRegression]) -> None:
+    """Labels can arrive before their window closes: the run that sees them cannot score
+    the window yet, and the next one must not skip them as already seen."""
+    from sqlalchemy import update
+
+    from modelyard.store.tables import LabelRow
+
+    yard, clf = model
+    yard.set_monitor("churn", {"window_s": 60, "evaluate_every_s": 10,
+                               "quality": {"task": "classification", "min_samples": 50}})
+    now = [T0 + timedelta(seconds=55)]
+    runner = MonitorRunner(yard.db, clock=lambda: now[0])
+    labels = traffic(yard, clf, T0 + timedelta(seconds=60), 200, prefix="o")
+    with yard.db.transaction() as session:
+        log_repo.put_labels(session, "churn", labels)
+        session.execute(update(LabelRow).values(at=T0 + timedelta(seconds=90)))
+    now[0] = T0 + timedelta(seconds=95)  # labelled, but [T0+60, T0+120) is still open
+    assert runner.run("churn")["quality_windows"] == 0
+    now[0] = T0 + timedelta(seconds=125)  # closed now; no new labels since the last run
+    assert runner.run("churn")["quality_windows"] == 1
+    [quality] = yard.quality("churn")["windows"]
+    assert quality["n"] == 200
+    now[0] = T0 + timedelta(seconds=140)
+    assert runner.run("churn")["quality_windows"] == 0  # scored once

@@ -76,10 +76,14 @@ class MonitorRunner:
         for start, end in windows:
             summary["drift_windows"] += self._drift(endpoint, model, spec, start, end)
             progress(f"drift of {start:%Y-%m-%d %H:%M}-{end:%H:%M}")
+        seen_until = now
         if spec.quality is not None:
-            for start, end in self._relabelled(endpoint, spec, labels_seen, now):
+            relabelled, pending = self._relabelled(endpoint, spec, labels_seen, now)
+            for start, end in relabelled:
                 summary["quality_windows"] += self._quality(endpoint, spec, start, end)
                 progress(f"quality of {start:%Y-%m-%d %H:%M}-{end:%H:%M}")
+            if pending is not None:  # labels of windows still open: look at them again
+                seen_until = min(now, pending)
         events = self._alerts(endpoint, spec, now)
         with self.db.transaction() as session:
             row = repo.monitor_row(session, endpoint, lock=True)
@@ -87,7 +91,7 @@ class MonitorRunner:
                 row.last_window_end = windows[-1][1]
             row.last_evaluated_at = now
             if spec.quality is not None:
-                row.labels_seen_at = now
+                row.labels_seen_at = seen_until
         for event in events:
             self._deliver(event, spec, model)
         summary["events"] = [{"kind": e["kind"], "rule": e["payload"]["rule"]}
@@ -127,24 +131,34 @@ class MonitorRunner:
 
     # -- quality ---------------------------------------------------------------------------
     def _relabelled(self, endpoint: str, spec: MonitorSpec, seen: datetime | None,
-                    now: datetime) -> list[tuple[datetime, datetime]]:
-        """Closed windows whose answers got labels since the last run (within lookback)."""
+                    now: datetime) -> tuple[list[tuple[datetime, datetime]], datetime | None]:
+        """Closed windows whose answers got labels since the last run (within lookback),
+        and when the earliest label of a window still open arrived (None: no such label):
+        the next run must look from there again, or that window would never be scored."""
         assert spec.quality is not None
         oldest = now - timedelta(seconds=spec.quality.lookback_s)
         with self.db.transaction() as session:
-            query = (select(InferenceRecordRow.at)
+            query = (select(InferenceRecordRow.at, LabelRow.at)
                      .join(LabelRow, and_(LabelRow.endpoint == InferenceRecordRow.endpoint,
                                           LabelRow.request_id == InferenceRecordRow.request_id))
                      .where(InferenceRecordRow.endpoint == endpoint,
                             InferenceRecordRow.at >= oldest))
             if seen is not None:
                 query = query.where(LabelRow.at >= seen - timedelta(seconds=1))
-            times = list(session.scalars(query.distinct().limit(100_000)))
+            pairs = [(row[0], row[1]) for row in session.execute(query.distinct().limit(100_000))]
         step = spec.window_s
-        ends = sorted({int(t.timestamp() // step + 1) * step for t in times})
-        closed = [e for e in ends if e <= now.timestamp()]
+        closed_ends: set[float] = set()
+        pending: datetime | None = None
+        for answered_at, labelled_at in pairs:
+            end = int(answered_at.timestamp() // step + 1) * step
+            if end <= now.timestamp():
+                closed_ends.add(end)
+            else:
+                labelled_at = labelled_at if labelled_at.tzinfo else \
+                    labelled_at.replace(tzinfo=UTC)
+                pending = labelled_at if pending is None else min(pending, labelled_at)
         return [(datetime.fromtimestamp(e - step, UTC), datetime.fromtimestamp(e, UTC))
-                for e in closed[-200:]]
+                for e in sorted(closed_ends)[-200:]], pending
 
     def _quality(self, endpoint: str, spec: MonitorSpec, start: datetime,
                  end: datetime) -> int:
