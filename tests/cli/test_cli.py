@@ -89,6 +89,28 @@ def test_register_list_show_alias_and_serve_in_process(
                                rtol=1e-4, atol=1e-5)
 
 
+def test_register_with_training_data_attaches_the_reference_profile(
+    yard_dir: Path, model_files: tuple[Path, Path], tabular, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    skops_file, sample = model_files
+    train = tmp_path / "train.npy"
+    rows = tabular[0][:300]
+    np.save(train, rows)
+    out = run(yard_dir, "models", "register", "churn", str(skops_file), "--sample", str(sample),
+              "--data", str(train))
+    assert "reference profile from" in out
+    shown = json.loads(run(yard_dir, "--json", "models", "profile", "churn:1"))
+    assert shown["profile"]["rows"] == len(rows)
+    assert json.loads(run(yard_dir, "--json", "models", "show", "churn:1"))[
+        "lineage"]["data_fingerprint"]
+    # A file the profile cannot be read from: registered all the same, with the reason.
+    odd = tmp_path / "train.parquet"
+    odd.write_bytes(b"PAR1")
+    out = run(yard_dir, "models", "register", "churn", str(skops_file), "--sample", str(sample),
+              "--data", str(odd))
+    assert "churn:2" in out and "reference profile" not in out
+
+
 def test_failures_exit_non_zero_with_the_reason(
     yard_dir: Path, model_files: tuple[Path, Path]
 ) -> None:

@@ -287,3 +287,22 @@ def test_unknown_flavor_and_undetectable_object(yard: Yard) -> None:
     assert info.value.field == "flavor"
     with pytest.raises(FlavorUnavailable):
         yard.register("m", object(), sample=np.zeros((1, 1)))
+
+
+def test_an_estimator_skl2onnx_cannot_convert_gets_a_short_reason() -> None:
+    """skl2onnx's messages can quote whole weight arrays: the error stays one bounded line."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from modelyard.domain.errors import ValidationFailed
+    from modelyard.flavors.onnx import sklearn_to_onnx
+
+    x = np.random.default_rng(0).normal(size=(200, 4)).astype(np.float32)
+    model = HistGradientBoostingClassifier(max_iter=5).fit(x, (x[:, 0] > 0).astype(int))
+    try:
+        sklearn_to_onnx(model, {"input": x[:2]})
+    except ValidationFailed as exc:
+        assert exc.field == "to_onnx"
+        assert "\n" not in exc.detail and len(exc.detail) < 600, exc.detail
+        assert "without --to-onnx" in exc.detail
+    else:  # a newer skl2onnx converts it: nothing to bound
+        pass

@@ -22,7 +22,7 @@ from modelyard.cli.common import (
     parse_pairs,
     table,
 )
-from modelyard.domain.errors import ValidationFailed
+from modelyard.domain.errors import ModelyardError, ValidationFailed
 from modelyard.domain.names import ModelRef
 
 app = typer.Typer(help="Register and manage model versions.", no_args_is_help=True)
@@ -94,7 +94,9 @@ def register(
     tag: list[str] | None = typer.Option(None, help="key=value (repeatable)."),
     param: list[str] | None = typer.Option(None, help="Training parameter key=value."),
     metric: list[str] | None = typer.Option(None, help="Evaluation metric key=number."),
-    data: Path | None = typer.Option(None, help="Training data file, fingerprinted (sha256)."),
+    data: Path | None = typer.Option(None, help="Training data file: fingerprinted "
+                                     "(sha256), and for .npy, .npz, .json or a numeric .csv "
+                                     "also the version's reference profile for drift."),
     code_revision: str | None = typer.Option(None, help="Code revision (default: git HEAD)."),
     parent: str | None = typer.Option(None, help="Version this derives from, e.g. churn:3."),
     project: str | None = typer.Option(None, help="Project of a new model (default: "
@@ -124,9 +126,21 @@ def register(
         data_fingerprint=_data_fingerprint(data),
         code_revision=code_revision or _git_revision(), parent=parent, project=project,
     )
+    profiled = None
+    if data is not None and data.suffix.lower() in PROFILED_SUFFIXES:
+        # As the SDK's register(data=...): the reference profile drift is tested against.
+        ref = f"{version['model']}:{version['version']}"
+        try:
+            profiled = operations().set_profile(ref, _load_table(data))
+        except ModelyardError as exc:
+            console.print(f"[yellow]{ref} is registered, but without a reference profile: "
+                          f"{exc.detail} (attach one with 'modelyard models profile {ref} "
+                          "--data FILE')[/yellow]")
     emit(version, lambda v: console.print(
         f"registered [bold]{v['model']}:{v['version']}[/bold] ({v['flavor']}, "
-        f"sha256 {v['artifact']['sha256'][:12]}…)"))
+        f"sha256 {v['artifact']['sha256'][:12]}…)"
+        + (f"; reference profile from {profiled['profile']['rows']} rows" if profiled
+           else "")))
 
 
 @app.command("import-mlflow")
@@ -361,6 +375,9 @@ def signatures(ref: str = typer.Argument(..., help="name:VERSION or name@ALIAS")
         [[s["key_id"], s["algorithm"], s["added_by"], s["added_at"][:19]] for s in ss],
         empty=f"{name}:{number} has no signatures: sign it with "
         f"'modelyard models sign {name}:{number} --key PRIVATE.pem'")))
+
+
+PROFILED_SUFFIXES = (".npy", ".npz", ".json", ".csv")
 
 
 def _load_table(path: Path) -> Any:

@@ -131,7 +131,12 @@ def sklearn_to_onnx(estimator: Any, sample: Arrays) -> Any:
     try:
         proto = to_onnx(estimator, array[:1], options=options, target_opset=17)
     except Exception as exc:  # skl2onnx raises many types for unsupported estimators
-        raise ValidationFailed(f"cannot convert {type(estimator).__name__} to ONNX: {exc}",
+        # Its messages can quote whole weight arrays: the first line, bounded, is the reason.
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if len(reason) > 300:
+            reason = reason[:300] + "…"
+        raise ValidationFailed(f"cannot convert {type(estimator).__name__} to ONNX: {reason} "
+                               "(register it without --to-onnx to serve it as scikit-learn)",
                                field="to_onnx") from exc
     _rename(proto, {proto.graph.input[0].name: name})
     renames = {"output_label": "label", "output_probability": "probabilities",
