@@ -161,3 +161,19 @@ def test_only_who_may_run_code_can_trust_a_pickle_or_deploy_a_transform(
         assert answer.status_code == 201, answer.text
     refusals = [r for r in yard.audit_records() if r["outcome"] == "denied"]
     assert {r["target"] for r in refusals} >= {"model:pk", "endpoint:tg"}
+
+
+@pytest.mark.parametrize(("method", "path", "field"), [
+    ("GET", "/models/a%00b", "path.name"),
+    ("GET", "/endpoints/%00", "path.name"),
+    ("GET", "/projects/p%00", "path.name"),
+    ("DELETE", "/keys/my_%00", "path.prefix"),
+    ("GET", "/models/churn/aliases/x%00", "path.alias"),
+    ("GET", "/models?tag=team%3D%00", "query.tag"),
+    ("GET", "/endpoints/churn/log?version=churn%3A1%00", "query.version"),
+])
+def test_a_nul_character_in_the_url_is_refused_naming_its_part(
+        shared_api: httpx.Client, method: str, path: str, field: str) -> None:
+    # PostgreSQL cannot compare text with NUL: it was a 500 there.
+    assert_problem(shared_api.request(method, f"{API}{path}"), 422, "validation_failed",
+                   field=field)

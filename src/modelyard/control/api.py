@@ -53,7 +53,7 @@ ROUTE_ACTIONS: dict[tuple[str, str], str] = {
     ("GET", f"{API}/models/{{name}}"): "models:read",
     ("DELETE", f"{API}/models/{{name}}"): "models:delete",
     ("GET", f"{API}/models/{{name}}/versions"): "models:read",
-    ("POST", f"{API}/models/{{name}}/versions"): "models:write",
+    ("POST", f"{API}/models/{{name}}/versions"): "models:write",  # trusted: jobs:run_code
     ("GET", f"{API}/models/{{name}}/versions/{{version}}"): "models:read",
     ("POST", f"{API}/models/{{name}}/versions/{{version}}/archive"): "models:write",
     ("GET", f"{API}/models/{{name}}/versions/{{version}}/card"): "models:read",
@@ -66,9 +66,9 @@ ROUTE_ACTIONS: dict[tuple[str, str], str] = {
     ("POST", f"{API}/artifacts"): "artifacts:write",
     ("GET", f"{API}/artifacts/{{digest}}"): "artifacts:read",
     ("GET", f"{API}/endpoints"): "endpoints:read",
-    ("POST", f"{API}/endpoints"): "endpoints:write",
+    ("POST", f"{API}/endpoints"): "endpoints:write",  # a transform: jobs:run_code
     ("GET", f"{API}/endpoints/{{name}}"): "endpoints:read",
-    ("PATCH", f"{API}/endpoints/{{name}}"): "endpoints:write",
+    ("PATCH", f"{API}/endpoints/{{name}}"): "endpoints:write",  # a transform: jobs:run_code
     ("DELETE", f"{API}/endpoints/{{name}}"): "endpoints:delete",
     ("PUT", f"{API}/endpoints/{{name}}/traffic"): "endpoints:write",
     ("DELETE", f"{API}/endpoints/{{name}}/traffic"): "endpoints:write",

@@ -6,7 +6,8 @@ database encoder (orjson) writes NaN as ``null``, so a stored metric reads back 
 and the audit record's hash no longer matches its row; a lone surrogate cannot be encoded at
 all. Text with NUL characters cannot be stored in PostgreSQL. Each was a 500 (or a broken
 audit chain) for a client's mistake. Here the body is parsed with orjson first, and those are
-refused as the client's: 400 ``invalid_json``, or 422 naming the field that holds a NUL.
+refused as the client's: 400 ``invalid_json``, or 422 naming the field that holds a NUL (in
+the body, the path or the query: PostgreSQL cannot even compare text with one).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class StrictJSONRoute(APIRoute):
 
         async def strict(request: Request) -> Response:
             request = StrictJSONRequest(request.scope, request.receive)
+            _refuse_nul_in_url(request)
             if takes_body and _is_json(request.headers.get("content-type")) and \
                     await request.body():
                 try:
@@ -61,6 +63,17 @@ class StrictJSONRoute(APIRoute):
             return await handler(request)
 
         return strict
+
+
+def _refuse_nul_in_url(request: Request) -> None:
+    """Path and query values are compared with stored text: one with a NUL character is
+    refused here, naming it (``path.name``, ``query.tag``)."""
+    for part, values in (("path", request.path_params.items()),
+                         ("query", request.query_params.multi_items())):
+        for name, value in values:
+            if isinstance(value, str) and "\x00" in value:
+                raise ValidationFailed(f"{part} parameter {name!r} holds a NUL character",
+                                       field=f"{part}.{name}")
 
 
 def _is_json(content_type: str | None) -> bool:
