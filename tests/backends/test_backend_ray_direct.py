@@ -8,9 +8,10 @@ the server only."""
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import numpy as np
@@ -214,3 +215,59 @@ def test_direct_ingress_can_be_turned_off(served: dict[str, Any]) -> None:
                           json={"inputs": ROWS.tolist()}).status_code == 200
     finally:
         off.stop()
+
+
+def test_the_autoscaling_policy_adds_direct_load() -> None:
+    from ray.serve.config import AutoscalingConfig, AutoscalingContext
+
+    from modelyard.backends import ray as ray_backend
+
+    def context(replicas: int, handle_requests: float,
+                direct: dict[str, float]) -> AutoscalingContext:
+        return AutoscalingContext(
+            deployment_id=cast(Any, None), deployment_name="model", app_name="app",
+            current_num_replicas=replicas, target_num_replicas=replicas,
+            running_replicas=[], total_num_requests=handle_requests,
+            total_queued_requests=0,
+            aggregated_metrics=cast(Any, {ray_backend.DIRECT_LOAD: direct}),
+            raw_metrics={}, capacity_adjusted_min_replicas=1,
+            capacity_adjusted_max_replicas=4, policy_state={}, current_time=0.0,
+            config=AutoscalingConfig(min_replicas=1, max_replicas=4,
+                                     target_ongoing_requests=1),
+            last_scale_up_time=None, last_scale_down_time=None)
+
+    policy = ray_backend.autoscaling_policy
+    assert policy(context(2, 2.0, {}))[0] == 2  # Ray's own rule without direct traffic
+    assert policy(context(2, 0.0, {"r1": 1.5, "r2": 1.5}))[0] == 3  # direct load alone
+    assert policy(context(2, 1.0, {"r1": 2.0, "r2": 1.0}))[0] == 4  # both add up
+
+
+def test_direct_traffic_scales_replicas(served: dict[str, Any]) -> None:
+    """Load on the replica's own port alone (none through the server) adds a replica."""
+    yard = served["yard"]
+    yard.register("slow", "modelyard.testing.models:Sleepy", flavor="python", trusted=True,
+                  sample=ROWS[:1])
+    yard.create_endpoint("slow", "slow:1", auth="public", deployment={
+        "num_cpus": 0.1, "max_batch_size": 1,
+        "autoscaling": {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1}})
+    _eventually(lambda: len(_status(served, "slow").get("direct", [])) == 1, timeout_s=120)
+    url = _direct(served, "slow")
+    stop = threading.Event()
+
+    def hammer() -> None:
+        with httpx.Client(timeout=30) as http:
+            while not stop.is_set():
+                http.post(f"{url}/endpoints/slow/predict", json={"inputs": ROWS[:1].tolist()})
+
+    threads = [threading.Thread(target=hammer, daemon=True) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    try:
+        # Ray's upscale delay and look-back window are 30 s each by default.
+        _eventually(lambda: len(_status(served, "slow").get("direct", [])) == 2,
+                    timeout_s=180)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+    yard.delete_endpoint("slow")

@@ -149,3 +149,39 @@ def test_the_listener_serves_refers_and_stops(yard: Any) -> None:
 
     asyncio.run(scenario())
     deployment.retire()
+
+
+def test_load_counts_requests_in_flight_in_full_batches(yard: Any) -> None:
+    deployment = yard.deployment(yard.version("m:1"))
+    config = DirectConfig.of("e", yard.settings, (30000, 31000))
+    ingress = DirectIngress(config, deployment, DeploymentSpec.from_dict({"max_batch_size": 8}))
+    app: Any = ingress.app()
+
+    async def scenario() -> None:
+        ingress.view.refresh()
+        ingress.access.refresh()
+        arrived = asyncio.Event()
+        release = asyncio.Event()
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            arrived.set()
+            await release.wait()  # the body is still on its way
+            return {"type": "http.request", "body": b'{"inputs": [[1, 2, 3]]}',
+                    "more_body": False}
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/endpoints/e/predict",
+                 "headers": [(b"content-type", b"application/json")], "query_string": b""}
+        call = asyncio.create_task(app(scope, receive, send))
+        await asyncio.wait_for(arrived.wait(), 10)
+        assert ingress.in_flight == 1 and ingress.load() == 1 / 8
+        release.set()
+        await asyncio.wait_for(call, 10)
+        assert sent[0]["status"] == 200
+        assert ingress.in_flight == 0 and ingress.load() == 0.0
+
+    asyncio.run(scenario())
+    deployment.retire()

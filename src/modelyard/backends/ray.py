@@ -81,6 +81,10 @@ TRANSPORT_GRACE_S = 5.0
 LANES_PER_REPLICA = 2
 # Where replicas publish their direct listeners' URLs (Ray's key-value store, per app).
 DIRECT_NAMESPACE = "modelyard-direct"
+# The custom autoscaling metric replicas report, and the policy that adds it (import path:
+# Serve's controller imports it, so modelyard must be installed on the head node).
+DIRECT_LOAD = "modelyard_direct_batches"
+AUTOSCALING_POLICY = "modelyard.backends.ray:autoscaling_policy"
 
 
 class ModelReplica:
@@ -118,6 +122,11 @@ class ModelReplica:
 
     def warmup_ms(self) -> float:
         return self.deployment.warmup_ms
+
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        """Ray Serve's hook for custom autoscaling metrics: the direct listener's load, which
+        Ray's own count of ongoing (handle) requests misses."""
+        return {DIRECT_LOAD: self.ingress.load() if self.ingress is not None else 0.0}
 
     def __del__(self) -> Any:
         """Ray Serve calls this when it stops the replica (and awaits what it returns): stop
@@ -251,6 +260,8 @@ class RayCluster:
                 "target_ongoing_requests": float(
                     spec.autoscaling.get("target_ongoing_requests", 1)),
             }
+            if direct is not None:
+                options["autoscaling_config"]["policy"] = {"policy_function": AUTOSCALING_POLICY}
         else:
             options["num_replicas"] = spec.replicas
         replica: Any = serve.deployment(ModelReplica)
@@ -399,6 +410,18 @@ def _ray_units(state: Any) -> list[RayDeployment]:
     deployment = state.deployment
     units = deployment.deployments() if hasattr(deployment, "deployments") else [deployment]
     return [d for d in units if isinstance(d, RayDeployment)]
+
+
+def autoscaling_policy(ctx: Any) -> tuple[float, dict[str, Any]]:
+    """Ray Serve's queue-length policy (replicas = ongoing requests / target per replica),
+    with the direct listeners' load added to the handle requests Ray counts itself, both in
+    full batches. Serve applies the deployment's bounds and delays around it."""
+    replicas = ctx.current_num_replicas
+    if replicas == 0:
+        return ctx.target_num_replicas, {}
+    direct = sum(dict(ctx.aggregated_metrics or {}).get(DIRECT_LOAD, {}).values())
+    wanted = ctx.config.get_target_ongoing_requests() * replicas
+    return replicas * (ctx.total_num_requests + direct) / wanted, {}
 
 
 def run_task(fn: Any, args: tuple[Any, ...], resources: Any) -> Any:

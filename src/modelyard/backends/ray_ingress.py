@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from modelyard.backends.base import EndpointState
 from modelyard.domain.deployment import DeploymentSpec
@@ -178,11 +179,17 @@ class DirectIngress:
             max_payload_bytes=settings.inference_log_max_payload_bytes,
             max_per_s=settings.inference_log_max_per_s, registry=self.metrics.registry)
         self.interval_s = settings.reconcile_interval_s
+        self.in_flight = 0  # requests being answered here (Ray's autoscaler does not see them)
         self.url = ""
         self._server: _Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
-    def app(self) -> FastPath:
+    def load(self) -> float:
+        """Direct requests in flight, in full batches: the unit of the front's calls that
+        Ray's autoscaler counts (``backends/ray.py``, ``autoscaling_policy``)."""
+        return self.in_flight / max(1, self.view.spec.max_batch_size)
+
+    def app(self) -> ASGIApp:
         """The same stack as the server's data plane: hot path in front, then health,
         metadata and metrics routes, every error a problem document."""
         settings = self.config.settings
@@ -190,9 +197,20 @@ class DirectIngress:
                            self.db).routes()
         inner = Starlette(routes=routes, exception_handlers={
             ModelyardError: modelyard_error_handler, HTTPException: http_error_handler})
-        return FastPath(CatchAll(BodyLimit(inner, limit=settings.max_body_bytes)), self.view,
+        fast = FastPath(CatchAll(BodyLimit(inner, limit=settings.max_body_bytes)), self.view,
                         self.access, settings.max_body_bytes,
                         inference_log=self.inference_log)
+
+        async def counted(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != "http" or scope["method"] != "POST":
+                return await fast(scope, receive, send)
+            self.in_flight += 1
+            try:
+                await fast(scope, receive, send)
+            finally:
+                self.in_flight -= 1
+
+        return counted
 
     async def start(self, node_ip: str) -> str:
         """Read the endpoint and the keys, then listen; returns the listener's URL (with
