@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from croniter import croniter
+from croniter import CroniterError, croniter
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -30,6 +30,11 @@ def check_cron(expression: Any) -> str:
         raise ValidationFailed(f"{expression!r} is not a cron expression: five fields, "
                                "minute hour day-of-month month day-of-week (UTC), e.g. "
                                "'0 3 * * *'", field="cron")
+    try:  # valid syntax for a date that never comes (31 February) was a 500
+        next_slot(expression, datetime.now(UTC))
+    except CroniterError:
+        raise ValidationFailed(f"{expression!r} never fires: no such date", field="cron") \
+            from None
     return expression
 
 
