@@ -180,7 +180,7 @@ class RegisterRequest(_Strict):
 
 
 class AliasRequest(_Strict):
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=2**62)
 
 
 POLICY_HELP = ("approvals_required (0-10), approval_actions (alias:production, endpoint:auth, "
@@ -527,7 +527,8 @@ def build_control_api(app: FastAPI, yard: Yard, backend: Backend) -> None:
     @router.get("/endpoints/{name}/log", tags=["monitoring"])
     def inference_log(name: str, who: Who, since: str | None = None,
                       until: str | None = None, version: str | None = None,
-                      status: str | None = None, before_id: int | None = None,
+                      status: str | None = None,
+                      before_id: Annotated[int | None, Query(ge=1, le=2**62)] = None,
                       limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                       payloads: bool = True) -> dict[str, Any]:
         """Logged requests (sampled, redacted), newest first. ``since``/``until``: ISO 8601
@@ -591,7 +592,8 @@ def build_control_api(app: FastAPI, yard: Yard, backend: Backend) -> None:
         return monitoring.alerts(who, endpoint=endpoint, status=status)
 
     @router.get("/alerts/events", tags=["monitoring"])
-    def alert_events(who: Who, after_id: int = 0, endpoint: str | None = None,
+    def alert_events(who: Who, after_id: Annotated[int, Query(ge=0, le=2**62)] = 0,
+                     endpoint: str | None = None,
                      limit: Annotated[int, Query(ge=1, le=1000)] = 100
                      ) -> list[dict[str, Any]]:
         """Alerts firing and resolving, oldest first after ``after_id`` (poll with the last
