@@ -53,3 +53,26 @@ def test_a_time_ago_before_year_one(yard: Yard) -> None:
     yard.create_endpoint("echo", "echo:1")
     out = cli(yard, "monitor", "log", "echo", "--since", "99999999999999d")
     assert "validation_failed" in out and "since" in out
+
+
+def test_serve_refuses_a_port_it_cannot_bind_before_loading_anything(
+        yard: Yard, tmp_path: Path) -> None:
+    import socket
+
+    def serve(*args: str) -> str:
+        result = runner.invoke(app, ["--yard", str(yard.settings.home), "serve", *args],
+                               env={"MODELYARD_DATABASE_URL": yard.settings.database_url,
+                                    "COLUMNS": "200"})
+        assert result.exit_code == 2, result.output  # a usage error, before start-up
+        assert "serving" not in result.output
+        return result.output
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        out = serve("--port", str(taken.getsockname()[1]))
+    assert "cannot listen on 127.0.0.1" in out
+    assert "65535" in serve("--port", "99999")
+    missing = tmp_path / "missing.pem"
+    assert "cannot serve TLS" in serve("--ssl-certfile", str(missing),
+                                       "--ssl-keyfile", str(missing), "--port", "0")

@@ -118,7 +118,7 @@ def init(path: Path | None = typer.Argument(None, help="Where to create the yard
 @handle_errors
 def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to bind (127.0.0.1 by default)."),
-    port: int = typer.Option(8000, help="TCP port."),
+    port: int = typer.Option(8000, min=0, max=65535, help="TCP port."),
     workers: int = typer.Option(1, min=1, max=64, help="Server processes sharing the port "
                                 "(each loads every model)."),
     log_level: str = typer.Option("info", help="debug, info, warning or error."),
@@ -152,6 +152,10 @@ def serve(
     started = time.perf_counter()
     if backend not in (None, "local", "ray"):
         raise typer.BadParameter("--backend must be local or ray")
+    # Before anything loads: uvicorn finds out after start-up, having announced 'ready'.
+    _check_listen(host, port)
+    if ssl_certfile is not None and ssl_keyfile is not None:
+        _check_tls(ssl_certfile, ssl_keyfile)
     yard = Yard(STATE.yard_path)
     if backend is not None or address is not None:
         chosen = yard.settings.with_(
@@ -199,6 +203,30 @@ def serve(
     app_ = create_app(yard, on_ready=announce, tls=bool(tls), grpc=grpc)
     uvicorn.run(app_, host=host, port=port, log_level=log_level, access_log=False,
                 log_config=log_config, **tls)
+
+
+def _check_listen(host: str, port: int) -> None:
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+            probe.bind(address)
+    except OSError as exc:  # socket.gaierror included
+        raise typer.BadParameter(f"cannot listen on {host}:{port}: "
+                                 f"{exc.strerror or exc}") from None
+
+
+def _check_tls(certfile: Path, keyfile: Path) -> None:
+    import ssl
+
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(certfile, keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        raise typer.BadParameter(f"cannot serve TLS with {certfile} and {keyfile}: "
+                                 f"{exc.strerror or exc}") from None
 
 
 app.command("up", help="Alias of 'serve'.\n\nExample: modelyard up --port 8000")(serve)
