@@ -8,6 +8,7 @@ the server only."""
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -215,6 +216,26 @@ def test_direct_ingress_can_be_turned_off(served: dict[str, Any]) -> None:
                           json={"inputs": ROWS.tolist()}).status_code == 200
     finally:
         off.stop()
+
+
+def test_without_a_free_port_the_replica_serves_through_the_server(
+        served: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as taken:  # the whole range: one port, in use
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        monkeypatch.setenv("RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT", port)
+        monkeypatch.setenv("RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT", port)
+        crowded = BackgroundServer(Yard(settings=served["settings"])).start(300)
+        try:
+            answer = httpx.get(f"{crowded.url}/api/v1/endpoints/moving",
+                               headers={"Authorization": f"Bearer {served['admin']}"})
+            assert answer.json()["status"]["ready"] is True
+            assert answer.json()["status"]["direct"] == []
+            assert httpx.post(f"{crowded.url}/endpoints/moving/predict",
+                              json={"inputs": ROWS.tolist()}).status_code == 200
+        finally:
+            crowded.stop()
 
 
 def test_the_autoscaling_policy_adds_direct_load() -> None:

@@ -112,13 +112,25 @@ class ModelReplica:
         self.ingress: DirectIngress | None = None
         self._published = ""
         if direct is not None:
-            self.ingress = DirectIngress(direct, self.deployment, spec)
-            self.deployment.observer = self.ingress.metrics.observer(direct.endpoint,
-                                                                     version.ref)
-            url = await self.ingress.start(ray.util.get_node_ip_address())
-            context = serve.get_replica_context()
-            self._published = f"{context.app_name}/{context.replica_id.unique_id}"
-            internal_kv._internal_kv_put(self._published, url, namespace=DIRECT_NAMESPACE)
+            await self._listen(direct, spec)
+
+    async def _listen(self, direct: DirectConfig, spec: DeploymentSpec) -> None:
+        """Start the direct listener and publish its URL. If it cannot start (no free port,
+        the store out of reach), the replica still serves through the front, and says why."""
+        ingress = DirectIngress(direct, self.deployment, spec)
+        try:
+            url = await ingress.start(ray.util.get_node_ip_address())
+        except Exception:
+            log.exception("endpoint %s: no direct listener on this replica (it answers "
+                          "through the server only)", direct.endpoint)
+            await ingress.stop()
+            return
+        self.ingress = ingress
+        self.deployment.observer = ingress.metrics.observer(direct.endpoint,
+                                                            self.deployment.version.ref)
+        context = serve.get_replica_context()
+        self._published = f"{context.app_name}/{context.replica_id.unique_id}"
+        internal_kv._internal_kv_put(self._published, url, namespace=DIRECT_NAMESPACE)
 
     def warmup_ms(self) -> float:
         return self.deployment.warmup_ms
