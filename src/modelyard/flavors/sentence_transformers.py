@@ -59,6 +59,7 @@ SETTINGS_FILE = "modelyard-embedder.json"
 ONNX_FILE = "model.onnx"
 INPUT, OUTPUT = "text", "embedding"
 POOLED = "sentence_embedding"  # the exported graph's output, before normalisation
+LONG_TEXT = 10_000  # characters: longer texts are tokenized without holding the GIL
 
 # sentence-transformers' own module classes (any version's dotted path ending in one of these
 # names). Router and Asym are left out: they name further module classes in their configs.
@@ -140,8 +141,12 @@ class OnnxEmbedder(_TextPredictor):
         batch = [t.lower() for t in texts] if self.lowercase else list(texts)
         # One text at a time, padded in numpy: encode_batch would start tokenizers' thread
         # pool, whose spinning threads slow the model's own threads on a small machine, for
-        # no gain (tokenizing a short text takes ~25 us, running MiniLM on it ~4 ms).
-        encodings = [self.tokenizer.encode(text) for text in batch]
+        # no gain (tokenizing a short text takes ~25 us, running MiniLM on it ~4 ms). A long
+        # text does go through encode_batch: encode holds the GIL for all of it (a 5 MB text:
+        # 4 s in which the whole server, health checks included, stood still); encode_batch
+        # releases it, and the encoding is the same.
+        encodings = [self.tokenizer.encode(text) if len(text) <= LONG_TEXT
+                     else self.tokenizer.encode_batch([text])[0] for text in batch]
         width = max(len(e.ids) for e in encodings)
         feeds = {}
         for name in self.inputs:
