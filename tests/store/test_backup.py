@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sklearn.linear_model import LogisticRegression
 from typer.testing import CliRunner
 
-from conftest import database
+from db_support import database
 from modelyard import Client, Yard
 from modelyard.cli.main import app
 from modelyard.governance import audit

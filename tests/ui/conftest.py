@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from ui_support import Showcase
 
 from modelyard import Yard
 from modelyard.serving.server import BackgroundServer
@@ -20,17 +20,6 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
-
-
-@dataclass
-class Showcase:
-    yard: Yard
-    keys: showcase.Keys
-    server: BackgroundServer
-
-    @property
-    def url(self) -> str:
-        return self.server.url
 
 
 @pytest.fixture(scope="module")
@@ -70,14 +59,3 @@ def browser() -> Iterator[Any]:
             yield launched
         finally:
             launched.close()
-
-
-def login(browser: Any, url: str, key: str, viewport: dict[str, int] | None = None) -> Any:
-    """A fresh browser context logged in through the form; its page."""
-    context = browser.new_context(viewport=viewport or {"width": 1280, "height": 800})
-    page = context.new_page()
-    page.goto(f"{url}/ui/")
-    page.get_by_label("API key").fill(key)
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(f"{url}/ui/")
-    return page

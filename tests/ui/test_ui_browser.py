@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from ui_support import Showcase, login
 
-from conftest import Showcase, login
 from modelyard.ui import showcase
 
 

@@ -13,8 +13,8 @@ import httpx
 import pytest
 from starlette.requests import Request
 from starlette.responses import Response
+from ui_support import Showcase
 
-from conftest import Showcase
 from modelyard.governance.policy import Principal
 from modelyard.settings import Settings
 from modelyard.store.tables import UiSessionRow, utcnow
