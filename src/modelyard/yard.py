@@ -144,6 +144,10 @@ class Yard:
         settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
         db = Database(settings.database_url)
         try:
+            path = db.sqlite_path()
+            if path is not None:  # key hashes, sessions, the audit and inference logs: the
+                # owner's only, even in a folder others may read (SQLite's -wal/-shm follow)
+                path.touch(mode=0o600, exist_ok=True)
             db.upgrade()
             with db.transaction() as session:
                 from sqlalchemy import func, select

@@ -76,3 +76,16 @@ def test_serve_refuses_a_port_it_cannot_bind_before_loading_anything(
     missing = tmp_path / "missing.pem"
     assert "cannot serve TLS" in serve("--ssl-certfile", str(missing),
                                        "--ssl-keyfile", str(missing), "--port", "0")
+
+
+def test_init_keeps_the_database_private_in_a_folder_others_may_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("MODELYARD_DATABASE_URL", "MODELYARD_ARTIFACTS_URL", "MODELYARD_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    folder = tmp_path / "yard"
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)
+    result = runner.invoke(app, ["init", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert (folder / "yard.db").stat().st_mode & 0o777 == 0o600
+    assert (folder / "admin.key").stat().st_mode & 0o777 == 0o600
