@@ -282,6 +282,44 @@ def test_job_work_runs_as_a_ray_task_once(ray_instance: None, tmp_path: Path) ->
     yard.close()
 
 
+def test_monitor_drift_tests_run_as_ray_tasks(ray_instance: None, tmp_path: Path) -> None:
+    """A monitor job on the ray backend hands each window's drift test to Ray (ctx.offload),
+    and the result is the one the monitor stores."""
+    from datetime import UTC, datetime, timedelta
+
+    from modelyard.jobs.worker import Worker
+    from modelyard.store import inference_log as log_repo
+
+    yard, _ = Yard.init(settings=Settings.load(tmp_path / "yard", env={}))
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(1000, 4)).astype(np.float32)
+    clf = LogisticRegression().fit(x, (x[:, 0] > 0).astype(np.int64))
+    yard.register("watched", clf, sample=x[:3], data=x)
+    yard.create_endpoint("watched", "watched:1", auth="public")
+    # Daily windows: the latest closed one is yesterday, far from any boundary now.
+    yard.set_monitor("watched", {"window_s": 86400, "evaluate_every_s": 3600,
+                                 "drift": {"min_samples": 50}})
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    shifted = rng.normal(size=(200, 4)).astype(np.float32) + np.float32(2.0)
+    with yard.db.transaction() as session:
+        log_repo.insert_many(session, [
+            {"at": today - timedelta(hours=12, seconds=i), "endpoint": "watched",
+             "version": "watched:1", "request_id": f"w{i}", "status": 200, "latency_ms": 1.0,
+             "rows": 1, "inputs": {"input": [row.tolist()]},
+             "outputs": {"label": [int(clf.predict(row[None])[0])]}, "prediction": 0.0}
+            for i, row in enumerate(shifted)])
+    job = yard.enqueue_job("monitor", {"endpoint": "watched"})
+    worker = Worker(yard, poll_s=0.05, schedules=False, offload=ray_backend.RayBackend.offload)
+    assert worker.run_once()
+    done = yard.job(job.id)
+    assert done.state == "succeeded", done
+    logs = [entry.line for entry in yard.job_logs(job.id)]
+    assert any(m.startswith("step drift watched:1 ") and "offloaded" in m for m in logs), logs
+    [window] = yard.drift("watched")["windows"]
+    assert (window["status"], window["n"]) == ("drift", 200)
+    yard.close()
+
+
 def test_a_canary_rollout_promotes_on_ray_without_a_failed_request(
         both: dict[str, Any]) -> None:
     """The rollout controller drives the ray server's split as it drives the local one's:

@@ -202,7 +202,10 @@ class MonitoringService:
     def run_job(self, ctx: JobContext, payload: dict[str, Any]) -> Any:
         """The ``monitor`` job kind: ``{"endpoint": name}``."""
         endpoint = check_monitor_payload(payload)["endpoint"]
-        return self.runner().run(endpoint, lambda line: ctx.log(line))
+        # On the ray backend each window's drift test is a Ray task (ADR 0019); elsewhere it
+        # runs here, without a step record per window.
+        offload = ctx.offload if ctx.offloader is not None else None
+        return self.runner().run(endpoint, lambda line: ctx.log(line), offload)
 
     def results(self, principal: Principal | None, endpoint: str, kind: str, *,
                 since: str | None = None, until: str | None = None,

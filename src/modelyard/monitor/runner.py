@@ -39,6 +39,12 @@ ACTOR = "modelyard:monitor"
 PER_VERSION = frozenset({"drift_score", "feature_drift", "quality", "quality_drop"})
 RETRAIN_ON = {"drift_score": "drift", "feature_drift": "drift", "quality": "quality_drop",
               "quality_drop": "quality_drop"}
+class Offload(Protocol):
+    """``JobContext.offload``: run ``fn(*args)`` where the worker sends heavy work."""
+
+    def __call__(self, key: str, fn: Callable[..., Any], *args: Any) -> Any: ...
+
+
 class RetrainHook(Protocol):
     """Asks for a retraining cycle of ``model`` (jobs/retraining.py ``trigger``); ``version``:
     the version the alert is about (no cycle when it is no longer the champion)."""
@@ -61,8 +67,10 @@ class MonitorRunner:
         self.webhook_attempts = webhook_attempts
         self.webhook_backoff_s = webhook_backoff_s
 
-    def run(self, endpoint: str, progress: Callable[[str], None] = lambda _: None
-            ) -> dict[str, Any]:
+    def run(self, endpoint: str, progress: Callable[[str], None] = lambda _: None,
+            offload: Offload | None = None) -> dict[str, Any]:
+        """``offload``: where each window's drift test runs (a job's ``ctx.offload``: a Ray
+        task on the ray backend, memoized per window and version); None: here."""
         now = self.clock()
         with self.db.transaction() as session:
             row = repo.monitor_row(session, endpoint)
@@ -74,7 +82,7 @@ class MonitorRunner:
                                    "quality_windows": 0, "events": []}
         windows = closed_windows(spec.window_s, last_end, now)
         for start, end in windows:
-            summary["drift_windows"] += self._drift(endpoint, model, spec, start, end)
+            summary["drift_windows"] += self._drift(endpoint, model, spec, start, end, offload)
             progress(f"drift of {start:%Y-%m-%d %H:%M}-{end:%H:%M}")
         seen_until = now
         if spec.quality is not None:
@@ -100,7 +108,7 @@ class MonitorRunner:
 
     # -- drift -----------------------------------------------------------------------------
     def _drift(self, endpoint: str, model: str, spec: MonitorSpec, start: datetime,
-               end: datetime) -> int:
+               end: datetime, offload: Offload | None = None) -> int:
         with self.db.transaction() as session:
             versions = [v["version"] for v in log_repo.summary(session, endpoint, start, end)]
         for version in versions:
@@ -119,11 +127,11 @@ class MonitorRunner:
             else:
                 output = spec.quality.output if spec.quality is not None else None
                 columns, predictions = window_columns(records, output)
-                drift = detect_drift(Profile.from_dict(stored), columns, predictions,
-                                     spec.drift)
-                status = "insufficient_data" if drift.drifted is None else \
-                    "drift" if drift.drifted else "ok"
-                score, n, report = drift.score, drift.rows, drift.to_dict()
+                args = (stored, columns, predictions, spec.drift)
+                outcome = offload(f"drift {version} {start.isoformat()}", drift_outcome,
+                                  *args) if offload is not None else drift_outcome(*args)
+                status, score, n, report = (outcome["status"], outcome["score"],
+                                            outcome["rows"], outcome["report"])
             with self.db.transaction() as session:
                 repo.put_result(session, endpoint, version, "drift", start, end, status, score,
                                 n, report)
@@ -317,6 +325,17 @@ class MonitorRunner:
                 time.sleep(self.webhook_backoff_s * 2 ** attempt)
         log.warning("alert webhook failed: %s", outcome)
         return outcome
+
+
+def drift_outcome(stored: dict[str, Any], columns: Any, predictions: Any,
+                  spec: Any) -> dict[str, Any]:
+    """One window's drift test against a stored profile, as JSON (it may run as an offloaded
+    step of the monitor job, in another process)."""
+    drift = detect_drift(Profile.from_dict(stored), columns, predictions, spec)
+    status = "insufficient_data" if drift.drifted is None else \
+        "drift" if drift.drifted else "ok"
+    return {"status": status, "score": drift.score, "rows": drift.rows,
+            "report": drift.to_dict()}
 
 
 def quality_report(task: str, truth: list[Any], predicted: list[Any],
