@@ -89,3 +89,24 @@ def test_init_keeps_the_database_private_in_a_folder_others_may_read(
     assert result.exit_code == 0, result.output
     assert (folder / "yard.db").stat().st_mode & 0o777 == 0o600
     assert (folder / "admin.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_text_others_wrote_is_shown_as_text(yard: Yard) -> None:
+    """A stray ``[/x]`` in a description or key owner made the command crash (Rich read it
+    as markup); an escape sequence in a card went to the terminal as is."""
+    yard.register("echo", "modelyard.testing.models:Echo", flavor="python", trusted=True,
+                  sample=X, description="[/bold] [red]FAKE[/red]")
+    yard.create_endpoint("echo", "echo:1", description="[/oops] [link=http://x]y[/link]")
+    yard.create_key("[/owner]", ["viewer"])
+    yard.update_card("echo", 1, intended_use="retitle \x1b]0;owned\x07 me \x1b[31mred")
+    for args, literal in ((["endpoints", "show", "echo"], "[/oops] [link=http://x]y[/link]"),
+                          (["keys", "list"], "[/owner]"),
+                          (["models", "show", "echo:1"], "[/bold] [red]FAKE[/red]"),
+                          (["models", "card", "echo:1"], "retitle")):
+        result = runner.invoke(app, ["--yard", str(yard.settings.home), *args],
+                               env={"MODELYARD_DATABASE_URL": yard.settings.database_url,
+                                    "MODELYARD_ARTIFACTS_URL": yard.settings.artifacts_url,
+                                    "COLUMNS": "300"})
+        assert result.exit_code == 0, (args, result.output, result.exception)
+        assert literal in result.output, (args, result.output)
+        assert "\x1b" not in result.output and "\x07" not in result.output, args

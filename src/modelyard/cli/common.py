@@ -35,6 +35,21 @@ class Context:
 
 STATE = Context()
 
+# Control characters but tab and newline: an escape sequence could restyle, retitle or
+# otherwise drive the terminal of whoever looks at a description someone else wrote.
+_CONTROL = {c: "\ufffd" for c in (*range(0, 9), *range(11, 32), 127)}
+
+
+def visible(text: str) -> str:
+    """``text`` with its control characters shown as U+FFFD."""
+    return text.translate(_CONTROL)
+
+
+def shown(value: Any) -> str:
+    """Text someone typed (a description, an owner, an error quoting them) for the terminal:
+    never read as Rich markup (a stray ``[/x]`` made the command crash), never driving it."""
+    return "" if value is None else escape(visible(str(value)))
+
 
 def handle_errors(fn: F) -> F:
     """Turn any Modelyard or connection error into one line on stderr and exit code 1."""

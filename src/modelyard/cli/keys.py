@@ -11,7 +11,7 @@ from typing import Any
 
 import typer
 
-from modelyard.cli.common import console, emit, handle_errors, operations, table
+from modelyard.cli.common import console, emit, handle_errors, operations, shown, table
 from modelyard.domain.errors import AlreadyExists, ValidationFailed
 
 app = typer.Typer(help="Create, list, rotate and revoke API keys; make signing keys.",
@@ -22,7 +22,7 @@ SIGNING_PUB = "modelyard-signing.pub"
 
 
 def _show_secret(data: dict[str, Any]) -> None:
-    console.print(f"key for [bold]{data['owner']}[/bold] ({', '.join(data['roles'])}), "
+    console.print(f"key for [bold]{shown(data['owner'])}[/bold] ({', '.join(data['roles'])}), "
                   "shown once:")
     console.print(data["key"], markup=False, highlight=False, soft_wrap=True)
 
@@ -58,7 +58,7 @@ def list_keys() -> None:
     keys = operations().list_keys()
     emit(keys, lambda ks: console.print(table(
         "API keys", ["prefix", "owner", "roles", "created", "last used", "revoked"],
-        [[k["prefix"], k["owner"], ", ".join(k["roles"]), k["created_at"][:19],
+        [[k["prefix"], shown(k["owner"]), ", ".join(k["roles"]), k["created_at"][:19],
           (k["last_used_at"] or "-")[:19], (k["revoked_at"] or "-")[:19]] for k in ks])))
 
 

@@ -20,7 +20,9 @@ from modelyard.cli.common import (
     handle_errors,
     operations,
     parse_pairs,
+    shown,
     table,
+    visible,
 )
 from modelyard.domain.errors import ModelyardError, ValidationFailed
 from modelyard.domain.names import ModelRef
@@ -66,7 +68,7 @@ def _data_fingerprint(path: Path | None) -> str | None:
 
 def _version_rows(versions: list[dict[str, Any]]) -> list[list[Any]]:
     return [[v["version"], v["flavor"], v["status"], ", ".join(v["aliases"]),
-             v["artifact"]["sha256"][:12], v["created_at"][:19], v["created_by"]]
+             v["artifact"]["sha256"][:12], v["created_at"][:19], shown(v["created_by"])]
             for v in versions]
 
 
@@ -226,7 +228,7 @@ def show(ref: str = typer.Argument(..., help="name, name:VERSION or name@ALIAS")
                 f"lineage: data={lin['data_fingerprint'] or '-'} code={lin['code_revision'] or '-'}"
                 f" parent={lin['parent'] or '-'} trusted={lin['trusted']}\n"
                 f"  params={lin['params']}\n  metrics={lin['metrics']}\n  tags={lin['tags']}")
-        console.print(Panel(body, title=f"{v['model']}:{v['version']}", expand=False))
+        console.print(Panel(shown(body), title=f"{v['model']}:{v['version']}", expand=False))
 
     emit(version, render)
 
@@ -321,7 +323,7 @@ def card(
         version = ops.version(ref)
         ops.update_card(version["model"], version["version"], **changes)
     result = ops.card(ref)
-    emit(result, lambda r: console.print(Markdown(r["markdown"])))
+    emit(result, lambda r: console.print(Markdown(visible(r["markdown"]))))
 
 
 def _version_number(ref: str) -> tuple[str, int]:
