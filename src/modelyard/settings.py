@@ -44,6 +44,10 @@ class Settings:
     allowed_origins: str = ""
     # /metrics answers without a key (for a Prometheus that cannot send a bearer token).
     public_metrics: bool = False
+    # The interactive API docs (Swagger UI at /docs, ReDoc at /redoc). Off by default: their
+    # pages load scripts from cdn.jsdelivr.net, unpinned, on the dashboard's origin (and need
+    # the internet). The OpenAPI document is always at /openapi.json.
+    api_docs: bool = False
     # Telemetry (docs/decisions/0016-telemetry.md). metrics: Prometheus counters on the data
     # plane. trace_exporter: off, console or otlp; empty means otlp when otlp_endpoint is set
     # (e.g. http://collector:4318), else off. trace_sample_ratio: share of requests traced.

@@ -256,3 +256,13 @@ def test_static_assets_revalidate_instead_of_refetching(seeded: Showcase) -> Non
         again = http.get("/ui/static/vendor/uPlot.iife.min.js",
                          headers={"if-none-match": first.headers["etag"]})
         assert again.status_code == 304
+
+
+def test_a_nul_character_in_a_path_or_query_is_a_clear_refusal(admin: httpx.Client) -> None:
+    """PostgreSQL cannot compare text holding NUL: a 422 page, not a 500 (and not a broken
+    connection for the next request)."""
+    for path in ("/ui/models/a%00b", "/ui/endpoints/%00", "/ui/models?q=%00"):
+        page = admin.get(path)
+        assert page.status_code == 422, (path, page.status_code)
+        assert "NUL" in page.text
+    assert admin.get("/ui/models").status_code == 200

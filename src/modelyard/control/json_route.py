@@ -52,7 +52,7 @@ class StrictJSONRoute(APIRoute):
 
         async def strict(request: Request) -> Response:
             request = StrictJSONRequest(request.scope, request.receive)
-            _refuse_nul_in_url(request)
+            refuse_nul_in_url(request)
             if takes_body and _is_json(request.headers.get("content-type")) and \
                     await request.body():
                 try:
@@ -65,7 +65,7 @@ class StrictJSONRoute(APIRoute):
         return strict
 
 
-def _refuse_nul_in_url(request: Request) -> None:
+def refuse_nul_in_url(request: Request) -> None:
     """Path and query values are compared with stored text: one with a NUL character is
     refused here, naming it (``path.name``, ``query.tag``)."""
     for part, values in (("path", request.path_params.items()),

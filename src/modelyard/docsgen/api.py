@@ -84,7 +84,7 @@ def render(document: dict[str, Any], plain: list[PlainRoute]) -> str:
         f"({document['info']['title']} {document['info']['version']}), `ROUTE_ACTIONS` in",
         "`control/api.py` and the errors in `domain/errors.py`; do not edit by hand (a test",
         "fails when this page is stale). A running server serves the same document at",
-        "`/openapi.json` (Swagger UI at `/docs`).",
+        "`/openapi.json` (Swagger UI at `/docs` with the `api_docs` setting on).",
         "",
         "Every control-plane route needs `Authorization: Bearer <API key or OIDC token>`. The",
         "*action* is what the one policy function decides by; the roles holding each action",

@@ -205,6 +205,8 @@ def create_app(yard: Yard, *, start_reconciler: bool = True,
     app = FastAPI(
         title="Modelyard",
         version=__version__,
+        docs_url="/docs" if settings.api_docs else None,
+        redoc_url="/redoc" if settings.api_docs else None,
         description="Control plane of a Modelyard yard: models, versions, aliases, artifacts "
         "and endpoints. The data plane (/endpoints/{name}/predict and the Open Inference "
         "Protocol v2 under /v2) is served by the same process.",

@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 
+from modelyard.control.json_route import refuse_nul_in_url
 from modelyard.domain.errors import (
     Forbidden,
     InvalidRequest,
@@ -196,6 +197,8 @@ class UiRoute(APIRoute):
 
         async def handle(request: Request) -> Response:
             try:
+                # Path and query text is compared with stored text: PostgreSQL refuses NUL.
+                refuse_nul_in_url(request)
                 return await handler(request)
             except LoginRequired:
                 target = request.url.path
