@@ -29,6 +29,7 @@ from modelyard.domain.errors import (
 )
 from modelyard.domain.registry import Endpoint
 from modelyard.governance import audit
+from modelyard.governance.auth import auth_failures
 from modelyard.governance.oidc import JwtVerifier
 from modelyard.governance.policy import Principal
 from modelyard.store.db import Database
@@ -72,6 +73,7 @@ class DataPlaneAccess:
             if pending:
                 add_usage(session, pending)
             self._flush_refusals(session)
+            auth_failures(self.db).flush(session)  # the control plane's, past their bound
             rows = session.execute(select(ApiKeyRow.prefix, ApiKeyRow.key_hash,
                                           ApiKeyRow.roles, ApiKeyRow.rate_per_s,
                                           ApiKeyRow.daily_quota, ApiKeyRow.owner)

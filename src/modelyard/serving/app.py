@@ -197,8 +197,11 @@ def create_app(yard: Yard, *, start_reconciler: bool = True,
             if task is not None:
                 await task
             backend.close()
-            # After the last answer: what the drained requests left in the buffer is written.
+            # After the last answer: what the drained requests left in the buffer is written,
+            # and the refusals counted since the last reconcile go to the audit chain.
             await asyncio.to_thread(inference_log.stop)
+            with contextlib.suppress(Exception):  # a store gone at shutdown loses only counts
+                await asyncio.to_thread(access.refresh)
             if tracing is not None:  # export the spans still buffered
                 await asyncio.to_thread(tracing.shutdown)
 
