@@ -19,8 +19,10 @@ def ray_instance() -> Iterator[None]:
     from modelyard.backends import ray as ray_backend  # noqa: F401  (sets Serve's flags first)
 
     temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp,
-             namespace="modelyard-tests")
+    # address="local": a new instance of its own, never one found running on the machine
+    # (ray.init() joins any Ray started with 'ray start' by default).
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             _temp_dir=temp, namespace="modelyard-tests")
     try:
         yield
     finally:
