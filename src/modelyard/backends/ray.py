@@ -246,9 +246,9 @@ class RayCluster:
                                        "namespace": "modelyard"}
             if address:
                 ray.init(address=address, **options)
-            else:
-                ray.init(num_cpus=num_cpus or os.cpu_count() or 1, _temp_dir=temp_dir,
-                         **options)
+            else:  # "local": its own instance, not one found running on the machine
+                ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1,
+                         _temp_dir=temp_dir, **options)
         # No Ray HTTP proxy: our data plane answers HTTP and calls the replicas' handles.
         serve.start(proxy_location="Disabled")
 
