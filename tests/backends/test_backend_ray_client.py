@@ -73,10 +73,10 @@ def ray_head() -> Iterator[tuple[str, dict[str, str]]]:
            "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0", "RAY_USAGE_STATS_ENABLED": "0",
            "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
     log = open(Path(temp) / "head.log", "wb")  # noqa: SIM115  (closed below)
-    head = subprocess.Popen(
+    head = subprocess.Popen(_watched(
         [RAY, "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--num-cpus",
          "2", "--temp-dir", temp, "--include-dashboard", "false", "--disable-usage-stats",
-         *ports], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+         *ports]), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -91,6 +91,27 @@ def ray_head() -> Iterator[tuple[str, dict[str, str]]]:
         _stop(head, temp)
         log.close()
         shutil.rmtree(temp, ignore_errors=True)
+
+
+# Runs a command and SIGTERMs it when this test process dies, teardown or not: a killed CI
+# run must not leave a head running (every later ray.init() on the machine would join it).
+# (PR_SET_PDEATHSIG would do, but this sandbox ignores it.) SIGTERM to the watcher is passed
+# on; ``ray start --block`` stops what it started on SIGTERM.
+_WATCH = """
+import os, signal, subprocess, sys, time
+parent = os.getppid()
+child = subprocess.Popen(sys.argv[1:])
+signal.signal(signal.SIGTERM, lambda *_: child.terminate())
+while child.poll() is None:
+    if os.getppid() != parent:
+        child.terminate()
+    time.sleep(0.5)
+sys.exit(child.returncode)
+"""
+
+
+def _watched(argv: list[str]) -> list[str]:
+    return [sys.executable, "-c", _WATCH, *argv]
 
 
 def _stop(process: subprocess.Popen[bytes], marker: str = "") -> None:
@@ -130,10 +151,10 @@ def test_a_server_on_ray_client_serves_and_leaves_the_cluster_up(
     port = free_port()
     # The CLI in its own process: a Ray Client driver is process-wide state.
     log = open(tmp_path / "server.log", "wb")  # noqa: SIM115  (closed below)
-    server = subprocess.Popen(
+    server = subprocess.Popen(_watched(
         [str(Path(sys.executable).parent / "modelyard"), "--yard", str(home), "serve",
          "--backend", "ray", "--address", address, "--port", str(port), "--log-level",
-         "warning"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+         "warning"]), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     body = {"inputs": ROWS.tolist()}
     try:
