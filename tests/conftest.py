@@ -14,6 +14,7 @@ from db_support import database
 from modelyard import Client, Yard
 from modelyard.serving.server import BackgroundServer
 from modelyard.settings import Settings
+from modelyard.store.db import Database
 from s3_support import s3, s3_endpoint  # noqa: F401  (fixtures: moto's S3 server)
 
 
@@ -21,6 +22,17 @@ from s3_support import s3, s3_endpoint  # noqa: F401  (fixtures: moto's S3 serve
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     with database(request.param, tmp_path) as url:
         yield url
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    """An empty store at the current schema (each backend in turn, as ``database_url``)."""
+    database = Database(database_url)
+    database.upgrade()
+    try:
+        yield database
+    finally:
+        database.dispose()
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])

@@ -6,23 +6,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from modelyard.control.leadership import Leadership
 from modelyard.store.db import Database
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    database = Database(database_url)
-    database.upgrade()
-    try:
-        yield database
-    finally:
-        database.dispose()
 
 
 def _pair(db: Database, kind: str, lease_s: float = 1.0) -> tuple[Leadership, Leadership]:

@@ -4,11 +4,9 @@ buffer, redaction before writing, oversized payloads, retention, and labels join
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
-import pytest
 from prometheus_client import CollectorRegistry
 
 from modelyard.domain.registry import Endpoint
@@ -22,16 +20,6 @@ NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 def endpoint(sample: float = 1.0, redaction: dict[str, str] | None = None) -> Endpoint:
     return Endpoint("churn", "churn", 1000, "", NOW, NOW, 1, redaction=redaction or {},
                     log_sample=sample)
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    database = Database(database_url)
-    database.upgrade()
-    try:
-        yield database
-    finally:
-        database.dispose()
 
 
 def offer(log: InferenceLog, ep: Endpoint, request_id: str = "r1", version: str = "churn:1",

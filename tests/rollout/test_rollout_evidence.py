@@ -3,8 +3,6 @@ observed counts in this one's window stats, once, and only for endpoints under r
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from modelyard.rollout.evidence import SharedEvidence
@@ -18,16 +16,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    database = Database(database_url)
-    database.upgrade()
-    try:
-        yield database
-    finally:
-        database.dispose()
 
 
 def recorder(clock: Clock, wall_offset: float) -> Observations:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import re
 import sqlite3
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,17 +21,6 @@ from modelyard.store import keys
 from modelyard.store.db import Database, _alembic_config, normalize_url
 from modelyard.store.tables import ApiKeyRow, Base
 from modelyard.yard import SchemaOutdated, YardNotInitialised
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    database = Database(database_url)
-    database.upgrade()
-    try:
-        yield database
-    finally:
-        database.dispose()
-
 
 # -- SQLite settings ----------------------------------------------------------------------
 
