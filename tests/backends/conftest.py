@@ -1,4 +1,5 @@
-"""A local Ray instance for the ray backend's tests (one per test module)."""
+"""A local Ray instance for the ray backend's tests: one per test session (Ray started again
+in a process that shut it down once is not dependable), Serve shut down after each module."""
 
 from __future__ import annotations
 
@@ -9,12 +10,10 @@ from collections.abc import Iterator
 import pytest
 
 
-@pytest.fixture(scope="module")
-def ray_instance() -> Iterator[None]:
-    """Ray with 2 CPUs in a temporary folder (short: Ray's socket paths are length-limited),
-    Serve and Ray shut down after the module."""
+@pytest.fixture(scope="session")
+def _ray_session() -> Iterator[None]:
+    """Ray with 2 CPUs in a temporary folder (short: Ray's socket paths are length-limited)."""
     ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'modelyard[ray]')")
-    from ray import serve
 
     from modelyard.backends import ray as ray_backend  # noqa: F401  (sets Serve's flags first)
 
@@ -26,8 +25,16 @@ def ray_instance() -> Iterator[None]:
     try:
         yield
     finally:
-        try:
-            serve.shutdown()
-        finally:
-            ray.shutdown()
-            shutil.rmtree(temp, ignore_errors=True)
+        ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def ray_instance(_ray_session: None) -> Iterator[None]:
+    """The session's Ray; the module's Serve applications are gone after it."""
+    from ray import serve
+
+    try:
+        yield
+    finally:
+        serve.shutdown()
