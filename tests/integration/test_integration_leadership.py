@@ -112,6 +112,30 @@ def _decisions(log: Path, rollout_id: int, upto: int | None = None) -> list[str]
     return re.findall(rf"rollout {rollout_id}: (advance|promote|rollback|complete)", text)
 
 
+def two_servers(yard: Yard, tabular: tuple[np.ndarray, np.ndarray, np.ndarray], home: Path,
+                database_url: str, tmp_path: Path) -> list[Server]:
+    """churn:1 and churn:2 behind "churn" (following churn@production), served by two
+    processes on the one store; [leader, follower] once exactly one of them leads."""
+    x, label, _ = tabular
+    for c in (1.0, 0.5):
+        yard.register("churn", LogisticRegression(C=c).fit(x, label), to_onnx=True,
+                      sample=x[:4])
+    yard.update_project("default", policy={"card_required": []})
+    yard.set_alias("churn", "production", 1)
+    yard.create_endpoint("churn", "churn@production", auth="public")
+    servers = [Server(home, database_url, tmp_path / f"server{i}.log") for i in (0, 1)]
+    try:
+        for server in servers:
+            server.wait_ready()
+        roles = [server.leads() for server in servers]
+        assert sorted(roles) == [False, True], roles  # exactly one leader
+    except BaseException:
+        for server in servers:  # the caller never gets them to stop
+            server.kill()
+        raise
+    return servers if roles[0] else servers[::-1]
+
+
 @pytest.mark.slow
 def test_two_servers_one_leader_and_a_takeover_when_it_is_killed(
         tmp_path: Path, database_url: str,
@@ -123,20 +147,8 @@ def test_two_servers_one_leader_and_a_takeover_when_it_is_killed(
     servers: list[Server] = []
     loads: list[Load] = []
     try:
-        x, label, _ = tabular
-        for c in (1.0, 0.5):
-            yard.register("churn", LogisticRegression(C=c).fit(x, label), to_onnx=True,
-                          sample=x[:4])
-        yard.update_project("default", policy={"card_required": []})
-        yard.set_alias("churn", "production", 1)
-        yard.create_endpoint("churn", "churn@production", auth="public")
-
-        servers = [Server(home, database_url, tmp_path / f"server{i}.log") for i in (0, 1)]
-        for server in servers:
-            server.wait_ready()
-        roles = [server.leads() for server in servers]
-        assert sorted(roles) == [False, True], roles  # exactly one leader
-        leader, follower = (servers[0], servers[1]) if roles[0] else (servers[1], servers[0])
+        servers = two_servers(yard, tabular, home, database_url, tmp_path)
+        leader, follower = servers
         loads = [Load(server.url) for server in servers]
         time.sleep(0.5)
 
@@ -210,19 +222,8 @@ def test_the_leader_analyses_the_followers_traffic_too(
     servers: list[Server] = []
     load: Load | None = None
     try:
-        x, label, _ = tabular
-        for c in (1.0, 0.5):
-            yard.register("churn", LogisticRegression(C=c).fit(x, label), to_onnx=True,
-                          sample=x[:4])
-        yard.update_project("default", policy={"card_required": []})
-        yard.set_alias("churn", "production", 1)
-        yard.create_endpoint("churn", "churn@production", auth="public")
-        servers = [Server(home, database_url, tmp_path / f"server{i}.log") for i in (0, 1)]
-        for server in servers:
-            server.wait_ready()
-        roles = [server.leads() for server in servers]
-        assert sorted(roles) == [False, True], roles
-        follower = servers[1] if roles[0] else servers[0]
+        servers = two_servers(yard, tabular, home, database_url, tmp_path)
+        follower = servers[1]
         load = Load(follower.url)
         rollout = yard.start_rollout("churn", {
             "target": "churn:2", "strategy": "canary", "interval_s": 0.5,
