@@ -159,6 +159,13 @@ class TensorIn(_Strict):
     data: list[Any]
 
 
+DESCRIPTION_HELP = "at most 10,000 characters"
+TAGS_HELP = "at most 100; keys of 1-128 characters, values of at most 512"
+PARAMS_HELP = ("at most 1,000; keys of 1-250 characters, each value at most 6,000 characters "
+               "(as JSON when it is not text)")
+REFERENCE_HELP = "at most 1,000 characters"
+
+
 class RegisterRequest(_Strict):
     artifact: str = Field(description="sha256 of an archive uploaded to POST /api/v1/artifacts")
     flavor: str | None = None
@@ -166,13 +173,14 @@ class RegisterRequest(_Strict):
     sample: list[TensorIn] | None = Field(
         default=None, description="a few input rows as OIP v2 tensors; used to infer and "
         "check the signature and to warm the model up")
-    params: dict[str, Any] = {}
-    metrics: dict[str, float] = {}
-    tags: dict[str, str] = {}
-    data_fingerprint: str | None = None
-    code_revision: str | None = None
+    params: dict[str, Any] = Field(default={}, description=PARAMS_HELP)
+    metrics: dict[str, float] = Field(default={}, description="finite numbers; at most 1,000, "
+                                      "names of 1-250 characters")
+    tags: dict[str, str] = Field(default={}, description=TAGS_HELP)
+    data_fingerprint: str | None = Field(default=None, description=REFERENCE_HELP)
+    code_revision: str | None = Field(default=None, description=REFERENCE_HELP)
     parent: str | None = None
-    description: str = ""
+    description: str = Field(default="", description=DESCRIPTION_HELP)
     trusted: bool = False
     trusted_types: list[str] = []
     project: str | None = Field(default=None, description="a new model's project "
@@ -205,7 +213,7 @@ class EndpointCreate(_Strict):
                               "(or give graph)")
     graph: dict[str, Any] | None = Field(default=None, description=GRAPH_HELP)
     timeout_ms: int | None = Field(default=None, ge=1, le=600_000)
-    description: str = ""
+    description: str = Field(default="", description=DESCRIPTION_HELP)
     deployment: dict[str, Any] | None = Field(default=None, description=DEPLOYMENT_HELP)
     auth: str = Field(default="key", description="who may call the data plane: key (an "
                       "API key with the predictor role or better in the endpoint's project), "
@@ -224,12 +232,12 @@ class KeyCreate(_Strict):
 
 class ProjectCreate(_Strict):
     name: str
-    description: str = ""
+    description: str = Field(default="", description=DESCRIPTION_HELP)
     policy: dict[str, Any] | None = Field(default=None, description=POLICY_HELP)
 
 
 class ProjectUpdate(_Strict):
-    description: str | None = None
+    description: str | None = Field(default=None, description=DESCRIPTION_HELP)
     policy: dict[str, Any] | None = Field(default=None, description=POLICY_HELP +
                                           " (merged into the current policy)")
 
@@ -271,7 +279,7 @@ class EndpointUpdate(_Strict):
     model: str | None = None
     graph: dict[str, Any] | None = Field(default=None, description=GRAPH_HELP)
     timeout_ms: int | None = Field(default=None, ge=1, le=600_000)
-    description: str | None = None
+    description: str | None = Field(default=None, description=DESCRIPTION_HELP)
     deployment: dict[str, Any] | None = Field(
         default=None, description=DEPLOYMENT_HELP + " (merged into the current settings)")
     auth: str | None = None

@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from modelyard.control.approvals import ApprovalService
-from modelyard.domain import graph
+from modelyard.domain import graph, limits
 from modelyard.domain.approvals import Approval
 from modelyard.domain.deployment import DeploymentSpec
 from modelyard.domain.errors import (
@@ -112,6 +112,9 @@ class EndpointService:
         if not problems:
             _, found = graph.validate(spec, signature_of)
             problems += found
+        if len(spec.description) > limits.DESCRIPTION_MAX:
+            problems.append(Problem("description", "must be text of at most "
+                                    f"{limits.DESCRIPTION_MAX} characters"))
         if len(set(projects.values())) > 1:
             problems.append(Problem("nodes", "a graph serves models of one project; these "
                                     f"span {', '.join(sorted(set(projects.values())))}"))
@@ -148,6 +151,7 @@ class EndpointService:
         rules = check_rules(redaction) if redaction is not None else {}
         sample = check_log_sample(log_sample)
         check_name(name, "endpoint name", "name")
+        limits.description(description)
         if (model is None) == (graph_doc is None):
             raise ValidationFailed("give a model or a graph (one of them)", field="model")
         ref = ModelRef.parse(model) if model is not None else None
@@ -197,6 +201,8 @@ class EndpointService:
             raise ValidationFailed("give a model or a graph (one of them)", field="model")
         check_timeout(timeout_ms)
         check_auth(auth)
+        if description is not None:
+            limits.description(description)
         rules = check_rules(redaction) if redaction is not None else None
         sample = check_log_sample(log_sample)
         if auth == "public" and project is not None:

@@ -7,7 +7,8 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
-from modelyard.domain.errors import AlreadyExists, ValidationFailed
+from modelyard.domain import limits
+from modelyard.domain.errors import AlreadyExists
 from modelyard.domain.names import check_name
 from modelyard.domain.projects import Project, ProjectPolicy
 from modelyard.governance import audit
@@ -15,13 +16,6 @@ from modelyard.governance.audit import guard
 from modelyard.governance.policy import Principal
 from modelyard.store import projects as repo
 from modelyard.store.db import Database
-
-
-def check_description(description: Any) -> str:
-    if not isinstance(description, str) or len(description) > 10_000:
-        raise ValidationFailed("description must be text of at most 10000 characters",
-                               field="description")
-    return description
 
 
 class ProjectService:
@@ -37,7 +31,7 @@ class ProjectService:
             with self.db.transaction() as session:
                 if repo.exists(session, name):
                     raise AlreadyExists(f"project {name!r} already exists", field="name")
-                project = repo.create(session, name, check_description(description), settled,
+                project = repo.create(session, name, limits.description(description), settled,
                                       who.name)
                 audit.append(session, who.name, "project.create", name,
                              after=project.to_dict())
@@ -66,7 +60,7 @@ class ProjectService:
             row = repo.row(session, name, lock=True)
             before = repo.to_project(row)
             if description is not None:
-                row.description = check_description(description)
+                row.description = limits.description(description)
             if policy is not None:
                 row.policy = before.policy.merged(policy).to_dict()
             after = repo.to_project(row)

@@ -21,6 +21,7 @@ import numpy as np
 
 from modelyard import flavors
 from modelyard.control.approvals import ApprovalService
+from modelyard.domain import limits
 from modelyard.domain.approvals import Approval
 from modelyard.domain.cards import ModelCard
 from modelyard.domain.errors import (
@@ -64,6 +65,18 @@ class Registration:
     project: str | None = None  # a new model's project (default: "default")
 
 
+def check_text(spec: Registration) -> None:
+    """What a registrant wrote is bounded (``domain/limits.py``): checked before any work."""
+    limits.description(spec.description)
+    lineage = spec.lineage
+    limits.tags(lineage.tags)
+    limits.params(lineage.params)
+    limits.metric_names(lineage.metrics)
+    limits.optional_text(lineage.data_fingerprint, "data_fingerprint", limits.REFERENCE_MAX)
+    limits.optional_text(lineage.code_revision, "code_revision", limits.REFERENCE_MAX)
+    limits.names(list(spec.trusted_types), "trusted_types", limits.REFERENCE_MAX)
+
+
 class RegistryService:
     def __init__(self, db: Database, artifacts: ArtifactStore, scratch: Path,
                  home: Path | None = None,
@@ -92,6 +105,7 @@ class RegistryService:
     def _guard_new(self, principal: Principal | None, name: str, spec: Registration
                    ) -> tuple[Principal, str]:
         """Registration: the project is the model's, or the one asked for when it is new."""
+        check_text(spec)
         with self.db.transaction() as session:
             existing = repo.project_of(session, name)
         wanted = spec.project
@@ -289,6 +303,10 @@ class RegistryService:
             row = repo.version_row(session, repo.model_row(session, name), version)
             before = ModelCard.from_dict(row.card)
             after = before.merged(changes)
+            if "owners" in changes:
+                limits.names(list(after.owners), "card.owners")
+            if "evaluation" in changes:
+                limits.metric_names(dict(after.evaluation), "card.evaluation")
             row.card = after.to_dict()
             audit.append(session, principal.name, "card.update", f"{name}:{version}",
                          before=before.to_dict(), after=after.to_dict())

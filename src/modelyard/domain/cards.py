@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from modelyard.domain.errors import ValidationFailed, reject_unknown
+from modelyard.domain.limits import CARD_TEXT_MAX
 
 RISK_LEVELS = ("minimal", "limited", "high", "unacceptable")
 TEXT_FIELDS = ("intended_use", "out_of_scope_use", "training_data", "limitations")
@@ -29,8 +30,8 @@ class ModelCard:
             raise ValidationFailed(f"risk_level must be one of {', '.join(RISK_LEVELS)}",
                                    field="card.risk_level")
         for name in TEXT_FIELDS:
-            if len(getattr(self, name)) > 20_000:
-                raise ValidationFailed(f"{name} is longer than 20000 characters",
+            if len(getattr(self, name)) > CARD_TEXT_MAX:
+                raise ValidationFailed(f"{name} is longer than {CARD_TEXT_MAX} characters",
                                        field=f"card.{name}")
 
     def to_dict(self) -> dict[str, Any]:
