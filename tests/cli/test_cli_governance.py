@@ -181,12 +181,13 @@ def test_four_eyes_and_signing_through_the_server(
     tmp_path: Path,
 ) -> None:
     admin = ("--url", server.url, "--key", admin_key)
-    bob = ("--url", server.url, "--key",
-           client.create_key("bob", ["approver@fraud", "viewer"])["key"])
     skops_file, sample = model_file
     private, public, kid = _keygen(tmp_path / "keys")
     cli(*admin, "projects", "create", "fraud", "--approvals", "1", "--card-required", "",
         "--trust-key", str(public))
+    # (a grant names a project that exists: created first)
+    bob = ("--url", server.url, "--key",
+           client.create_key("bob", ["approver@fraud", "viewer"])["key"])
     cli(*admin, "models", "register", "churn", skops_file, "--sample", sample,
         "--project", "fraud")
 

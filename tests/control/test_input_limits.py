@@ -130,3 +130,24 @@ def test_the_sdk_hears_the_limit_with_its_field(shared: Shared, tabular: Data,
         shared.yard.register("sdk-limited", "modelyard.testing.models:Echo", flavor="python",
                              trusted=True, sample=tabular[0][:3], description=LONG)
     assert local.value.field == "description"
+
+
+# -- point 3: grants name projects that exist ------------------------------------------------
+
+def test_a_grant_in_an_unknown_project_is_422(shared_api: httpx.Client) -> None:
+    keys_before = len(shared_api.get(f"{API}/keys").json())
+    before = _audited(shared_api)
+    for roles, field in ((["predictor@nonexistent"], "roles[0]"),
+                         (["viewer", "developer@default", "approver@fruad"], "roles[2]")):
+        body = assert_problem(shared_api.post(f"{API}/keys", json={"owner": "svc",
+                                                                   "roles": roles}),
+                              422, "validation_failed", field)
+        assert "does not exist" in body["detail"]
+    assert len(shared_api.get(f"{API}/keys").json()) == keys_before
+    assert _audited(shared_api) == before
+    # Once the project exists, the same grant is fine; yard-wide and default grants always.
+    assert shared_api.post(f"{API}/projects", json={"name": "fruad"}).status_code == 201
+    made = shared_api.post(f"{API}/keys", json={
+        "owner": "svc", "roles": ["viewer", "developer@default", "approver@fruad"]})
+    assert made.status_code == 201, made.text
+    assert made.json()["roles"] == ["approver@fruad", "developer@default", "viewer"]

@@ -315,6 +315,7 @@ def test_approvals_are_listed_per_project(guarded: Team) -> None:
     request_production(guarded)
     mine = guarded.http["vic"].get("/api/v1/approvals", params={"status": "pending"}).json()
     assert [a["target"] for a in mine] == ["echo@production"]
+    guarded.admin.create_project("elsewhere")  # a grant names a project that exists
     outsider = guarded.add("olga", "viewer@elsewhere")
     assert outsider.get("/api/v1/approvals").json() == []
     assert_problem(outsider.get(f"/api/v1/approvals/{mine[0]['id']}"), 403, "forbidden")

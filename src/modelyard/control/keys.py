@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from modelyard.domain.errors import Conflict, Forbidden, ValidationFailed
 from modelyard.governance import audit
 from modelyard.governance.audit import guard
 from modelyard.governance.policy import ROLES, Principal, grantable_roles, parse_grant
 from modelyard.store import keys as repo
+from modelyard.store import projects as projects_repo
 from modelyard.store.db import Database
 
 
@@ -34,6 +37,18 @@ def check_roles(principal: Principal, roles: list[str]) -> list[str]:
     return sorted(set(roles))
 
 
+def check_projects(session: Session, roles: list[str]) -> None:
+    """Every project a grant names exists: a typo (``predictor@fruad``) would otherwise be a
+    key that opens nothing, or later opens a project created under that name. Grants given
+    at creation only: keys made before this check keep their grants when rotated."""
+    for index, grant in enumerate(roles):
+        _, project = parse_grant(grant, f"roles[{index}]")
+        if project is not None and not projects_repo.exists(session, project):
+            raise ValidationFailed(f"project {project!r} of grant {grant!r} does not exist: "
+                                   "create it first (modelyard projects create)",
+                                   field=f"roles[{index}]")
+
+
 def check_limits(rate_per_s: float | None, daily_quota: int | None) -> None:
     if rate_per_s is not None and not 0 < rate_per_s <= 1_000_000:
         raise ValidationFailed("rate_per_s must be above 0 and at most 1000000",
@@ -54,9 +69,11 @@ class KeyService:
         """A new key: the secret is in the answer under ``key`` and nowhere else, ever.
         ``rate_per_s`` and ``daily_quota`` bound its data-plane calls (429 beyond)."""
         principal = guard(self.db, principal, "keys:write", f"key:{owner}")
+        given = roles
         owner, roles = check_owner(owner), check_roles(principal, roles)
         check_limits(rate_per_s, daily_quota)
         with self.db.transaction() as session:
+            check_projects(session, given)
             secret = repo.create(session, owner, roles, rate_per_s=rate_per_s,
                                  daily_quota=daily_quota)
             record = repo.to_record(repo.key_row(session, secret.partition(".")[0])).to_dict()
