@@ -7,6 +7,7 @@ import asyncio
 import math
 from typing import Any
 
+from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -17,6 +18,7 @@ from modelyard.domain.errors import (
     EndpointNotFound,
     InvalidInput,
     InvalidRequest,
+    NotFound,
     NotReady,
     ValidationFailed,
     VersionNotFound,
@@ -30,8 +32,10 @@ from modelyard.serving.codecs import dumps, json_response, loads, require_json
 from modelyard.serving.deployment import Deployment
 from modelyard.serving.metrics import ServingMetrics
 from modelyard.serving.request_id import caller_id
+from modelyard.store import endpoints as endpoints_repo
 from modelyard.store import feedback as feedback_repo
 from modelyard.store import inference_log as inference_log_repo
+from modelyard.store import registry as registry_repo
 from modelyard.store.db import Database
 
 
@@ -124,7 +128,9 @@ class DataPlane:
           version joins labels with the inference log.
 
         Answers 202 with the counts stored; ``unmatched``: labels of requests the inference
-        log does not hold (not sampled, or expired)."""
+        log does not hold (not sampled, or expired). A version that does not exist (or a
+        generation a graph endpoint has not reached) is 422 naming the item, and nothing
+        of the batch is stored."""
         name = request.path_params["name"]
         state = self._state(name, request)  # the endpoint's own auth mode decides
         require_json(request)
@@ -132,8 +138,8 @@ class DataPlane:
         items = doc if isinstance(doc, list) else [doc]
         if not items or len(items) > MAX_FEEDBACK:
             raise ValidationFailed(f"send 1-{MAX_FEEDBACK} outcomes", field="body")
-        model = ModelRef.parse(state.endpoint.model_ref).model \
-            if state.endpoint.graph is None else name
+        graph = state.endpoint.graph is not None
+        model = name if graph else ModelRef.parse(state.endpoint.model_ref).model
         parsed = [_feedback(item, model, f"body[{i}]" if isinstance(doc, list) else "body")
                   for i, item in enumerate(items)]
         if self.db is None:
@@ -142,6 +148,11 @@ class DataPlane:
 
         def store() -> dict[str, int]:
             with db.transaction() as session:  # all or nothing
+                known: set[str] = set()
+                for where, version, _, _, _ in parsed:
+                    if version is not None and version not in known:
+                        _check_version(session, name, graph, version, f"{where}.version")
+                        known.add(version)
                 outcomes: list[tuple[str, float, str | None]] = []
                 for where, version, value, request_id, _ in parsed:
                     if value is None:
@@ -238,6 +249,27 @@ def _instances(rows: Any, names: list[str]) -> dict[str, Any]:
 
 
 MAX_FEEDBACK = 1000
+
+
+def _check_version(session: Session, endpoint: str, graph: bool, version: str,
+                   where: str) -> None:
+    """Feedback names a version that exists: a model's registered version (archived ones
+    too: outcomes arrive late), or a generation a graph endpoint has reached. An outcome
+    for ``churn:99`` would otherwise be stored and counted for a version that never
+    answered (an A/B test reads outcomes by version)."""
+    ref = ModelRef.parse(version, where)
+    number = ref.version or 0
+    if graph:
+        current = endpoints_repo.row(session, endpoint).generation
+        if number > current:
+            raise ValidationFailed(f"graph endpoint {endpoint!r} is at generation {current}; "
+                                   f"{version} never answered", field=where)
+        return
+    try:
+        registry_repo.version_row(session, registry_repo.model_row(session, ref.model), number)
+    except NotFound:
+        raise ValidationFailed(f"{version} does not exist: give the version that answered "
+                               "(the answer's Modelyard-Model-Version)", field=where) from None
 
 
 MAX_LABEL_BYTES = 64 * 1024
