@@ -265,23 +265,40 @@ class FastPath:
             raise NotReady(f"endpoint {name!r} is {state.status}"
                            + (f": {state.error}" if state.error else ""))
         if isinstance(deployment, TrafficDeployment):
-            wanted = version
-            if request.pinned is not None:
-                if caller is None and request.authorization is not None:
-                    caller = self.access.identify(request.authorization)
-                if caller is None or not caller.may("traffic:override",
-                                                    state.endpoint.project):
-                    raise Forbidden("choosing the version with Modelyard-Version needs a "
-                                    "developer, operator or admin key",
-                                    field=PIN_HEADER.decode())
-                wanted = request.pinned.decode("latin-1").strip()
-            chosen = deployment.pick(deployment.key_of(request.headers), wanted)
+            if request.pinned is None:
+                return state, deployment.pick(deployment.key_of(request.headers),
+                                              version), deployment
+            wanted = self._pinned(request.pinned, request, state, caller)
+            try:
+                chosen = deployment.pick(None, wanted)
+            except VersionNotFound as exc:
+                raise VersionNotFound(exc.detail, field=PIN_HEADER.decode()) from None
+            if version is not None and version != str(chosen.version.version):
+                raise VersionNotFound(f"the path names version {version!r}, "
+                                      f"{PIN_HEADER.decode()} {wanted!r}", field="version")
             return state, chosen, deployment
         if version is not None and version != str(deployment.version.version):
             raise VersionNotFound(f"endpoint {name!r} serves version "
                                   f"{deployment.version.version}, not {version!r}",
                                   field="version")
+        if request.pinned is not None:  # one version served: it must be the one named
+            wanted = self._pinned(request.pinned, request, state, caller)
+            if wanted not in (str(deployment.version.version), deployment.version.ref):
+                raise VersionNotFound(f"endpoint {name!r} serves {deployment.version.ref}, "
+                                      f"not {wanted!r}", field=PIN_HEADER.decode())
         return state, deployment, None
+
+    def _pinned(self, pinned: bytes, request: _Request, state: EndpointState,
+                caller: Principal | None) -> str:
+        """The version ``Modelyard-Version`` names (a number or ``name:number``), once the
+        caller may choose one: the same right whether the endpoint splits its traffic now
+        or serves one version (a client must not start failing when a rollout begins)."""
+        if caller is None and request.authorization is not None:
+            caller = self.access.identify(request.authorization)
+        if caller is None or not caller.may("traffic:override", state.endpoint.project):
+            raise Forbidden("choosing the version with Modelyard-Version needs a "
+                            "developer, operator or admin key", field=PIN_HEADER.decode())
+        return pinned.decode("latin-1").strip()
 
     @staticmethod
     def _timeout_s(request: _Request, state: EndpointState) -> float:
