@@ -12,11 +12,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 import typer
-from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from modelyard.cli.common import console, emit, err_console, handle_errors, operations
+from modelyard.cli.common import (
+    console,
+    emit,
+    err_console,
+    handle_errors,
+    operations,
+    shown,
+)
 from modelyard.domain.approvals import STATUSES
 
 app = typer.Typer(help="Review, approve and reject changes held back for four-eyes "
@@ -47,10 +53,10 @@ def pending_line(a: dict[str, Any]) -> str:
 def print_pending(what: str, a: dict[str, Any]) -> None:
     """Say that ``what`` did not happen yet, and what unblocks it (one line per fact, so
     the command can be copied)."""
-    console.print(f"[yellow]pending[/yellow]: {escape(what)} is held back by project "
-                  f"{escape(str(a['project']))}'s policy (request {a['id']}, expires "
+    console.print(f"[yellow]pending[/yellow]: {shown(what)} is held back by project "
+                  f"{shown(str(a['project']))}'s policy (request {a['id']}, expires "
                   f"{_when(a.get('expires_at'))})", highlight=False, soft_wrap=True)
-    console.print(escape(pending_line(a)), highlight=False, soft_wrap=True)
+    console.print(shown(pending_line(a)), highlight=False, soft_wrap=True)
 
 
 # -- rendering -------------------------------------------------------------------------
@@ -113,19 +119,19 @@ def _approvals_table(approvals: list[dict[str, Any]], empty: str) -> Table | str
                    "status", "expires"):
         out.add_column(column, overflow="fold")  # names are never cut short
     for a in approvals:
-        out.add_row(str(a["id"]), escape(str(a["project"])), escape(str(a["action"])),
-                    escape(str(a["target"])), escape(str(a["requested_by"])),
+        out.add_row(str(a["id"]), shown(str(a["project"])), shown(str(a["action"])),
+                    shown(str(a["target"])), shown(str(a["requested_by"])),
                     f"{a['approvals']}/{a['required']}", _status(a), _expires(a))
     return out
 
 
 def _show(a: dict[str, Any]) -> None:
     lines = [
-        f"project: {escape(str(a['project']))}   action: {a['action']}   "
+        f"project: {shown(str(a['project']))}   action: {a['action']}   "
         f"status: {_status(a)}",
-        f"change: {escape(_change(a))}",
-        f"target: {escape(str(a['target']))}",
-        f"requested by: {escape(str(a['requested_by']))} at {_when(a.get('created_at'))}",
+        f"change: {shown(_change(a))}",
+        f"target: {shown(str(a['target']))}",
+        f"requested by: {shown(str(a['requested_by']))} at {_when(a.get('created_at'))}",
         f"approvals: {a['approvals']}/{a['required']}   expires: "
         f"{_when(a.get('expires_at'))}"
         + (f" ({_expires(a)})" if a.get("status") == "pending" else ""),
@@ -133,20 +139,20 @@ def _show(a: dict[str, Any]) -> None:
     if a.get("decided_at"):
         lines.append(f"decided: {_when(a['decided_at'])}")
     if a.get("reason"):
-        lines.append(f"reason: {escape(str(a['reason']))}")
+        lines.append(f"reason: {shown(str(a['reason']))}")
     for vote in a.get("votes") or []:
-        comment = f": {escape(str(vote['comment']))}" if vote.get("comment") else ""
-        lines.append(f"  {vote['decision']} by {escape(str(vote['subject']))} "
-                     f"({escape(str(vote['actor']))}) at {_when(vote.get('at'))}{comment}")
+        comment = f": {shown(str(vote['comment']))}" if vote.get("comment") else ""
+        lines.append(f"  {vote['decision']} by {shown(str(vote['subject']))} "
+                     f"({shown(str(vote['actor']))}) at {_when(vote.get('at'))}{comment}")
     if a.get("status") == "pending":
-        lines.append(escape(pending_line(a)))
+        lines.append(shown(pending_line(a)))
     console.print(Panel("\n".join(lines), title=f"approval request {a['id']}", expand=False),
                   highlight=False)
 
 
 def _decided(verb: str) -> Any:
     def render(a: dict[str, Any]) -> None:
-        head = f"{verb} request {a['id']} ({escape(_change(a))})"
+        head = f"{verb} request {a['id']} ({shown(_change(a))})"
         status = a.get("status")
         if status == "executed":
             console.print(f"{head}: [green]executed[/green] "
@@ -155,10 +161,10 @@ def _decided(verb: str) -> Any:
         elif status == "pending":
             console.print(f"{head}: {a['approvals']}/{a['required']} approvals so far",
                           highlight=False, soft_wrap=True)
-            console.print(escape(pending_line(a)), highlight=False, soft_wrap=True)
+            console.print(shown(pending_line(a)), highlight=False, soft_wrap=True)
         elif status == "failed":
             err_console.print(f"{head}: [red]the approved change failed[/red]: "
-                              f"{escape(str(a.get('reason') or '-'))}", highlight=False,
+                              f"{shown(str(a.get('reason') or '-'))}", highlight=False,
                               soft_wrap=True)
         elif status == verb:
             console.print(head, highlight=False, soft_wrap=True)

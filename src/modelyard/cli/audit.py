@@ -9,7 +9,14 @@ from pathlib import Path
 
 import typer
 
-from modelyard.cli.common import console, emit, err_console, handle_errors, operations
+from modelyard.cli.common import (
+    console,
+    emit,
+    err_console,
+    handle_errors,
+    operations,
+    shown,
+)
 
 app = typer.Typer(help="The audit chain: every change, refusal and decision.",
                   no_args_is_help=True)
@@ -55,4 +62,4 @@ def export(
         tmp = output.with_suffix(output.suffix + ".part")
         tmp.write_text(lines)
         tmp.replace(output)
-        console.print(f"wrote {len(rows)} records to {output}")
+        console.print(f"wrote {len(rows)} records to {shown(output)}")

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -18,7 +17,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from modelyard.cli.common import STATE, console, emit, err_console, handle_errors
+from modelyard.cli.common import STATE, console, emit, err_console, handle_errors, shown
 from modelyard.store.backup.progress import Advance, Silent
 
 DB_HELP = "Database URL (default: the yard's database_url setting)."
@@ -70,7 +69,7 @@ def _say(text: str) -> None:
 
 def _plain(value: Any) -> str:
     """A path, URL or message as text, never as Rich markup."""
-    return escape(str(value))
+    return shown(str(value))
 
 
 def _mib(size: int) -> str:

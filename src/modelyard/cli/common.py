@@ -13,9 +13,11 @@ from typing import Any, TypeVar
 
 import httpx
 import typer
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.markup import escape
+from rich.protocol import is_renderable
 from rich.table import Table
+from rich.text import Text
 
 from modelyard.domain.errors import ModelyardError
 
@@ -61,12 +63,12 @@ def handle_errors(fn: F) -> F:
         except ModelyardError as exc:
             where = f" (field: {exc.field})" if exc.field else ""
             err_console.print(f"[red]error[/red] {escape(f'[{exc.code}]')}: "
-                              f"{escape(exc.detail)}{escape(where)}",
+                              f"{shown(exc.detail)}{shown(where)}",
                               highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except httpx.HTTPError as exc:
-            err_console.print(f"[red]error[/red]: cannot reach {remote_url()}: "
-                              f"{escape(str(exc))}",
+            err_console.print(f"[red]error[/red]: cannot reach {shown(remote_url())}: "
+                              f"{shown(exc)}",
                               highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
 
@@ -137,15 +139,26 @@ def emit(data: Any, render: Callable[[Any], None]) -> None:
         render(data)
 
 
+def as_text(value: Any) -> RenderableType:
+    """A cell or a line for Rich: a renderable (a styled ``Text``, a table) as it is, any
+    other value as plain text (never markup, control characters shown as U+FFFD)."""
+    if is_renderable(value) and not isinstance(value, str):
+        return value
+    return Text(visible("" if value is None else str(value)))
+
+
 def table(title: str, columns: list[str], rows: list[list[Any]], empty: str = ""
-          ) -> Table | str:
+          ) -> Table | Text:
+    """A table of plain values: what they hold is shown as text, whoever wrote it (a
+    description, an inference input, a rejection comment); pass a ``Text`` to style a
+    cell."""
     if not rows and empty:
-        return empty
-    out = Table(title=title, title_justify="left", header_style="bold")
+        return Text(visible(empty))
+    out = Table(title=Text(visible(title)), title_justify="left", header_style="bold")
     for col in columns:
         out.add_column(col)
     for row in rows:
-        out.add_row(*["" if v is None else str(v) for v in row])
+        out.add_row(*[as_text(v) for v in row])
     return out
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import typer
 
 from modelyard.cli.approvals import is_pending, print_pending
-from modelyard.cli.common import console, emit, handle_errors, operations, shown, table
+from modelyard.cli.common import console, emit, handle_errors, operations, table
 from modelyard.domain.errors import ValidationFailed
 
 app = typer.Typer(help="Create and manage serving endpoints.", no_args_is_help=True)
@@ -154,7 +154,7 @@ def list_endpoints() -> None:
     endpoints = operations().list_endpoints()
     emit(endpoints, lambda es: console.print(table(
         "Endpoints", ["name", "model", "timeout ms", "status"],
-        [[e["name"], e["model"], e["timeout_ms"], shown(_status(e))] for e in es],
+        [[e["name"], e["model"], e["timeout_ms"], _status(e)] for e in es],
         empty="no endpoints yet: create one with "
         "'modelyard endpoints create NAME --model MODEL@ALIAS'")))
 
@@ -169,8 +169,8 @@ def show(name: str = typer.Argument(...)) -> None:
     endpoint = operations().endpoint(name)
     emit(endpoint, lambda e: console.print(table(
         f"Endpoint {e['name']}", ["field", "value"],
-        [[k, shown(traffic_text(v) if k == "traffic" else v)] for k, v in e.items()
-         if k != "status"] + [["status", shown(_status(e))]])))
+        [[k, traffic_text(v) if k == "traffic" else v] for k, v in e.items()
+         if k != "status"] + [["status", _status(e)]])))
 
 
 def traffic_text(traffic: Mapping[str, Any] | None) -> str | None:

@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.markup import escape
 
-from modelyard.cli.common import console, emit, handle_errors, operations, table
+from modelyard.cli.common import console, emit, handle_errors, operations, shown, table
 from modelyard.domain.errors import ModelyardError
 from modelyard.graphs import Graph
 
@@ -34,10 +33,10 @@ def validate(file: Path = FILE) -> None:
     def render(r: dict[str, Any]) -> None:
         if r["ok"]:
             signature = r["signature"]
-            shown = ", ".join(f"{s['name']} {s['dtype']}{s['shape']}"
+            answers = ", ".join(f"{s['name']} {s['dtype']}{s['shape']}"
                               for s in signature["outputs"])
-            console.print(f"[green]valid[/green]: {escape(file.name)} (project "
-                          f"{escape(r['project'])}) answers {escape(shown)}")
+            console.print(f"[green]valid[/green]: {shown(file.name)} (project "
+                          f"{shown(r['project'])}) answers {shown(answers)}")
             return
         console.print(table(f"{len(r['problems'])} problem(s) in {file.name}",
                             ["where", "problem"],
@@ -83,7 +82,7 @@ def deploy(
         result = ops.create_endpoint(name, graph=doc, auth=auth, timeout_ms=timeout_ms)
         verb = "created"
     emit(result, lambda e: console.print(
-        f"endpoint [bold]{escape(e['name'])}[/bold] {verb}: graph with "
+        f"endpoint [bold]{shown(e['name'])}[/bold] {verb}: graph with "
         f"{len(e['graph']['nodes'])} nodes ({e['auth']}); POST /endpoints/{e['name']}/predict"
         "?trace=1 shows what runs"))
 

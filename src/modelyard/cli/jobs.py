@@ -13,10 +13,9 @@ from typing import Any
 
 import typer
 from rich.live import Live
-from rich.markup import escape
 from rich.table import Table
 
-from modelyard.cli.common import STATE, console, emit, handle_errors, operations
+from modelyard.cli.common import STATE, console, emit, handle_errors, operations, shown
 from modelyard.domain.errors import InvalidJSON
 from modelyard.domain.jobs import FINISHED
 
@@ -63,28 +62,28 @@ def jobs_table(jobs: list[dict[str, Any]]) -> Table | str:
                    "finished"):
         out.add_column(column, overflow="fold")
     for j in jobs:
-        out.add_row(str(j["id"]), escape(j["kind"]), escape(j["project"]), _state(j),
-                    f"{j['attempt']}/{j['max_attempts']}", escape(str(j["created_by"])),
+        out.add_row(str(j["id"]), shown(j["kind"]), shown(j["project"]), _state(j),
+                    f"{j['attempt']}/{j['max_attempts']}", shown(str(j["created_by"])),
                     _when(j.get("created_at")), _when(j.get("finished_at")))
     return out
 
 
 def _show(j: dict[str, Any]) -> None:
-    console.print(f"job [bold]{j['id']}[/bold] {escape(j['kind'])} in project "
-                  f"{escape(j['project'])}: {_state(j)} (attempt {j['attempt']} of "
+    console.print(f"job [bold]{j['id']}[/bold] {shown(j['kind'])} in project "
+                  f"{shown(j['project'])}: {_state(j)} (attempt {j['attempt']} of "
                   f"{j['max_attempts']})", highlight=False)
     for label, key in (("created", "created_at"), ("started", "started_at"),
                        ("finished", "finished_at"), ("lease until", "lease_expires_at")):
         if j.get(key):
             console.print(f"  {label}: {_when(j[key])} UTC", highlight=False)
     if j.get("lease_owner"):
-        console.print(f"  worker: {escape(j['lease_owner'])}", highlight=False)
+        console.print(f"  worker: {shown(j['lease_owner'])}", highlight=False)
     if j.get("steps"):
-        console.print(f"  steps done: {escape(', '.join(j['steps']))}", highlight=False)
+        console.print(f"  steps done: {shown(', '.join(j['steps']))}", highlight=False)
     if j.get("error"):
-        console.print(f"  [red]error[/red]: {escape(j['error'])}", highlight=False)
+        console.print(f"  [red]error[/red]: {shown(j['error'])}", highlight=False)
     if j.get("result") is not None:
-        console.print(f"  result: {escape(json.dumps(j['result']))}", highlight=False)
+        console.print(f"  result: {shown(json.dumps(j['result']))}", highlight=False)
 
 
 @app.command("list")
@@ -120,7 +119,7 @@ def _print_lines(lines: list[dict[str, Any]]) -> None:
     for line in lines:
         colour = {"error": "red", "warning": "yellow"}.get(line["level"], "dim")
         console.print(f"[{colour}]{_when(line['at'])} #{line['attempt']} "
-                      f"{line['level']:7}[/{colour}] {escape(line['line'])}",
+                      f"{line['level']:7}[/{colour}] {shown(line['line'])}",
                       highlight=False, soft_wrap=True)
 
 
@@ -209,7 +208,7 @@ def schedule_set(
     found = operations().set_schedule(name, cron, kind, _payload(payload), project=project,
                                       enabled=not disabled, max_attempts=max_attempts)
     emit(found, lambda s: console.print(
-        f"schedule {escape(s['name'])}: {escape(s['cron'])} -> {escape(s['kind'])}, next at "
+        f"schedule {shown(s['name'])}: {shown(s['cron'])} -> {shown(s['kind'])}, next at "
         f"{_when(s['next_run_at'])} UTC{'' if s['enabled'] else ' (disabled)'}",
         highlight=False))
 
@@ -231,8 +230,8 @@ def schedule_list() -> None:
                        "enabled"):
             out.add_column(column, overflow="fold")
         for s in found:
-            out.add_row(escape(s["name"]), escape(s["cron"]), escape(s["kind"]),
-                        escape(s["project"]), _when(s["next_run_at"]),
+            out.add_row(shown(s["name"]), shown(s["cron"]), shown(s["kind"]),
+                        shown(s["project"]), _when(s["next_run_at"]),
                         str(s["last_job_id"] or "-"), "yes" if s["enabled"] else "no")
         console.print(out)
 
@@ -247,7 +246,7 @@ def schedule_delete(name: str = typer.Argument(..., help="The schedule's name.")
     Example: modelyard jobs schedule delete nightly
     """
     operations().delete_schedule(name)
-    emit({"deleted": name}, lambda _: console.print(f"deleted schedule {escape(name)}"))
+    emit({"deleted": name}, lambda _: console.print(f"deleted schedule {shown(name)}"))
 
 
 @handle_errors
@@ -284,13 +283,13 @@ def worker(
         signal.signal(signum, lambda *_: stop.set())
 
     def status() -> str:
-        running = ", ".join(f"{j.id} ({escape(j.kind)})" for j in runner.running.values())
+        running = ", ".join(f"{j.id} ({shown(j.kind)})" for j in runner.running.values())
         done = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
-        return (f"worker [bold]{escape(runner.name)}[/bold] x{concurrency}: "
+        return (f"worker [bold]{shown(runner.name)}[/bold] x{concurrency}: "
                 f"{'running ' + running if running else 'idle'}"
                 f"{' | ' + done if done else ''}")
 
-    console.print(f"worker {runner.name} on {yard.settings.home} (lease "
+    console.print(f"worker {shown(runner.name)} on {shown(yard.settings.home)} (lease "
                   f"{runner.lease_s:g} s, kinds: {', '.join(sorted(runner.handlers.kinds()))})",
                   highlight=False)
     runner.start()

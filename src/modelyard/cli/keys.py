@@ -58,7 +58,7 @@ def list_keys() -> None:
     keys = operations().list_keys()
     emit(keys, lambda ks: console.print(table(
         "API keys", ["prefix", "owner", "roles", "created", "last used", "revoked"],
-        [[k["prefix"], shown(k["owner"]), ", ".join(k["roles"]), k["created_at"][:19],
+        [[k["prefix"], k["owner"], ", ".join(k["roles"]), k["created_at"][:19],
           (k["last_used_at"] or "-")[:19], (k["revoked_at"] or "-")[:19]] for k in ks])))
 
 

@@ -29,7 +29,15 @@ from modelyard.cli import (
     retrain,
     rollouts,
 )
-from modelyard.cli.common import STATE, console, emit, err_console, handle_errors, operations
+from modelyard.cli.common import (
+    STATE,
+    console,
+    emit,
+    err_console,
+    handle_errors,
+    operations,
+    shown,
+)
 from modelyard.domain.errors import InvalidJSON, ValidationFailed
 
 app = typer.Typer(
@@ -102,11 +110,12 @@ def init(path: Path | None = typer.Argument(None, help="Where to create the yard
             "admin_key_file": str(settings.admin_key_file) if key else None}
 
     def render(d: dict[str, Any]) -> None:
-        console.print(f"yard ready at [bold]{d['home']}[/bold]")
-        console.print(f"  metadata:  {d['database']}\n  artifacts: {d['artifacts']}")
+        console.print(f"yard ready at [bold]{shown(d['home'])}[/bold]")
+        console.print(f"  metadata:  {shown(d['database'])}\n  artifacts: "
+                      f"{shown(d['artifacts'])}")
         if d["admin_key"]:
             console.print("  admin key (shown once; also in "
-                          f"{d['admin_key_file']}, mode 0600):")
+                          f"{shown(d['admin_key_file'])}, mode 0600):")
             console.print(f"  [bold yellow]{d['admin_key']}[/bold yellow]", highlight=False)
         else:
             console.print("  (the yard already existed; its keys are unchanged)")
@@ -185,7 +194,7 @@ def serve(
     if workers > 1:
         yard.close()
         os.environ["MODELYARD_HOME"] = str(yard.settings.home)
-        console.print(f"Modelyard {__version__} serving {yard.settings.home} on "
+        console.print(f"Modelyard {__version__} serving {shown(yard.settings.home)} on "
                       f"{scheme}://{host}:{port} with {workers} worker processes")
         uvicorn.run("modelyard.serving.app:app_from_environment", factory=True, host=host,
                     port=port, workers=workers, log_level=log_level, access_log=False,
@@ -194,7 +203,7 @@ def serve(
 
     def announce(_: float) -> None:
         also = f" and gRPC on {host}:{grpc_port}" if grpc_port else ""
-        console.print(f"Modelyard {__version__} serving {yard.settings.home} on "
+        console.print(f"Modelyard {__version__} serving {shown(yard.settings.home)} on "
                       f"{scheme}://{host}:{port}{also} (ready in "
                       f"{time.perf_counter() - started:.2f} s after start); dashboard at "
                       f"{scheme}://{host}:{port}/ui/")

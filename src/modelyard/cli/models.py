@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 import typer
 from rich.markdown import Markdown
-from rich.markup import escape
 from rich.panel import Panel
 
 from modelyard.cli.approvals import is_pending, print_pending
@@ -68,7 +67,7 @@ def _data_fingerprint(path: Path | None) -> str | None:
 
 def _version_rows(versions: list[dict[str, Any]]) -> list[list[Any]]:
     return [[v["version"], v["flavor"], v["status"], ", ".join(v["aliases"]),
-             v["artifact"]["sha256"][:12], v["created_at"][:19], shown(v["created_by"])]
+             v["artifact"]["sha256"][:12], v["created_at"][:19], v["created_by"]]
             for v in versions]
 
 
@@ -136,7 +135,7 @@ def register(
             profiled = operations().set_profile(ref, _load_table(data))
         except ModelyardError as exc:
             console.print(f"[yellow]{ref} is registered, but without a reference profile: "
-                          f"{exc.detail} (attach one with 'modelyard models profile {ref} "
+                          f"{shown(exc.detail)} (attach one with 'modelyard models profile {ref} "
                           "--data FILE')[/yellow]")
     emit(version, lambda v: console.print(
         f"registered [bold]{v['model']}:{v['version']}[/bold] ({v['flavor']}, "
@@ -178,7 +177,7 @@ def import_mlflow(
         operations(), name, model_uri, trusted=trusted, trusted_types=trusted_type or [],
         tracking_uri=tracking_uri, to_onnx=to_onnx, project=project, description=description)
     emit(version, lambda v: console.print(
-        f"imported [bold]{v['model']}:{v['version']}[/bold] from {escape(model_uri)} "
+        f"imported [bold]{v['model']}:{v['version']}[/bold] from {shown(model_uri)} "
         f"({v['flavor']}, {len(v['lineage']['params'])} params, "
         f"{len(v['lineage']['metrics'])} metrics)", highlight=False))
 

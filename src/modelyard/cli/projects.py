@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.markup import escape
 from rich.panel import Panel
 
-from modelyard.cli.common import console, emit, handle_errors, operations, table
+from modelyard.cli.common import console, emit, handle_errors, operations, shown, table
 from modelyard.domain.errors import ValidationFailed
 from modelyard.domain.projects import APPROVABLE, CARD_FIELDS
 
@@ -98,8 +97,8 @@ def _render(p: dict[str, Any]) -> None:
     keys = _key_ids(policy["trusted_keys"])
     card = policy["card_required"]
     lines = [
-        f"description: {escape(p['description'] or '-')}",
-        f"created: {p['created_at'][:19]} by {escape(str(p['created_by']))}",
+        f"description: {shown(p['description'] or '-')}",
+        f"created: {p['created_at'][:19]} by {shown(str(p['created_by']))}",
         f"approvals: {approvals}",
         f"signatures: {'required' if policy['signatures_required'] else 'not required'}",
         f"trusted keys: {', '.join(keys) or '-'}",
@@ -144,7 +143,7 @@ def list_projects() -> None:
         "Projects", ["name", "approvals", "signatures", "trusted keys", "description"],
         [[p["name"], p["policy"]["approvals_required"] or "-",
           "required" if p["policy"]["signatures_required"] else "-",
-          len(p["policy"]["trusted_keys"]) or "-", escape(p["description"])] for p in ps],
+          len(p["policy"]["trusted_keys"]) or "-", p["description"]] for p in ps],
         empty="no projects yet: create one with 'modelyard projects create NAME'")))
 
 

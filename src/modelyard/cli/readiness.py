@@ -22,6 +22,7 @@ from modelyard.cli.common import (
     local_key,
     operations,
     remote_url,
+    shown,
 )
 from modelyard.domain.errors import InvalidJSON, ValidationFailed
 from modelyard.readiness import html_scorecard, rich_scorecard, scorecard_for
@@ -74,11 +75,11 @@ def readiness(
     else:
         console.print(rich_scorecard(card, show_passed=not failing))
         if html is not None:
-            console.print(f"HTML report written to {html}")
+            console.print(f"HTML report written to {shown(html)}")
     if min_score is not None:
-        shown = "n/a" if card.score is None else f"{card.score:g}"
+        score = "n/a" if card.score is None else f"{card.score:g}"
         if card.score is None or card.score < min_score:
-            err_console.print(f"[red]readiness score {shown} is below the minimum "
+            err_console.print(f"[red]readiness score {score} is below the minimum "
                               f"{min_score:g}[/red]", highlight=False)
             raise typer.Exit(1)
 

@@ -10,10 +10,9 @@ from typing import Any
 
 import typer
 import yaml
-from rich.markup import escape
 from rich.table import Table
 
-from modelyard.cli.common import console, emit, handle_errors, operations
+from modelyard.cli.common import console, emit, handle_errors, operations, shown
 from modelyard.domain.errors import NotReady, ValidationFailed
 
 app = typer.Typer(help="Retraining: policies, cycles (train a challenger, gate it against "
@@ -49,8 +48,8 @@ def set_policy(
     """
     saved = operations().set_retrain_policy(model, _read(file))
     emit(saved, lambda p: console.print(
-        f"retraining policy of [bold]{escape(p['model'])}[/bold] saved: "
-        f"{escape(p['policy']['entrypoint'])} -> endpoint {escape(p['policy']['endpoint'])}",
+        f"retraining policy of [bold]{shown(p['model'])}[/bold] saved: "
+        f"{shown(p['policy']['entrypoint'])} -> endpoint {shown(p['policy']['endpoint'])}",
         highlight=False))
 
 
@@ -130,12 +129,12 @@ def cycles_table(cycles: list[dict[str, Any]]) -> Table | str:
         verdict = {"pass": "[green]pass[/green]", "fail": "[red]fail[/red]"}.get(
             c.get("verdict") or "", "-")
         rollout = c.get("rollout")
-        shown = f"{rollout['id']} {rollout['status']} (step {rollout['step']})" if rollout \
+        progress = f"{rollout['id']} {rollout['status']} (step {rollout['step']})" if rollout \
             else "-"
-        out.add_row(str(c["id"]), escape(c["model"]), escape(c["trigger"]),
-                    _state(c["state"]), escape(c.get("champion") or "-"),
-                    escape(c.get("challenger") or "-"), escape(metric), verdict,
-                    escape(shown), c["created_at"][:19].replace("T", " "))
+        out.add_row(str(c["id"]), shown(c["model"]), shown(c["trigger"]),
+                    _state(c["state"]), shown(c.get("champion") or "-"),
+                    shown(c.get("challenger") or "-"), shown(metric), verdict,
+                    shown(progress), c["created_at"][:19].replace("T", " "))
     return out
 
 
@@ -143,12 +142,12 @@ def _show(c: dict[str, Any]) -> None:
     console.print(cycles_table([c]))
     result = (c.get("gate") or {}).get("result")
     if result:
-        console.print(f"gate: {escape(result['reason'])}", highlight=False)
+        console.print(f"gate: {shown(result['reason'])}", highlight=False)
         for s in result.get("slices", []):
-            console.print(f"  {escape(s['feature'])}={escape(s['group'])}: {s['status']} "
+            console.print(f"  {shown(s['feature'])}={shown(s['group'])}: {s['status']} "
                           f"({_number(s['champion'])} -> {_number(s['challenger'])}, "
                           f"n={s['n']})", highlight=False)
     if c.get("error"):
-        console.print(f"[red]{escape(c['error'])}[/red]", highlight=False)
+        console.print(f"[red]{shown(c['error'])}[/red]", highlight=False)
     if c.get("data"):
-        console.print(f"data: {escape(json.dumps(c['data'], default=str))}", highlight=False)
+        console.print(f"data: {shown(json.dumps(c['data'], default=str))}", highlight=False)

@@ -26,12 +26,14 @@ from rich.text import Text
 from modelyard.cli.common import (
     STATE,
     Operations,
+    as_text,
     console,
     emit,
     err_console,
     handle_errors,
     operations,
     table,
+    visible,
 )
 from modelyard.domain.errors import NotFound, ValidationFailed
 
@@ -198,7 +200,7 @@ def last_analysis(last: Mapping[str, Any]) -> Group:
         checks.add_column(column)
     for check in verdict.get("checks") or []:
         status = str(check.get("status", "-"))
-        checks.add_row(str(check.get("name", "-")), _num(check.get("value")),
+        checks.add_row(as_text(check.get("name", "-")), _num(check.get("value")),
                        _num(check.get("limit")),
                        Text(status, style=CHECK_STYLE.get(status, "")))
     return Group(title, checks)
@@ -213,19 +215,19 @@ def view(state: Mapping[str, Any]) -> RenderableType:
     facts.add_column(style="bold")
     facts.add_column()
     facts.add_row("status", _status(str(state["status"])))
-    facts.add_row("strategy", str(state["strategy"]))
-    facts.add_row("versions", f"{state['baseline']} -> {state['target']}")
+    facts.add_row("strategy", as_text(state["strategy"]))
+    facts.add_row("versions", as_text(f"{state['baseline']} -> {state['target']}"))
     facts.add_row("step", f"{state['step']}/{state['steps']}")
     facts.add_row("traffic", traffic_bar(state))
     facts.add_row("failures", f"{state.get('failures', 0)} in a row" +
                   (f" ({to_rollback} roll it back)" if to_rollback else ""))
     if state.get("reason"):
-        facts.add_row("reason", Text(str(state["reason"])))
+        facts.add_row("reason", as_text(state["reason"]))
     if state.get("status") == "awaiting_approval" and state.get("approval_id"):
         facts.add_row("approval", f"modelyard approvals approve {state['approval_id']}")
     parts: list[RenderableType] = [
         Text.assemble(("Rollout ", "bold"), (str(state["id"]), "bold"),
-                      f" on {state['endpoint']}"), facts]
+                      f" on {visible(str(state['endpoint']))}"), facts]
     last = last_verdict(state)
     parts.append(last_analysis(last) if last else Text("no analysis yet (the server analyses "
                                                       "every interval_s)", style="dim"))
@@ -240,7 +242,7 @@ def progress_line(state: Mapping[str, Any]) -> Text:
                          f"{state['id']} ", _status(str(state["status"])),
                          f", step {state['step']}/{state['steps']}, {state['target']} at "
                          f"{float(state.get('weight') or 0):g}%, {state.get('failures', 0)} "
-                         f"failure(s): {state.get('reason') or '-'}")
+                         f"failure(s): {visible(str(state.get('reason') or '-'))}")
 
 
 def watch(ops: Operations, rollout_id: int, timeout_s: float) -> dict[str, Any]:
@@ -411,7 +413,7 @@ def _steer(verb: str, target: str) -> None:
     state = getattr(ops, f"{verb}_rollout")(resolve(ops, target))
     emit(state, lambda s: console.print(Text.assemble(
         f"rollout {s['id']} on {s['endpoint']}: ", _status(str(s["status"])),
-        f" ({s['reason']})" if s.get("reason") else "")))
+        f" ({visible(str(s['reason']))})" if s.get("reason") else "")))
 
 
 ID = typer.Argument(..., help="The rollout id, or an endpoint (its latest rollout).")
