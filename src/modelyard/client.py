@@ -109,6 +109,7 @@ class Client:
         """Save and pack the model here, upload it by sha256, register it (options: see
         ``modelyard.yard.RegisterOptions``)."""
         from modelyard.control.registry import (
+            check_text,
             convert_folder_to_onnx,
             prepare_sample,
             save_object,
@@ -119,6 +120,7 @@ class Client:
         if (model is None) == (path is None):
             raise errors.ValidationFailed("pass either a model object or path=", field="model")
         spec = registration(**options)
+        check_text(spec)  # before uploading anything the server would refuse to register
         arrays = prepare_sample(spec.sample, spec.signature)
         work = Path(tempfile.mkdtemp(prefix="modelyard-"))
         try:

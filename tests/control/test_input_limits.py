@@ -118,11 +118,13 @@ def test_card_owners_are_bounded(shared_api: httpx.Client) -> None:
 
 def test_the_sdk_hears_the_limit_with_its_field(shared: Shared, tabular: Data,
                                                 classifier: LogisticRegression) -> None:
+    unreferenced = shared.yard.collect_garbage(min_age_s=0)
     with Client(shared.url, shared.admin_key) as client:
         with pytest.raises(errors.ValidationFailed) as refused:
             client.register("sdk-limited", classifier, sample=tabular[0][:3],
                             tags={"team": "v" * 513})
         assert refused.value.field == "tags.team"
+        assert shared.yard.collect_garbage(min_age_s=0) == unreferenced  # nothing uploaded
         with pytest.raises(errors.ValidationFailed) as refused:
             client.update_endpoint("churn", description=LONG)
         assert refused.value.field == "description"
