@@ -84,9 +84,10 @@ class Settings:
     monitor_tick_s: float = 10.0
     job_lease_s: float = 30.0
     # Memory (MiB) the models of endpoints deployed with load: lazy may take together in this
-    # process; the least recently used idle ones are unloaded for room (0: no limit). A
-    # model's size is measured at load (RSS growth); before its first load it is estimated
-    # as its artifact's size times model_memory_factor (docs/decisions/0021).
+    # process (on the ray backend: in each replica of its model pool); the least recently
+    # used idle ones are unloaded for room (0: no limit). A model's size is measured at load
+    # (RSS growth); before its first load it is estimated as its artifact's size times
+    # model_memory_factor (docs/decisions/0021).
     model_memory_budget_mb: float = 0.0
     model_memory_factor: float = 2.0
     job_poll_s: float = 1.0
@@ -107,6 +108,11 @@ class Settings:
     # node (the server still serves everything; docs/decisions/0019-ray-backend.md).
     ray_direct_ingress: bool = True
     ray_direct_host: str = "127.0.0.1"
+    # ray backend: deployments with load: lazy share a pool of replicas that each hold many
+    # models under model_memory_budget_mb (per replica there); ray_pool_max_replicas above
+    # ray_pool_replicas autoscales each pool between the two (docs/decisions/0027).
+    ray_pool_replicas: int = 1
+    ray_pool_max_replicas: int = 0
     # Dashboard (/ui): how long a login lasts (seconds). OIDC login (authorization code with
     # PKCE against jwt_issuer's discovery document) is offered when oidc_client_id is set;
     # oidc_client_secret only for confidential clients (PKCE alone suffices otherwise).

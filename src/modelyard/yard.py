@@ -502,7 +502,8 @@ class Yard:
     def set_retrain_policy(self, model: str, policy: Mapping[str, Any]) -> dict[str, Any]:
         """Create or replace ``model``'s retraining policy: endpoint, entrypoint
         (``module:function``, ``trusted: true``), data, holdout, gate, triggers, rollout,
-        require_approval (see ``domain.retraining.RetrainPolicy``)."""
+        require_approval, resources (what training needs as a Ray task on the ray backend; see
+        ``domain.retraining.RetrainPolicy``)."""
         return self.retraining.set_policy(self.principal, model, dict(policy))
 
     def retrain_policy(self, model: str) -> dict[str, Any]:

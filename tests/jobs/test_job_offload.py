@@ -10,7 +10,8 @@ import pytest
 
 from modelyard import Yard
 from modelyard.domain.errors import ValidationFailed
-from modelyard.jobs.handlers import check_call, check_resources
+from modelyard.domain.jobs import check_resources
+from modelyard.jobs.handlers import check_call
 from modelyard.jobs.worker import JobContext, Worker
 
 
@@ -38,7 +39,7 @@ def test_offload_runs_here_once_without_an_offloader(yard: Yard) -> None:
 def test_offloader_gets_the_payload_resources(yard: Yard) -> None:
     seen: list[Any] = []
 
-    def offload(fn: Any, args: tuple[Any, ...], resources: Any) -> Any:
+    def offload(fn: Any, args: tuple[Any, ...], resources: Any, check: Any) -> Any:
         seen.append(dict(resources))
         return fn(*args)
 

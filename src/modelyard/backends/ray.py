@@ -13,7 +13,12 @@ traffic splits compose
 ``RayDeployment`` objects exactly as they compose local ones, so their behaviour is the same
 code on both backends. See docs/decisions/0019-ray-backend.md.
 
-This is the only module that imports ``ray``.
+Deployments with ``load: lazy`` instead share a pool of replicas that each hold many models
+under a memory budget (``ray_pool.py``, docs/decisions/0027). Each server owns its
+applications (their names carry its id) through a named actor that dies with it, so a server
+that died without deleting them has them collected by the next one (``collect_orphans``).
+
+This module and ``ray_pool.py`` are the only ones that import ``ray``.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -50,6 +55,13 @@ from ray.serve.exceptions import BackPressureError  # noqa: E402
 from modelyard.backends.base import EndpointState  # noqa: E402
 from modelyard.backends.local import LocalBackend, example_inputs  # noqa: E402
 from modelyard.backends.ray_ingress import DirectConfig, DirectIngress, port_range  # noqa: E402
+from modelyard.backends.ray_pool import (  # noqa: E402
+    POOL_NAMESPACE,
+    ModelPool,
+    PoolConfig,
+    PoolShape,
+    pool_key,
+)
 from modelyard.control.registry import RegistryService  # noqa: E402
 from modelyard.domain.deployment import DeploymentSpec  # noqa: E402
 from modelyard.domain.errors import (  # noqa: E402
@@ -57,6 +69,7 @@ from modelyard.domain.errors import (  # noqa: E402
     ModelyardError,
     NotReady,
     Overloaded,
+    ValidationFailed,
 )
 from modelyard.domain.registry import Endpoint, ModelVersion  # noqa: E402
 from modelyard.serving.batcher import Arrays, BatchObserver  # noqa: E402
@@ -70,6 +83,10 @@ log = logging.getLogger("modelyard.backend")
 _INIT_LOCK = threading.Lock()
 
 APP_PREFIX = "modelyard-"
+# The named actor that stands for a live server (its id is in its applications' names); it
+# dies with the server's Ray driver, which is how other servers know the server is gone.
+OWNER_PREFIX = "modelyard-owner-"
+ORPHAN_SWEEP_S = 60.0
 # How long a new application may take to have every replica running (load, warm-up,
 # scheduling); past it the endpoint reports the failure and the previous version serves on.
 DEPLOY_TIMEOUT_S = 300.0
@@ -77,6 +94,8 @@ DEPLOY_TIMEOUT_S = 300.0
 # request's own deadline), and the slack for the answer to come back over Ray.
 REPLICA_TIMEOUT_S = 600.0
 TRANSPORT_GRACE_S = 5.0
+# How often a job's Ray task is checked for the job's cancellation.
+TASK_POLL_S = 0.5
 # Batches in flight per replica: one computing while the next crosses the network.
 LANES_PER_REPLICA = 2
 # Where replicas publish their direct listeners' URLs (Ray's key-value store, per app).
@@ -183,18 +202,42 @@ class ReplicaPredictor:
         return f"ReplicaPredictor({self.app_name!r})"
 
     def predict(self, inputs: Arrays) -> dict[str, np.ndarray]:
-        if self._handle is None:
-            self._handle = RayCluster.sync_handle(self.app_name)
         try:
             # The front's batcher already enforces each request's deadline; the replica's
             # only guards against a call that never returns.
-            answer = self._handle.predict.remote(dict(inputs), REPLICA_TIMEOUT_S, 1).result(
+            answer = self._call(dict(inputs)).result(
                 timeout_s=REPLICA_TIMEOUT_S + TRANSPORT_GRACE_S)
         except BackPressureError as exc:
             raise Overloaded(f"{self.ref} is overloaded; retry later") from exc
         if isinstance(answer, ModelyardError):
             raise answer
         return dict(answer)
+
+    def _call(self, inputs: dict[str, np.ndarray]) -> Any:
+        if self._handle is None:
+            self._handle = RayCluster.sync_handle(self.app_name)
+        return self._handle.predict.remote(inputs, REPLICA_TIMEOUT_S, 1)
+
+
+class PoolPredictor(ReplicaPredictor):
+    """A lane to a model pool (``ray_pool.ModelPool``): each call names the version, and
+    Ray's multiplexed routing prefers the pool replicas that hold it."""
+
+    def __init__(self, app_name: str, version: ModelVersion, spec: DeploymentSpec) -> None:
+        super().__init__(app_name, version.ref)
+        self.key = pool_key(version, spec)
+        self.version = version
+        self.spec = spec
+
+    def __repr__(self) -> str:
+        return f"PoolPredictor({self.app_name!r}, {self.key!r})"
+
+    def _call(self, inputs: dict[str, np.ndarray]) -> Any:
+        if self._handle is None:
+            self._handle = RayCluster.sync_handle(self.app_name).options(
+                multiplexed_model_id=self.key)
+        return self._handle.predict.remote(self.key, self.version, self.spec, inputs,
+                                           REPLICA_TIMEOUT_S, 1)
 
 
 @dataclass(eq=False)
@@ -230,6 +273,17 @@ class RayDeployment(Deployment):
         threading.Thread(target=delete, name=f"retire-{name}", daemon=True).start()
 
 
+@dataclass(eq=False)
+class PooledDeployment(RayDeployment):
+    """A ``load: lazy`` deployment on the ray backend: the front (cache, admission, batcher)
+    in the server, the model in whichever replicas of its pool load it on demand."""
+
+    def retire(self) -> None:
+        """Stop the front's batcher; the pool stays (other versions use it) and unloads the
+        version when it needs the room."""
+        Deployment.retire(self)
+
+
 class RayCluster:
     """Every call this backend makes to the cluster: connect, deploy, wait, shut down."""
 
@@ -241,6 +295,7 @@ class RayCluster:
         self.address = address
         # A Ray already initialised in this process (tests, notebooks) stays its owner's.
         self.owned = not ray.is_initialized()
+        self.owner = uuid.uuid4().hex[:8]  # in every application name this server deploys
         if self.owned:
             options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                        "namespace": "modelyard"}
@@ -251,6 +306,60 @@ class RayCluster:
                          _temp_dir=temp_dir, **options)
         # No Ray HTTP proxy: our data plane answers HTTP and calls the replicas' handles.
         serve.start(proxy_location="Disabled")
+        self._presence = _Presence.options(  # type: ignore[attr-defined]
+            name=OWNER_PREFIX + self.owner, namespace="modelyard", num_cpus=0).remote()
+        self._swept = 0.0
+
+    def app_name(self, what: str) -> str:
+        """A name for a new application of this server's."""
+        return f"{APP_PREFIX}{self.owner}-{what}"
+
+    def collect_orphans(self, every_s: float = 0.0) -> list[str]:
+        """Delete the applications of servers that are gone (their owner actor died with
+        them), at most once per ``every_s``. Returns the names deleted."""
+        if time.monotonic() - self._swept < every_s:
+            return []
+        self._swept = time.monotonic()
+        alive: dict[str, bool] = {self.owner: True}
+        deleted = []
+        for name in list(serve.status().applications):
+            owner = _owner_of(name)
+            if owner is None:
+                continue
+            if owner not in alive:
+                alive[owner] = _is_alive(owner)
+            if not alive[owner]:
+                log.warning("deleting Ray Serve application %s: the server that deployed "
+                            "it is gone", name)
+                with_ignored(serve.delete, name)
+                RayCluster.forget_direct(name)
+                forget_pool(name)
+                deleted.append(name)
+        return deleted
+
+    def deploy_pool(self, name: str, shape: PoolShape, config: PoolConfig,
+                    artifacts: ArtifactStore) -> None:
+        """Start a model pool's application and wait until its replicas run."""
+        options: dict[str, Any] = {
+            "name": "pool",
+            "ray_actor_options": {"num_cpus": shape.num_cpus, "num_gpus": shape.num_gpus},
+            # Batches of every model the replica holds, each model on its own thread.
+            "max_ongoing_requests": 16 * LANES_PER_REPLICA,
+        }
+        if config.max_replicas > config.replicas:
+            options["autoscaling_config"] = {"min_replicas": config.replicas,
+                                             "max_replicas": config.max_replicas,
+                                             "target_ongoing_requests": 2.0}
+        else:
+            options["num_replicas"] = config.replicas
+        pool: Any = serve.deployment(ModelPool)
+        app = pool.options(**options).bind(artifacts.url, str(artifacts.cache_dir), config)
+        serve._run(app, name=name, route_prefix=None, _blocking=False)
+        try:
+            self.wait_running(name)
+        except BaseException:
+            with_ignored(serve.delete, name)
+            raise
 
     def deploy(self, name: str, version: ModelVersion, spec: DeploymentSpec,
                artifacts: ArtifactStore, direct: DirectConfig | None = None) -> float:
@@ -331,10 +440,42 @@ class RayCluster:
     def shutdown(self) -> None:
         """Stop the local instance this process started; from a cluster it joined, only
         disconnect (Serve there may run other applications; ours were deleted)."""
+        with_ignored(ray.kill, self._presence)
         if self.owned:
             if not self.address:
                 with_ignored(serve.shutdown)
             ray.shutdown()
+
+
+@ray.remote
+class _Presence:
+    """Stands for a live server: a named actor owned by the server's Ray driver, so Ray ends
+    it when the server's process ends, however it ends (docs/decisions/0027)."""
+
+    def ping(self) -> bool:
+        return True
+
+
+def _owner_of(name: str) -> str | None:
+    """The server id in one of our application names (``modelyard-OWNER-...``)."""
+    if not name.startswith(APP_PREFIX):
+        return None
+    owner = name[len(APP_PREFIX):].split("-", 1)[0]
+    return owner if len(owner) == 8 and all(c in "0123456789abcdef" for c in owner) else None
+
+
+def _is_alive(owner: str) -> bool:
+    try:
+        ray.get_actor(OWNER_PREFIX + owner, namespace="modelyard")
+    except ValueError:  # no such live actor: its driver (the server) is gone
+        return False
+    return True
+
+
+def forget_pool(name: str) -> None:
+    """Drop what a deleted pool's replicas published (ones that died could not)."""
+    with_ignored(partial(internal_kv._internal_kv_del, f"{name}/", del_by_prefix=True,
+                         namespace=POOL_NAMESPACE))
 
 
 def with_ignored(fn: Any, *args: Any) -> None:
@@ -357,21 +498,50 @@ class RayBackend(LocalBackend):
                  cluster: RayCluster, interval_s: float = 2.0,
                  metrics: ServingMetrics | None = None,
                  on_reconcile: Any = None, direct: Settings | None = None,
-                 direct_ports: tuple[int, int] = (30000, 31000)) -> None:
+                 direct_ports: tuple[int, int] = (30000, 31000),
+                 pool: PoolConfig | None = None) -> None:
         super().__init__(db, self._deploy, interval_s, metrics, on_reconcile=on_reconcile)
         self.registry = registry
         self.artifacts = artifacts
         self.cluster = cluster
         self.direct = direct
         self.direct_ports = direct_ports
+        self.pool = pool or PoolConfig()
+        self.pools: dict[PoolShape, str] = {}  # the model pools started, by resource shape
         # The endpoint a load is for, set around the reconciler's calls (a lazy endpoint's
         # first load happens on a request's thread: it gets no listener).
         self._loading_for = threading.local()
+
+    def reconcile(self) -> None:
+        super().reconcile()
+        try:
+            self.cluster.collect_orphans(every_s=ORPHAN_SWEEP_S)
+        except Exception:  # the sweep is housekeeping: serving goes on without it
+            log.warning("could not look for applications of servers that are gone",
+                        exc_info=True)
 
     def _load_or_defer(self, name: str, version: ModelVersion, spec: DeploymentSpec,
                        observer: BatchObserver | None) -> Deployment:
         with self._for_endpoint(name):
             return super()._load_or_defer(name, version, spec, observer)
+
+    def _load_part(self, name: str, version: ModelVersion, spec: DeploymentSpec,
+                   observer: BatchObserver | None) -> Deployment:
+        """``load: lazy`` goes to the model pool of its resource shape (many models per
+        replica under a memory budget); anything else gets its own application."""
+        if spec.load != "lazy":
+            return self.load(version, spec, observer)
+        self.registry.check_signed(version)
+        shape = PoolShape.of(spec)
+        app = self.pools.get(shape)
+        if app is None:
+            app = self.cluster.app_name(shape.label)
+            self.cluster.deploy_pool(app, shape, self.pool, self.artifacts)
+            self.pools[shape] = app
+            log.info("Ray Serve application %s is the model pool for %s", app, shape)
+        replicas = max(self.pool.replicas, self.pool.max_replicas)
+        lanes = [PoolPredictor(app, version, spec) for _ in range(LANES_PER_REPLICA * replicas)]
+        return PooledDeployment(version, lanes, spec, 0.0, observer, app_name=app)
 
     def _traffic_state(self, endpoint: Endpoint, versions: dict[str, ModelVersion],
                        current: EndpointState | None) -> EndpointState:
@@ -389,7 +559,8 @@ class RayBackend(LocalBackend):
     def _deploy(self, version: ModelVersion, spec: DeploymentSpec,
                 observer: BatchObserver | None) -> RayDeployment:
         self.registry.check_signed(version)  # the store is here; replicas only load
-        name = f"{APP_PREFIX}{version.model}-{version.version}-{uuid.uuid4().hex[:8]}"
+        name = self.cluster.app_name(f"{version.model}-{version.version}-"
+                                     f"{uuid.uuid4().hex[:8]}")
         endpoint = getattr(self._loading_for, "name", "")
         direct = DirectConfig.of(endpoint, self.direct, self.direct_ports) \
             if endpoint and self.direct is not None else None
@@ -403,9 +574,11 @@ class RayBackend(LocalBackend):
                              direct=endpoint if direct is not None else "")
 
     @staticmethod
-    def offload(fn: Any, args: tuple[Any, ...], resources: Any) -> Any:
-        """Where the server's job worker runs ``ctx.offload`` work: a Ray task."""
-        return run_task(fn, args, resources)
+    def offload(fn: Any, args: tuple[Any, ...], resources: Any,
+                check: Callable[[], None] | None = None) -> Any:
+        """Where the server's job worker runs offloaded work (``ctx.offload``,
+        ``ctx.elsewhere``): a Ray task."""
+        return run_task(fn, args, resources, check)
 
     def close(self) -> None:
         """Delete every application, then stop Ray if this process started it."""
@@ -413,8 +586,13 @@ class RayBackend(LocalBackend):
         self._table = {}
         for unit in units:
             Deployment.retire(unit)  # the front's batcher: queued requests finish first
-            with_ignored(serve.delete, unit.app_name)
-            RayCluster.forget_direct(unit.app_name)
+            if not isinstance(unit, PooledDeployment):
+                with_ignored(serve.delete, unit.app_name)
+                RayCluster.forget_direct(unit.app_name)
+        for app in self.pools.values():
+            with_ignored(serve.delete, app)
+            forget_pool(app)
+        self.pools = {}
         self.cluster.shutdown()
 
 
@@ -436,15 +614,29 @@ def autoscaling_policy(ctx: Any) -> tuple[float, dict[str, Any]]:
     return replicas * (ctx.total_num_requests + direct) / wanted, {}
 
 
-def run_task(fn: Any, args: tuple[Any, ...], resources: Any) -> Any:
+def run_task(fn: Any, args: tuple[Any, ...], resources: Any,
+             check: Callable[[], None] | None = None) -> Any:
     """Run ``fn(*args)`` as a Ray task with ``resources`` and wait for its result (a job's
-    ``ctx.offload``). Never retried by Ray: retries are the job queue's, whose step memo makes
-    the task run once per job in effect."""
+    offloaded work). Never retried by Ray: retries are the job queue's, whose step memo makes
+    the task run once per job in effect. ``check`` is called every half second while the
+    task runs; when it raises (the job was cancelled, its lease lost) the task is cancelled
+    (its worker process killed: a training loop need not look for cancellation itself) and
+    the error goes on."""
     options: dict[str, Any] = {"max_retries": 0}
     for key, value in dict(resources).items():
         options[key] = int(value) if key == "memory" else float(value)
     options.setdefault("num_cpus", 1.0)
-    return ray.get(ray.remote(fn).options(**options).remote(*args))
+    ref = ray.remote(fn).options(**options).remote(*args)
+    while check is not None:
+        ready, _ = ray.wait([ref], timeout=TASK_POLL_S)
+        if ready:
+            break
+        try:
+            check()
+        except BaseException:
+            with_ignored(partial(ray.cancel, ref, force=True))
+            raise
+    return ray.get(ref)
 
 
 def from_settings(settings: Any, db: Database, registry: RegistryService,
@@ -453,6 +645,12 @@ def from_settings(settings: Any, db: Database, registry: RegistryService,
     """The backend ``modelyard serve --backend ray`` runs (address from ``ray_address``)."""
     direct = settings if settings.ray_direct_ingress else None
     ports = port_range(os.environ)  # refused here, before Ray starts, if malformed
+    pool = PoolConfig.of(settings)
+    if pool.replicas < 1 or pool.max_replicas < 0:
+        raise ValidationFailed("ray_pool_replicas must be at least 1 and ray_pool_max_replicas "
+                               "at least 0", field="ray_pool_replicas")
     cluster = RayCluster(settings.ray_address)
+    cluster.collect_orphans()
     return RayBackend(db, registry, artifacts, cluster, settings.reconcile_interval_s,
-                      metrics, on_reconcile=on_reconcile, direct=direct, direct_ports=ports)
+                      metrics, on_reconcile=on_reconcile, direct=direct, direct_ports=ports,
+                      pool=pool)

@@ -8,6 +8,7 @@ schedule look like to callers, and the errors. The queue (``jobs/queue.py``) doe
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -21,6 +22,28 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 SECRET_FIELDS = frozenset({"key", "secret", "password", "token", "api_key"})
 
 _KIND = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
+# What work a job hands to the cluster may ask for (a Ray task's options on the ray backend).
+RESOURCES = ("num_cpus", "num_gpus", "memory")
+
+
+def check_resources(resources: Any, where: str = "payload.resources") -> dict[str, float]:
+    """``num_cpus``, ``num_gpus``, ``memory`` (bytes), each a number from 0."""
+    if resources is None:
+        return {}
+    if not isinstance(resources, Mapping):
+        raise ValidationFailed("resources must map num_cpus, num_gpus or memory to numbers",
+                               field=where)
+    out = {}
+    for key, value in resources.items():
+        field_path = f"{where}.{key}"
+        if key not in RESOURCES:
+            raise ValidationFailed(f"unknown resource {key!r}; use {', '.join(RESOURCES)}",
+                                   field=field_path)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or \
+                value != value or value == float("inf"):
+            raise ValidationFailed(f"{field_path} must be a number from 0", field=field_path)
+        out[key] = float(value)
+    return out
 
 
 class JobNotFound(NotFound):

@@ -23,6 +23,7 @@ import numpy as np
 
 from modelyard.domain import jsonfields as jf
 from modelyard.domain.errors import ValidationFailed
+from modelyard.domain.jobs import check_resources
 from modelyard.domain.names import check_name
 from modelyard.domain.quality import (
     CLASSIFICATION_METRICS,
@@ -165,7 +166,8 @@ class Triggers:
 
 
 POLICY_FIELDS = {"model", "endpoint", "entrypoint", "trusted", "params", "data", "holdout",
-                 "gate", "triggers", "rollout", "require_approval", "max_attempts"}
+                 "gate", "triggers", "rollout", "require_approval", "max_attempts",
+                 "resources"}
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,9 @@ class RetrainPolicy:
     require_approval: bool = False
     params: Mapping[str, Any] = field(default_factory=dict)  # passed to the entrypoint
     max_attempts: int = 3
+    # What training needs where it runs as a Ray task (the ray backend): num_cpus, num_gpus,
+    # memory (bytes). Empty: one CPU.
+    resources: Mapping[str, float] = field(default_factory=dict)
     trusted: bool = True  # always: a policy without it is refused
 
     def to_dict(self) -> dict[str, Any]:
@@ -189,7 +194,7 @@ class RetrainPolicy:
                 "data": self.data.to_dict(), "holdout": self.holdout.to_dict(),
                 "gate": self.gate.to_dict(), "triggers": self.triggers.to_dict(),
                 "rollout": dict(self.rollout), "require_approval": self.require_approval,
-                "max_attempts": self.max_attempts}
+                "max_attempts": self.max_attempts, "resources": dict(self.resources)}
 
     def rollout_spec(self, target: str) -> dict[str, Any]:
         """The rollout to start for a passing challenger ``target`` (``model:version``).
@@ -235,7 +240,8 @@ class RetrainPolicy:
                    holdout=_holdout(d.get("holdout")), gate=_gate(d.get("gate")),
                    triggers=_triggers(d.get("triggers")), rollout=_rollout(d.get("rollout"),
                                                                            name),
-                   require_approval=approval, params=dict(params), max_attempts=attempts)
+                   require_approval=approval, params=dict(params), max_attempts=attempts,
+                   resources=check_resources(d.get("resources"), "resources"))
 
 
 def _data(value: Any) -> DataWindow:

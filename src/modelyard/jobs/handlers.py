@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from modelyard.domain.errors import ValidationFailed, reject_unknown
-from modelyard.domain.jobs import UnknownJobKind, check_kind
+from modelyard.domain.jobs import UnknownJobKind, check_kind, check_resources
 
 if TYPE_CHECKING:
     from modelyard.jobs.worker import JobContext
@@ -92,29 +92,6 @@ def check_call(payload: dict[str, Any]) -> dict[str, Any]:
     if payload.get("resources") is not None:  # for ctx.offload (a Ray task on the ray backend)
         settled["resources"] = check_resources(payload["resources"])
     return settled
-
-
-RESOURCES = ("num_cpus", "num_gpus", "memory")
-
-
-def check_resources(resources: Any) -> dict[str, float]:
-    """What offloaded work of a job needs (``ctx.offload``): ``num_cpus``, ``num_gpus``,
-    ``memory`` (bytes), each a number from 0."""
-    if resources is None:
-        return {}
-    if not isinstance(resources, Mapping):
-        raise ValidationFailed("resources must map num_cpus, num_gpus or memory to numbers",
-                               field="payload.resources")
-    out = {}
-    for key, value in resources.items():
-        where = f"payload.resources.{key}"
-        if key not in RESOURCES:
-            raise ValidationFailed(f"unknown resource {key!r}; use {', '.join(RESOURCES)}",
-                                   field=where)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise ValidationFailed(f"{where} must be a number from 0", field=where)
-        out[key] = float(value)
-    return out
 
 
 def load_function(reference: str) -> Callable[..., Any]:

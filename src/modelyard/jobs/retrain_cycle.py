@@ -18,7 +18,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from sqlalchemy.orm import Session
@@ -88,6 +88,44 @@ def check_payload(payload: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class TrainingJob(Protocol):
+    """The part of the job a training entrypoint sees."""
+
+    @property
+    def attempt(self) -> int: ...
+
+    def log(self, message: str) -> None: ...
+
+    def check_cancelled(self) -> None: ...
+
+
+@dataclass
+class RemoteTrainingJob:
+    """The job as seen from a Ray task: log lines are kept and logged with the cycle once
+    the task returns; cancellation arrives by Ray cancelling the task (its process ends),
+    so there is nothing to check in between."""
+
+    attempt: int
+    lines: list[str] = field(default_factory=list)
+
+    def log(self, message: str) -> None:
+        self.lines.append(str(message))
+        log.info("%s", message)
+
+    def check_cancelled(self) -> None:
+        """The worker cancels the task itself when the job is cancelled."""
+
+
+def train_remotely(function: Callable[[TrainingContext], Any], training: TrainingContext
+                   ) -> tuple[Any, list[str]]:
+    """In a Ray task: run the entrypoint; its result (the model) and its log lines go back
+    to the worker, which registers the model (``register`` is idempotent by the cycle tag,
+    so a retry after a lost worker trains again but registers once)."""
+    job = training.job
+    assert isinstance(job, RemoteTrainingJob)
+    return function(training), job.lines
+
+
 @dataclass
 class TrainingContext:
     """What the project's entrypoint gets: ``x`` (rows x features, float64) and ``y`` of the
@@ -101,7 +139,7 @@ class TrainingContext:
     model: str
     cycle: int
     champion: ModelVersion | None
-    job: JobContext = field(repr=False)
+    job: TrainingJob = field(repr=False)
 
     def __repr__(self) -> str:
         return f"TrainingContext(model={self.model!r}, cycle={self.cycle}, " \
@@ -319,8 +357,16 @@ class CycleRunner:
                 return {"version": found.version}
         function = load_function(policy.entrypoint)
         ctx.log(f"training: {policy.entrypoint} on {len(train)} rows")
-        result = function(TrainingContext(train.x, train.y, train.features, dict(policy.params),
-                                          policy.model, cycle_id, champion, ctx))
+        training = TrainingContext(train.x, train.y, train.features, dict(policy.params),
+                                   policy.model, cycle_id, champion, ctx)
+        if ctx.offloader is None:
+            result = function(training)
+        else:  # the ray backend: a Ray task with the policy's resources
+            training.job = RemoteTrainingJob(ctx.attempt)
+            result, lines = ctx.elsewhere(train_remotely, function, training,
+                                          resources=policy.resources)
+            for line in lines:
+                ctx.log(f"training: {line}")
         ctx.check_cancelled()
         model, params, metrics, extra = unpack(result)
         head = train.take(np.arange(min(5, len(train))))

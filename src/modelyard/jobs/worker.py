@@ -24,10 +24,10 @@ import orjson
 from sqlalchemy.orm import Session
 
 from modelyard.domain.errors import ModelyardError, ValidationFailed
-from modelyard.domain.jobs import Job, JobCancelled, LeaseLost
+from modelyard.domain.jobs import Job, JobCancelled, LeaseLost, check_resources
 from modelyard.governance.policy import Principal
 from modelyard.governance.redaction import redact_text
-from modelyard.jobs.handlers import Handlers, check_resources
+from modelyard.jobs.handlers import Handlers
 from modelyard.jobs.queue import JobQueue
 from modelyard.jobs.schedules import Scheduler
 
@@ -62,8 +62,11 @@ def jsonable(value: Any, what: str = "result") -> Any:
 
 
 # Runs ``fn(*args)`` elsewhere with these resources ({num_cpus, num_gpus, memory}) and
-# returns its result: a Ray task when the server runs the ray backend (backends/ray.py).
-Offload = Callable[[Callable[..., Any], tuple[Any, ...], Mapping[str, float]], Any]
+# returns its result: a Ray task when the server runs the ray backend (backends/ray.py). While
+# it waits it calls the last argument now and then, which raises once the job was cancelled
+# or its lease lost; the offloader then cancels the work and lets the error through.
+Offload = Callable[[Callable[..., Any], tuple[Any, ...], Mapping[str, float],
+                    Callable[[], None]], Any]
 
 
 class JobContext:
@@ -148,13 +151,23 @@ class JobContext:
         with ``resources`` (default: the payload's ``resources``) when the server runs the
         ray backend, else here. ``fn`` and ``args`` must pickle; the result must be JSON.
         Memoized like any step: a later attempt gets the stored result, no second task."""
+        if self.offloader is not None:
+            self.log(f"step {key}: offloaded")
+        return self.step(key, lambda: self.elsewhere(fn, *args, resources=resources))
+
+    def elsewhere(self, fn: Callable[..., Any], *args: Any,
+                  resources: Mapping[str, float] | None = None) -> Any:
+        """Run ``fn(*args)`` where the worker offloads heavy work (a Ray task with
+        ``resources`` on the ray backend, else here) and return its result, which need not be
+        JSON (a trained model): no memo, so a retry runs it again; for work whose caller is
+        idempotent. Cancelling the job (or losing its lease) cancels the Ray task."""
         wanted = check_resources(self.job.payload.get("resources") if resources is None
                                  else resources)
-        runner = self.offloader
-        if runner is None:
-            return self.step(key, lambda: fn(*args))
-        self.log(f"step {key}: offloaded with {wanted or 'default resources'}")
-        return self.step(key, lambda: runner(fn, args, wanted))
+        if self.offloader is None:
+            return fn(*args)
+        self.log(f"running {getattr(fn, '__name__', fn)} as a Ray task with "
+                 f"{wanted or 'default resources'}")
+        return self.offloader(fn, args, wanted, self.check_cancelled)
 
     def transaction_step(self, key: str, fn: Callable[[Session], Any]) -> Any:
         """Like ``step``, for effects in the metadata store: ``fn(session)`` runs in the same
