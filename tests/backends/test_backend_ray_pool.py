@@ -46,7 +46,7 @@ def pooled(ray_instance: None, tmp_path_factory: pytest.TempPathFactory
     replicas of 20 MiB each."""
     home = tmp_path_factory.mktemp("yard")
     settings = Settings.load(home, env={})
-    yard, _ = Yard.init(settings=settings)
+    yard, key = Yard.init(settings=settings)
     for i in range(MODELS):
         folder = Weighted.save(home / f"w{i}", scale=i + 1.0, size_bytes=MODEL_BYTES)
         yard.register(f"m{i}", path=folder, flavor="python", trusted=True,
@@ -56,7 +56,7 @@ def pooled(ray_instance: None, tmp_path_factory: pytest.TempPathFactory
                                   model_memory_budget_mb=BUDGET_MB, model_memory_factor=1.25)
     server = BackgroundServer(Yard(settings=ray_settings)).start(300)
     try:
-        yield {"yard": yard, "server": server}
+        yield {"yard": yard, "server": server, "key": key}
     finally:
         server.stop()
         yard.close()
@@ -155,6 +155,10 @@ def test_a_model_stays_where_it_is_loaded(pooled: dict[str, Any]) -> None:
     holders = [s["replica"] for s in stats.values() if key in s["loaded"]]
     assert len(holders) == 1, stats
     assert _totals(stats)[0] - before[0] == 1, (before, stats)
+    # The endpoint's status says where it runs.
+    status = httpx.get(f"{pooled['server'].url}/api/v1/endpoints/fresh",
+                       headers={"Authorization": f"Bearer {pooled['key']}"}).json()["status"]
+    assert status["pool"] == {"application": app, "replicas": 2, "loaded_on": 1}, status
 
 
 def test_a_new_version_of_a_lazy_endpoint_is_served_from_the_pool(

@@ -37,6 +37,9 @@ class EndpointState:
             # Ray replicas that answer this endpoint's HTTP themselves (backends/ray.py).
             "direct": direct() if (direct := getattr(self.deployment, "direct_urls", None))
             else [],
+            # A lazy deployment on Ray: its model pool, and the replicas holding it now.
+            "pool": pool() if (pool := getattr(self.deployment, "pool_status", None))
+            else None,
         }
 
 

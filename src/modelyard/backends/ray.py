@@ -61,6 +61,7 @@ from modelyard.backends.ray_pool import (  # noqa: E402
     PoolConfig,
     PoolShape,
     pool_key,
+    pool_stats,
 )
 from modelyard.control.registry import RegistryService  # noqa: E402
 from modelyard.domain.deployment import DeploymentSpec  # noqa: E402
@@ -282,6 +283,13 @@ class PooledDeployment(RayDeployment):
         """Stop the front's batcher; the pool stays (other versions use it) and unloads the
         version when it needs the room."""
         Deployment.retire(self)
+
+    def pool_status(self) -> dict[str, Any]:
+        """The pool's application, its replicas, and how many hold this version now."""
+        key = pool_key(self.version, self.spec)
+        stats = pool_stats(self.app_name)
+        return {"application": self.app_name, "replicas": len(stats),
+                "loaded_on": sum(1 for replica in stats.values() if key in replica["loaded"])}
 
 
 class RayCluster:
