@@ -22,10 +22,12 @@ import pytest
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'modelyard[ray]')")
 
 from ray import serve  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
 
 from modelyard import Yard  # noqa: E402
 from modelyard.backends import ray as ray_backend  # noqa: E402  (sets Serve's flags first)
 from modelyard.backends.ray_pool import pool_key, pool_stats  # noqa: E402
+from modelyard.cli.main import app as cli  # noqa: E402
 from modelyard.serving.residency import MiB  # noqa: E402
 from modelyard.serving.server import BackgroundServer  # noqa: E402
 from modelyard.settings import Settings  # noqa: E402
@@ -159,6 +161,10 @@ def test_a_model_stays_where_it_is_loaded(pooled: dict[str, Any]) -> None:
     status = httpx.get(f"{pooled['server'].url}/api/v1/endpoints/fresh",
                        headers={"Authorization": f"Bearer {pooled['key']}"}).json()["status"]
     assert status["pool"] == {"application": app, "replicas": 2, "loaded_on": 1}, status
+    shown = CliRunner().invoke(cli, ["--url", pooled["server"].url, "--key", pooled["key"],
+                                     "endpoints", "list"], env={"COLUMNS": "400"})
+    assert shown.exit_code == 0, shown.output
+    assert "ready (fresh:1), loaded on 1 of 2 pool replicas" in shown.output
 
 
 def test_a_new_version_of_a_lazy_endpoint_is_served_from_the_pool(

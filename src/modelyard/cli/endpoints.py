@@ -21,6 +21,10 @@ def _status(e: dict[str, Any]) -> str:
     text = str(status.get("status", "-"))
     if status.get("serving"):
         text += f" ({status['serving']})"
+    pool = status.get("pool")
+    if isinstance(pool, dict):  # a lazy deployment on Ray: many models per pool replica
+        text += f", loaded on {pool.get('loaded_on', 0)} of {pool.get('replicas', 0)} pool " \
+                "replicas"
     if status.get("error"):
         text += f": {status['error']}"
     return text
