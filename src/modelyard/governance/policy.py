@@ -62,7 +62,8 @@ ACTIONS: dict[str, frozenset[str]] = {
     "readiness:read": _READ,
 }
 
-_GRANT = re.compile(r"(?P<role>[a-z]+)(?:@(?P<project>[a-z0-9][a-z0-9_.-]{0,127}))?")
+# The project part is a project name as ``check_name`` allows it (upper case included).
+_GRANT = re.compile(r"(?P<role>[a-z]+)(?:@(?P<project>[A-Za-z0-9][A-Za-z0-9._-]{0,127}))?")
 
 
 def parse_grant(grant: str, field: str = "roles") -> tuple[str, str | None]:
