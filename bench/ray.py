@@ -11,6 +11,8 @@ Systems (every Ray one gets 2 logical CPUs' worth of machine: the same two cores
                                                              throughput-optimized flags, default)
   modelyard-ray-direct the same server; wrk on the replica's own port (the endpoint's status
                        lists it): Modelyard's data plane inside the replica, no handle hop
+  modelyard-ray-pool   the same endpoint with load: lazy: the model in a replica of the
+                       model pool (many models per replica, ADR 0027), through the server
   ray-serve[-batch]    the anchors' ray_app.py behind Ray's proxy, Ray's default mode
   ray-serve-opt[-batch]   the same with RAY_SERVE_THROUGHPUT_OPTIMIZED=1 but without direct
                           ingress: HTTP answered outside the replica, as with modelyard-ray
@@ -51,7 +53,7 @@ BODY = re.search(r"wrk\.body = '([^']*)'", (ANCHORS / "post.lua").read_text()).g
 RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
 OPT = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
 DIRECT = "direct:"  # route prefix: measured on the replica's own port, not the server's
-SUBJECTS = ("modelyard-ray", "modelyard-ray-direct")
+SUBJECTS = ("modelyard-ray", "modelyard-ray-direct", "modelyard-ray-pool")
 
 
 def free_port() -> int:
@@ -64,6 +66,8 @@ def systems(yard: Path, model: Path) -> list[tuple[str, list[str], dict[str, str
     """(name, argv, env, route, working directory); $PORT/$PORT2 filled in per run."""
     my = [str(ROOT / ".venv/bin/modelyard"), "--yard", str(yard), "serve", "--port", "$PORT",
           "--log-level", "warning"]
+    pooled = [str(ROOT / ".venv/bin/modelyard"), "--yard", f"{yard}-lazy", "serve", "--port",
+              "$PORT", "--log-level", "warning", "--backend", "ray"]
     ray_app = [str(PY), str(ANCHORS / "ray_app.py")]
     plain = {"MODEL": str(model), "PORT": "$PORT", **RAY_ENV}
     direct = {**OPT, "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": "$PORT",
@@ -74,6 +78,7 @@ def systems(yard: Path, model: Path) -> list[tuple[str, list[str], dict[str, str
         ("modelyard-ray", [*my, "--backend", "ray"], RAY_ENV, route, str(ROOT)),
         ("modelyard-ray-direct", [*my, "--backend", "ray"], RAY_ENV, DIRECT + route,
          str(ROOT)),
+        ("modelyard-ray-pool", pooled, RAY_ENV, route, str(ROOT)),
     ]
     # Ray's direct ingress right after ours: the closest comparison runs closest in time (the
     # machine is shared).
@@ -90,7 +95,7 @@ def systems(yard: Path, model: Path) -> list[tuple[str, list[str], dict[str, str
     return [s for s in out if not ONLY or s[0] in ONLY]
 
 
-def prepare_yard(model: Path, home: Path) -> None:
+def prepare_yard(model: Path, home: Path, load: str = "eager") -> None:
     """A yard with the joblib model registered as is (scikit-learn, trusted: the anchors
     trained it) behind endpoint ``bench``, one replica of 1 CPU, batching as by default."""
     code = f"""
@@ -100,7 +105,7 @@ yard, _ = Yard.init({str(home)!r})
 yard.register("bench", path={str(model)!r}, sample=np.random.default_rng(0).normal(size=(4, 20)),
               trusted=True)
 yard.create_endpoint("bench", "bench", auth="public",
-                     deployment={{"max_batch_size": 32, "num_cpus": 1}})
+                     deployment={{"max_batch_size": 32, "num_cpus": 1, "load": {load!r}}})
 yard.close()
 """
     subprocess.run([str(PY), "-c", code], check=True)
@@ -279,6 +284,7 @@ def main() -> None:
         for model in names:
             yard = Path(temp) / model
             prepare_yard(MODELS / f"{model}.joblib", yard)
+            prepare_yard(MODELS / f"{model}.joblib", Path(f"{yard}-lazy"), load="lazy")
             rows = {}
             for name, argv, env, route, cwd in systems(yard, MODELS / f"{model}.joblib"):
                 rows[name] = measure(name, argv, env, route, cwd, results, yard)
