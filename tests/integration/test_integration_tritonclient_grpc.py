@@ -347,9 +347,12 @@ def test_grpc_calls_follow_the_split_and_reach_the_log_and_the_rollout_evidence(
                 answered[f"g-{i}"] = trailing["modelyard-model-version"]
                 by_user.setdefault(f"u{i % 4}", set()).add(answered[f"g-{i}"])
             assert all(len(seen) == 1 for seen in by_user.values()), by_user  # sticky
-            # A pinned version, as /v2/models/churn/versions/2/infer would.
+            # A pinned version, as /v2/models/churn/versions/2/infer would (a split: it
+            # takes a developer's key).
             request.model_version = "2"
-            _, call = stub.ModelInfer.with_call(request)
+            developer = yard.create_key("pin", ["developer"])["key"]
+            _, call = stub.ModelInfer.with_call(
+                request, metadata=(("authorization", f"Bearer {developer}"),))
             assert dict(call.trailing_metadata())["modelyard-model-version"] == "churn:2"
             observations = server.server.config.app.state.observations
             counted = sum(observations.stats(f"churn/churn:{v}", 300).requests for v in (1, 2))

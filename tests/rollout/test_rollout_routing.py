@@ -105,11 +105,16 @@ def test_only_testers_choose_the_version(http: httpx.Client, client: Client,
     pinned = http.post("/endpoints/churn/predict", json=BODY,
                        headers={"modelyard-version": "2", "authorization": f"Bearer {tester}"})
     assert pinned.status_code == 200 and pinned.headers["modelyard-model-version"] == "churn:2"
-    # OIP v2 names the version in the path
-    oip = http.post("/v2/models/churn/versions/2/infer", json={"inputs": [
-        {"name": "input", "datatype": "FP32", "shape": [3, 4], "data": X.ravel().tolist()}]})
+    # OIP v2 names the version in the path: the same right, under a split
+    body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [3, 4],
+                        "data": X.ravel().tolist()}]}
+    assert_problem(http.post("/v2/models/churn/versions/2/infer", json=body), 403,
+                   "forbidden", "version")
+    oip = http.post("/v2/models/churn/versions/2/infer", json=body,
+                    headers={"authorization": f"Bearer {tester}"})
     assert oip.status_code == 200 and oip.json()["model_version"] == "2"
-    assert_problem(http.post("/v2/models/churn/versions/3/infer", json={"inputs": []}),
+    assert_problem(http.post("/v2/models/churn/versions/3/infer", json={"inputs": []},
+                             headers={"authorization": f"Bearer {tester}"}),
                    404, "version_not_found", "version")
 
 

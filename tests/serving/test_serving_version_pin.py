@@ -1,7 +1,8 @@
 """``Modelyard-Version`` on an endpoint that serves one version: honoured when it names that
-version, 404 ``version_not_found`` (field ``modelyard-version``) when it names another,
-and it takes the same right (``traffic:override``) as under a split, so a client does not
-start failing when a rollout begins. Over the real server, plain JSON and OIP v2.
+version (for anyone who may call the endpoint), 404 ``version_not_found`` (field
+``modelyard-version``) when it names another; choosing among the versions of a split takes
+``traffic:override`` (serving/pinning.py, ADR 0028). Over the real server, plain JSON and
+OIP v2.
 
 The shared yard serves ``churn:1`` on the public endpoint ``churn``; this module adds
 ``churn:2`` and an endpoint ``ab`` that splits traffic between them.
@@ -60,7 +61,7 @@ def test_naming_another_version_is_404(developer: httpx.Client, churn: str,
     refused = assert_problem(developer.post(f"/endpoints/{churn}/predict", json=BODY,
                                             headers={PIN: pinned}),
                              404, "version_not_found", PIN)
-    assert "serves churn:1" in refused["detail"]
+    assert "serves version 1" in refused["detail"] and "churn:1" in refused["detail"]
     assert_problem(developer.post(f"/v2/models/{churn}/infer", json=OIP,
                                   headers={PIN: pinned}), 404, "version_not_found", PIN)
     # the path and the header must agree with what is served
@@ -68,12 +69,14 @@ def test_naming_another_version_is_404(developer: httpx.Client, churn: str,
                                   headers={PIN: pinned}), 404, "version_not_found", PIN)
 
 
-def test_choosing_a_version_takes_the_same_right_as_under_a_split(
+def test_naming_the_one_served_version_needs_no_more_than_calling(
         http: httpx.Client, churn: str, keys: dict[str, str]) -> None:
     for headers in ({PIN: "1"},  # anonymous, on a public endpoint
                     {PIN: "1", "authorization": f"Bearer {keys['predictor']}"}):
-        assert_problem(http.post(f"/endpoints/{churn}/predict", json=BODY, headers=headers),
-                       403, "forbidden", PIN)
+        answer = http.post(f"/endpoints/{churn}/predict", json=BODY, headers=headers)
+        assert answer.status_code == 200, answer.text
+        assert_problem(http.post(f"/endpoints/{churn}/predict", json=BODY,
+                                 headers={**headers, PIN: "2"}), 404, "version_not_found", PIN)
 
 
 def test_under_a_split_the_header_is_named_too(shared: Shared, developer: httpx.Client,

@@ -30,7 +30,7 @@ from modelyard.domain.errors import (
     Unauthenticated,
     ValidationFailed,
 )
-from modelyard.domain.names import check_name
+from modelyard.domain.names import ID_MAX, VERSION_MAX, check_name
 from modelyard.domain.registry import Endpoint
 from modelyard.domain.tensors import decode_many
 from modelyard.governance import audit
@@ -188,7 +188,7 @@ class RegisterRequest(_Strict):
 
 
 class AliasRequest(_Strict):
-    version: int = Field(ge=1, le=2**62)
+    version: int = Field(ge=1, le=VERSION_MAX)
 
 
 POLICY_HELP = ("approvals_required (0-10), approval_actions (alias:production, endpoint:auth, "
@@ -300,8 +300,10 @@ def current_principal(request: Request) -> Principal:
 
 
 Who = Annotated[Principal, Depends(current_principal)]
-RolloutId = Annotated[int, PathParam(ge=1, le=2**62, description="the rollout's id")]
-ApprovalId = Annotated[int, PathParam(ge=1, le=2**62, description="the approval request's id")]
+RolloutId = Annotated[int, PathParam(ge=1, le=ID_MAX, description="the rollout's id")]
+ApprovalId = Annotated[int, PathParam(ge=1, le=ID_MAX, description="the approval request's id")]
+VersionNumber = Annotated[int, PathParam(ge=1, le=VERSION_MAX,
+                                         description="the version's number")]
 
 
 def _tags(tag: list[str] | None) -> dict[str, str]:
@@ -360,15 +362,15 @@ def build_control_api(app: FastAPI, yard: Yard, backend: Backend) -> None:
         return version.to_dict()
 
     @router.get("/models/{name}/versions/{version}", tags=["models"])
-    def get_version(name: str, version: int, who: Who) -> dict[str, Any]:
+    def get_version(name: str, version: VersionNumber, who: Who) -> dict[str, Any]:
         return registry.get_version(who, f"{name}:{version}").to_dict()
 
     @router.post("/models/{name}/versions/{version}/archive", tags=["models"])
-    def archive(name: str, version: int, who: Who) -> dict[str, Any]:
+    def archive(name: str, version: VersionNumber, who: Who) -> dict[str, Any]:
         return registry.archive(who, name, version).to_dict()
 
     @router.get("/models/{name}/versions/{version}/card", tags=["models"])
-    def get_card(name: str, version: int, who: Who) -> dict[str, Any]:
+    def get_card(name: str, version: VersionNumber, who: Who) -> dict[str, Any]:
         """The model card (lineage fills training data and metrics) and its Markdown."""
         card = registry.card(who, f"{name}:{version}")
         found = registry.get_version(who, f"{name}:{version}")
@@ -376,7 +378,7 @@ def build_control_api(app: FastAPI, yard: Yard, backend: Backend) -> None:
 
     @router.patch("/models/{name}/versions/{version}/card", tags=["models"],
                   dependencies=json_body)
-    def update_card(name: str, version: int, body: dict[str, Any], who: Who
+    def update_card(name: str, version: VersionNumber, body: dict[str, Any], who: Who
                     ) -> dict[str, Any]:
         card = registry.update_card(who, name, version, body)
         found = registry.get_version(who, f"{name}:{version}")
@@ -609,12 +611,12 @@ def build_control_api(app: FastAPI, yard: Yard, backend: Backend) -> None:
         return monitoring.alert_events(who, after_id=after_id, endpoint=endpoint, limit=limit)
 
     @router.get("/models/{name}/versions/{version}/profile", tags=["monitoring"])
-    def get_profile(name: str, version: int, who: Who) -> dict[str, Any]:
+    def get_profile(name: str, version: VersionNumber, who: Who) -> dict[str, Any]:
         return monitoring.profile(who, f"{name}:{version}")
 
     @router.put("/models/{name}/versions/{version}/profile", tags=["monitoring"],
                 dependencies=json_body)
-    def set_profile(name: str, version: int, body: ProfileIn, who: Who) -> dict[str, Any]:
+    def set_profile(name: str, version: VersionNumber, body: ProfileIn, who: Who) -> dict[str, Any]:
         """The reference profile drift is tested against: computed here from training data
         (``columns``: input name -> rows; the version's predictions on them too), or
         ``profile`` as computed elsewhere."""
@@ -682,12 +684,12 @@ def build_control_api(app: FastAPI, yard: Yard, backend: Backend) -> None:
 
     # -- signatures -----------------------------------------------------------------------
     @router.get("/models/{name}/versions/{version}/signatures", tags=["models"])
-    def list_signatures(name: str, version: int, who: Who) -> list[dict[str, Any]]:
+    def list_signatures(name: str, version: VersionNumber, who: Who) -> list[dict[str, Any]]:
         return registry.signatures(who, name, version)
 
     @router.post("/models/{name}/versions/{version}/signatures", status_code=201,
                  tags=["models"], dependencies=json_body)
-    def add_signature(name: str, version: int, body: SignatureIn, who: Who
+    def add_signature(name: str, version: VersionNumber, body: SignatureIn, who: Who
                       ) -> dict[str, Any]:
         """Attach an Ed25519 signature over the version's artifact digest and model name
         (``modelyard models sign``); it must verify with a key the project trusts."""

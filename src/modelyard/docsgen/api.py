@@ -92,8 +92,8 @@ def render(document: dict[str, Any], plain: list[PlainRoute]) -> str:
         "`unauthenticated`; with a role that lacks the action: 403 `forbidden`. Every error",
         "is `application/problem+json` (RFC 9457) with a stable `code` and, when a field is at",
         "fault, its path in `field` ([codes](#problem-codes)). A request body that is not JSON",
-        "is 400 `invalid_json`; fields that do not validate are 422 `validation_failed`",
-        "(FastAPI's `HTTPValidationError` schema below is replaced by that problem).",
+        "is 400 `invalid_json`; fields that do not validate are 422 `validation_failed`; the",
+        "OpenAPI document describes both, and every other error, with its `Problem` schema.",
         "",
         "## Contents",
         "",
@@ -179,6 +179,8 @@ def _body(body: dict[str, Any], schemas: dict[str, Any]) -> list[str]:
 def _response(status: str, response: dict[str, Any]) -> str:
     if status == "422":
         return "`validation_failed` (problem+json; the field's path in `field`)"
+    if status == "default":
+        return "any other error (problem+json; `code` says which)"
     description = response.get("description", "")
     media = sorted(response.get("content", {}))
     return description + (f" (`{', '.join(media)}`)" if media else "")

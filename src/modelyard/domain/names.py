@@ -9,6 +9,12 @@ from modelyard.domain.errors import ValidationFailed
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # used with fullmatch
 _VERSION = re.compile(r"[0-9]{1,9}")  # ASCII digits only: str.isdigit() accepts '²'
+VERSION_MAX = 999_999_999  # a version (or generation) number: what a reference can name
+# Ids the store numbers in 32-bit columns (approvals, rollouts), and in 64-bit ones (jobs,
+# retraining cycles, log records): a number past them is refused at the edge, not sent to
+# PostgreSQL, which fails the whole statement on it ("integer out of range").
+ID_MAX = 2**31 - 1
+BIG_ID_MAX = 2**62
 
 
 

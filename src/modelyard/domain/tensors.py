@@ -12,6 +12,8 @@ import numpy as np
 from modelyard.domain.errors import InvalidInput
 from modelyard.domain.signature import DTYPES, OIP_TO_DTYPE, dtype_name, exact_integers
 
+MAX_DIMS = 32  # dimensions of one tensor: no model takes more, and numpy 1.x holds no more
+
 
 def encode(name: str, array: np.ndarray) -> dict[str, Any]:
     array = np.asarray(array)
@@ -45,6 +47,7 @@ def decode(tensor: Any, where: str) -> tuple[str, np.ndarray]:
     ):
         raise InvalidInput(f"tensor {name!r} needs 'shape', a list of sizes >= 0",
                            field=f"{where}.shape")
+    check_rank(shape, name, where)
     if "data" not in tensor:
         raise InvalidInput(f"tensor {name!r} has no 'data'", field=f"{where}.data")
     kind = OIP_TO_DTYPE[datatype]
@@ -63,6 +66,13 @@ def decode(tensor: Any, where: str) -> tuple[str, np.ndarray]:
             field=f"{where}.data",
         )
     return name, _typed(flat, kind, name, where).reshape(shape)
+
+
+def check_rank(shape: list[int], name: str, where: str) -> None:
+    """A declared shape numpy can hold (it stops at 64 dimensions; 1.x at 32)."""
+    if len(shape) > MAX_DIMS:
+        raise InvalidInput(f"tensor {name!r} has {len(shape)} dimensions; at most {MAX_DIMS} "
+                           "are allowed", field=f"{where}.shape")
 
 
 def _typed(flat: np.ndarray, kind: str, name: str, where: str) -> np.ndarray:

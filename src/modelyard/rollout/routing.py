@@ -1,7 +1,8 @@
 """An endpoint whose traffic is split across loaded versions, with shadows on the side.
 
 ``TrafficDeployment`` picks one of its loaded deployments per request (sticky by a routing
-key, or an explicit version for callers allowed to choose) and answers like that deployment.
+key; a version the caller names is chosen in ``serving.pinning``) and answers like that
+deployment.
 Shadows get a sampled copy of the request after the primary has answered, on their own
 batchers, and their answers are only compared and recorded, never returned.
 """
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from modelyard.domain.errors import ModelyardError, VersionNotFound
+from modelyard.domain.errors import ModelyardError
 from modelyard.domain.signature import Signature
 from modelyard.domain.traffic import TrafficPolicy
 from modelyard.serving.deployment import Deployment
@@ -78,17 +79,9 @@ class TrafficDeployment:
                 return value
         return None
 
-    def pick(self, key: bytes | None, version: str | None = None) -> Deployment:
-        """The deployment for one request: ``version`` (a number or ``name:number``) when
-        given (the caller was allowed to choose), else by the split."""
-        if version is not None:
-            for target in self.targets:
-                v = target.version
-                if version in (str(v.version), v.ref):
-                    return target
-            raise VersionNotFound(
-                f"endpoint {self.name!r} serves {', '.join(t.version.ref for t in self.targets)}"
-                f", not {version!r}", field="version")
+    def pick(self, key: bytes | None) -> Deployment:
+        """The deployment for one request, by the split (sticky by ``key`` when given). A
+        version the caller names is chosen in ``serving.pinning`` instead."""
         return self.targets[self.policy.choose(key, self._rng)]
 
     async def predict(self, inputs: Mapping[str, np.ndarray], timeout_s: float,

@@ -20,6 +20,7 @@ from modelyard import __version__
 from modelyard.backends.local import LocalBackend
 from modelyard.control.api import API, build_control_api
 from modelyard.control.leadership import Leadership
+from modelyard.control.openapi_problems import describe_problems
 from modelyard.domain.analysis import WindowStats
 from modelyard.domain.errors import InvalidJSON, ModelyardError, ValidationFailed
 from modelyard.governance import oidc
@@ -224,6 +225,7 @@ def create_app(yard: Yard, *, start_reconciler: bool = True,
     app.state.backend = backend
     app.state.tokens = tokens
     build_control_api(app, yard, backend)
+    describe_problems(app)  # errors in /openapi.json as they are sent: problem+json
     mount_dashboard(app, yard, backend, observations)  # /ui: server-rendered pages
     for route in DataPlane(backend, metrics, access, settings.public_metrics,
                            yard.db).routes():

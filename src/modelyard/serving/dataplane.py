@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+import orjson
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
@@ -21,12 +24,12 @@ from modelyard.domain.errors import (
     NotFound,
     NotReady,
     ValidationFailed,
-    VersionNotFound,
 )
 from modelyard.domain.names import ModelRef
 from modelyard.domain.signature import Signature
 from modelyard.graph.executor import GraphDeployment
 from modelyard.rollout.routing import TrafficDeployment
+from modelyard.serving import pinning
 from modelyard.serving.access import DataPlaneAccess
 from modelyard.serving.codecs import dumps, json_response, loads, require_json
 from modelyard.serving.deployment import Deployment
@@ -75,19 +78,19 @@ class DataPlane:
         return state
 
     def _deployment(self, request: Request) -> Deployment | GraphDeployment | TrafficDeployment:
+        """What the metadata describes: the version the path names (any the endpoint serves,
+        by the rule of ``serving.pinning``; describing one chooses nothing), else the
+        endpoint's deployment."""
         name = request.path_params["name"]
         state = self._state(name, request)
         if state.deployment is None:
             raise NotReady(f"endpoint {name!r} is {state.status}"
                            + (f": {state.error}" if state.error else ""))
         version = request.path_params.get("version")
-        if version is not None and version != str(state.deployment.version.version):
-            raise VersionNotFound(
-                f"endpoint {name!r} serves version {state.deployment.version.version}, "
-                f"not {version!r}",
-                field="version",
-            )
-        return state.deployment
+        if version is None:
+            return state.deployment
+        return pinning.lookup(name, pinning.served(state.deployment),
+                              [pinning.Named("version", version)])
 
     async def server_metadata(self, request: Request) -> Response:
         """OIP v2 server metadata: name, version, protocol extensions."""
@@ -203,6 +206,19 @@ class DataPlane:
         return Response(self.metrics.render(), media_type=self.metrics.content_type)
 
 
+def request_arrays(signature: Signature, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """An inference request's inputs, checked against the signature, and at least one row
+    in each input with a batch axis: a model asked about nothing fails or answers nothing
+    (Triton refuses a batch of 0 too), and either is the caller's mistake, not a 500."""
+    arrays = signature.validate(inputs)
+    for spec in signature.inputs:
+        array = arrays[spec.name]
+        if spec.shape and spec.shape[0] == -1 and array.ndim and not array.shape[0]:
+            raise InvalidInput(f"input {spec.name!r} has no rows; send at least one",
+                               field=f"inputs.{spec.name}")
+    return arrays
+
+
 def plain_inputs(body: Any, signature: Signature) -> dict[str, Any]:
     """``{"inputs": {name: value}}``, ``{"inputs": value}`` (one input), or
     ``{"instances": [row, ...]}`` with rows as objects (or bare values for one input)."""
@@ -312,7 +328,11 @@ def _feedback(item: Any, model: str, where: str
         if request_id is None:
             raise ValidationFailed("a label needs the request_id of the answer it is for",
                                    field=f"{where}.request_id")
-        if label is None or len(dumps(label)) > MAX_LABEL_BYTES:
+        try:  # orjson writes at most 254 levels of nesting (and reads 1,024)
+            size = len(dumps(label)) if label is not None else 0
+        except orjson.JSONEncodeError:
+            size = 0
+        if not 0 < size <= MAX_LABEL_BYTES:
             raise ValidationFailed("label must be a JSON value (a class, a number, or a "
                                    f"list of them) of at most {MAX_LABEL_BYTES} bytes",
                                    field=f"{where}.label")

@@ -9,6 +9,7 @@ queue for the batcher, encode with orjson. Errors become problem+json like every
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -20,7 +21,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from modelyard.backends.base import Backend, EndpointState
 from modelyard.domain.errors import (
     EndpointNotFound,
-    Forbidden,
     InvalidRequest,
     ModelyardError,
     NotReady,
@@ -28,30 +28,31 @@ from modelyard.domain.errors import (
     PayloadTooLarge,
     TooManyRequests,
     UnsupportedMediaType,
-    VersionNotFound,
 )
 from modelyard.governance.audit import request_id as current_request_id
 from modelyard.governance.policy import Principal
 from modelyard.graph.executor import GraphDeployment
 from modelyard.monitor.inference_log import InferenceLog
 from modelyard.rollout.routing import TrafficDeployment, summary
-from modelyard.serving import oip
+from modelyard.serving import oip, pinning
 from modelyard.serving.access import DataPlaneAccess
 from modelyard.serving.batcher import PRIORITIES, Replaced
 from modelyard.serving.codecs import dumps, loads
-from modelyard.serving.dataplane import plain_inputs
+from modelyard.serving.dataplane import plain_inputs, request_arrays
 from modelyard.serving.deployment import Deployment
 from modelyard.serving.metrics import DeploymentMetrics, refused
+from modelyard.serving.problems import loggable
 from modelyard.serving.request_id import caller_id
 
 TIMEOUT_HEADER = b"modelyard-timeout-ms"
 PRIORITY_HEADER = b"modelyard-priority"
 VERSION_HEADER = b"modelyard-model-version"
 MAX_TIMEOUT_MS = 600_000
-PIN_HEADER = b"modelyard-version"
+PIN_HEADER = pinning.PIN_HEADER.encode()
 # ("endpoint/model:version", ok (not a 5xx), seconds, one number of the answer or None)
 AnswerRecorder = Callable[[str, bool, float, float | None], None]
 _JSON = b"application/json"
+log = logging.getLogger("modelyard.http")
 _PROBLEM = b"application/problem+json"
 
 
@@ -110,6 +111,19 @@ def _route(path: str) -> tuple[str, str, str | None] | None:
     return None
 
 
+class _InternalError(ModelyardError):
+    code, status, title = "internal_error", 500, "Internal error"
+
+
+def _internal(scope: Scope, error: Exception) -> ModelyardError:
+    """An unexpected error (a bug): logged, and answered as the rest of the app answers one
+    (the fast path runs outside its CatchAll; Starlette's plain-text 500 also dropped the
+    keep-alive connection)."""
+    log.error("unhandled error on %s %s", loggable(scope["method"]), loggable(scope["path"]),
+              exc_info=error)
+    return _InternalError("the server failed; the log has the details")
+
+
 # Request ids: a random per-process prefix and a counter (unique across processes, and far
 # cheaper than a uuid4 per request: it showed in profiles of the hot path).
 _ID_PREFIX = os.urandom(8).hex().encode()
@@ -128,6 +142,12 @@ def _reseed_request_ids() -> None:
 
 
 os.register_at_fork(after_in_child=_reseed_request_ids)
+
+
+def _count(raw: bytes) -> int | None:
+    """A header's non-negative integer: 1-18 ASCII digits (``int()`` of a longer one costs
+    quadratic time, and past 4,300 digits raises), else None."""
+    return int(raw) if 0 < len(raw) <= 18 and raw.isdigit() else None
 
 
 def _rows(inputs: Mapping[str, np.ndarray] | None) -> int:
@@ -215,7 +235,8 @@ class FastPath:
                 payload, content_type, extra = await handler(
                     request, body, name, deployment, timeout_s, priority, traffic)
             status = 200
-        except ModelyardError as exc:
+        except Exception as caught:  # a problem+json like everywhere, a bug included
+            exc = caught if isinstance(caught, ModelyardError) else _internal(scope, caught)
             status = exc.status
             problem = exc.to_problem()
             problem["instance"] = scope["path"]
@@ -264,49 +285,37 @@ class FastPath:
         if deployment is None:
             raise NotReady(f"endpoint {name!r} is {state.status}"
                            + (f": {state.error}" if state.error else ""))
+        traffic: TrafficDeployment | None = None
         if isinstance(deployment, TrafficDeployment):
-            if request.pinned is None:
-                return state, deployment.pick(deployment.key_of(request.headers),
-                                              version), deployment
-            wanted = self._pinned(request.pinned, request, state, caller)
-            try:
-                chosen = deployment.pick(None, wanted)
-            except VersionNotFound as exc:
-                raise VersionNotFound(exc.detail, field=PIN_HEADER.decode()) from None
-            if version is not None and version != str(chosen.version.version):
-                raise VersionNotFound(f"the path names version {version!r}, "
-                                      f"{PIN_HEADER.decode()} {wanted!r}", field="version")
-            return state, chosen, deployment
-        if version is not None and version != str(deployment.version.version):
-            raise VersionNotFound(f"endpoint {name!r} serves version "
-                                  f"{deployment.version.version}, not {version!r}",
-                                  field="version")
-        if request.pinned is not None:  # one version served: it must be the one named
-            wanted = self._pinned(request.pinned, request, state, caller)
-            if wanted not in (str(deployment.version.version), deployment.version.ref):
-                raise VersionNotFound(f"endpoint {name!r} serves {deployment.version.ref}, "
-                                      f"not {wanted!r}", field=PIN_HEADER.decode())
-        return state, deployment, None
+            traffic = deployment
+            if version is None and request.pinned is None:  # no version named: the split
+                return state, deployment.pick(deployment.key_of(request.headers)), traffic
+        elif version is None and request.pinned is None:  # the hot path
+            return state, deployment, None
+        named = []
+        if version is not None:
+            named.append(pinning.Named("version", version))
+        if request.pinned is not None:
+            named.append(pinning.Named(pinning.PIN_HEADER, request.pinned.decode("latin-1")))
+        chosen = pinning.choose(name, deployment, named,
+                                lambda: self._may_pin(request, state, caller))
+        return state, chosen, traffic
 
-    def _pinned(self, pinned: bytes, request: _Request, state: EndpointState,
-                caller: Principal | None) -> str:
-        """The version ``Modelyard-Version`` names (a number or ``name:number``), once the
-        caller may choose one: the same right whether the endpoint splits its traffic now
-        or serves one version (a client must not start failing when a rollout begins)."""
+    def _may_pin(self, request: _Request, state: EndpointState,
+                 caller: Principal | None) -> bool:
+        """Whether the caller may choose among a split's versions (a public endpoint's
+        caller is identified only now, from the credential they sent, if any)."""
         if caller is None and request.authorization is not None:
             caller = self.access.identify(request.authorization)
-        if caller is None or not caller.may("traffic:override", state.endpoint.project):
-            raise Forbidden("choosing the version with Modelyard-Version needs a "
-                            "developer, operator or admin key", field=PIN_HEADER.decode())
-        return pinned.decode("latin-1").strip()
+        return caller is not None and caller.may(pinning.PIN_RIGHT, state.endpoint.project)
 
     @staticmethod
     def _timeout_s(request: _Request, state: EndpointState) -> float:
         raw = request.timeout_ms
         if raw is None:
             return state.endpoint.timeout_ms / 1000
-        value = int(raw) if raw.isdigit() else -1
-        if not 1 <= value <= MAX_TIMEOUT_MS:
+        value = _count(raw)
+        if value is None or not 1 <= value <= MAX_TIMEOUT_MS:
             raise InvalidRequest(f"{TIMEOUT_HEADER.decode()} must be an integer from 1 to "
                                  f"{MAX_TIMEOUT_MS}", field=TIMEOUT_HEADER.decode())
         return value / 1000
@@ -355,7 +364,7 @@ class FastPath:
                        ) -> tuple[bytes, bytes, list[tuple[bytes, bytes]]]:
         self._require_json(request)
         inputs = plain_inputs(loads(body), deployment.signature)
-        arrays = deployment.signature.validate(inputs)
+        arrays = request_arrays(deployment.signature, inputs)
         version = deployment.version
         request.inputs = arrays
         if isinstance(deployment, GraphDeployment):
@@ -388,18 +397,17 @@ class FastPath:
                      ) -> tuple[bytes, bytes, list[tuple[bytes, bytes]]]:
         header_length = None
         if request.header_length is not None:
-            raw = request.header_length
-            if not raw.isdigit():
+            header_length = _count(request.header_length)
+            if header_length is None:
                 raise InvalidRequest(f"{oip.HEADER_LENGTH} must be a byte count",
                                      field=oip.HEADER_LENGTH)
-            header_length = int(raw)
         else:
             # OIP clients (tritonclient) may send JSON without a Content-Type.
             self._require_json(request, allow_missing=True)
         doc, inputs = oip.parse_request(body, header_length)
         known = {s.name for s in deployment.signature.outputs}
         wanted, binary, all_binary = oip.wanted_outputs(doc, known)
-        arrays = deployment.signature.validate(inputs)
+        arrays = request_arrays(deployment.signature, inputs)
         outputs: dict[str, np.ndarray] = await deployment.predict(arrays, timeout_s, priority)
         self._after(request, deployment, traffic, arrays, outputs, timeout_s)
         if wanted:

@@ -18,7 +18,7 @@ import orjson
 
 from modelyard.domain.errors import InvalidInput, InvalidJSON, InvalidRequest
 from modelyard.domain.signature import DTYPES, OIP_TO_DTYPE, dtype_name
-from modelyard.domain.tensors import decode, encode
+from modelyard.domain.tensors import check_rank, decode, encode
 
 HEADER_LENGTH = "inference-header-content-length"
 
@@ -94,6 +94,7 @@ def _from_binary(tensor: dict[str, Any], raw: bytes, where: str) -> tuple[str, n
             isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
         raise InvalidInput(f"tensor {name!r} needs 'shape', a list of sizes >= 0",
                            field=f"{where}.shape")
+    check_rank(shape, name, where)
     count = 1
     for d in shape:
         count *= d

@@ -59,6 +59,7 @@ from modelyard.domain.registry import Endpoint
 from modelyard.flavors.base import ChatChunk, ChatModel, Embedder, Embeddings, Predictor
 from modelyard.graph.executor import GraphDeployment
 from modelyard.rollout.routing import TrafficDeployment
+from modelyard.serving import pinning
 from modelyard.serving.access import DataPlaneAccess
 from modelyard.serving.codecs import dumps, json_response, loads, require_json
 from modelyard.serving.deployment import Deployment
@@ -680,7 +681,18 @@ class OpenAIRoutes:
         if state.deployment is None:
             raise NotReady(f"endpoint {name!r} is {state.status}"
                            + (f": {state.error}" if state.error else ""))
-        return state, state.deployment
+        pinned = request.headers.get(pinning.PIN_HEADER)
+        if pinned is None:
+            return state, state.deployment
+        # A version named in Modelyard-Version: the rule of every protocol (serving.pinning).
+        return state, pinning.choose(name, state.deployment,
+                                     [pinning.Named(pinning.PIN_HEADER, pinned)],
+                                     lambda: self._may_pin(request, state))
+
+    def _may_pin(self, request: Request, state: EndpointState) -> bool:
+        header = request.headers.get("authorization")
+        caller = self.access.identify(header.encode("latin-1") if header else None)
+        return caller is not None and caller.may(pinning.PIN_RIGHT, state.endpoint.project)
 
     def _predictor(self, deployment: Served) -> Predictor | None:
         """One replica's predictor, in turn (graphs have none of their own)."""

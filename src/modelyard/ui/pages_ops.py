@@ -4,14 +4,15 @@ logs, retraining cycles)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import HTMLResponse
 
 from modelyard.domain.errors import InvalidRequest, ModelyardError
 from modelyard.domain.jobs import STATES
+from modelyard.domain.names import BIG_ID_MAX
 from modelyard.ui import diagram
 from modelyard.ui.web import can, form, notice, page_args, query, redirect, render, session_of
 
@@ -114,7 +115,9 @@ def add_routes(router: APIRouter, dashboard: Any) -> None:
         try:
             before = int(before_text) if before_text else None
         except ValueError:
-            raise InvalidRequest("before must be a job id", field="before") from None
+            before = 0
+        if before is not None and not 1 <= before <= BIG_ID_MAX:
+            raise InvalidRequest("before must be a job id", field="before")
         found = yard.jobs.list(who, state=state or None, before=before, limit=limit + 1)
         more = len(found) > limit
         found = found[:limit]
@@ -125,7 +128,8 @@ def add_routes(router: APIRouter, dashboard: Any) -> None:
                       limit=limit, cycles=cycles)
 
     @router.get("/jobs/{job_id}", response_class=HTMLResponse)
-    def job(request: Request, job_id: int) -> HTMLResponse:
+    def job(request: Request, job_id: Annotated[int, Path(ge=1, le=BIG_ID_MAX)]
+            ) -> HTMLResponse:
         ui_session = session_of(request)
         who = ui_session.principal
         found = yard.jobs.get(who, job_id)

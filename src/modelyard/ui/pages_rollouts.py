@@ -4,13 +4,14 @@ abort) and approvals (approve, reject). Actions call the services the REST route
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import HTMLResponse
 
 from modelyard.domain.errors import ModelyardError, NotFound
+from modelyard.domain.names import ID_MAX
 from modelyard.governance.audit import guard
 from modelyard.ui import diagram, queries
 from modelyard.ui.web import can, form, notice, page_args, query, redirect, render, session_of
@@ -19,6 +20,9 @@ STEERING = ("pause", "resume", "promote", "abort")
 ROLLOUT_STATUSES = ("active", "running", "paused", "awaiting_approval", "promoted",
                     "completed", "rolled_back", "aborted")
 APPROVAL_STATUSES = ("pending", "executed", "rejected", "expired", "failed", "cancelled")
+# Ids as the REST routes bound them (a larger one failed on PostgreSQL: a 500).
+RolloutId = Annotated[int, Path(ge=1, le=ID_MAX)]
+ApprovalId = Annotated[int, Path(ge=1, le=ID_MAX)]
 
 
 def _weights(history: list[dict[str, Any]], created: str, final: dict[str, Any]
@@ -56,7 +60,7 @@ def add_routes(router: APIRouter, dashboard: Any) -> None:
                       statuses=ROLLOUT_STATUSES, notice=notice(request), base=base)
 
     @router.get("/rollouts/{rollout_id}", response_class=HTMLResponse)
-    def rollout(request: Request, rollout_id: int) -> HTMLResponse:
+    def rollout(request: Request, rollout_id: RolloutId) -> HTMLResponse:
         ui_session = session_of(request)
         who = ui_session.principal
         found = yard.rollouts.get(who, rollout_id)
@@ -82,7 +86,7 @@ def add_routes(router: APIRouter, dashboard: Any) -> None:
                       allowed=allowed, notice=notice(request))
 
     @router.post("/rollouts/{rollout_id}/{action}")
-    async def steer(request: Request, rollout_id: int, action: str) -> Response:
+    async def steer(request: Request, rollout_id: RolloutId, action: str) -> Response:
         ui_session = session_of(request)
         await form(request, ui_session)
         if action not in STEERING:
@@ -107,7 +111,7 @@ def add_routes(router: APIRouter, dashboard: Any) -> None:
                       status=status, statuses=APPROVAL_STATUSES, notice=notice(request))
 
     @router.post("/approvals/{approval_id}/{decision}")
-    async def decide(request: Request, approval_id: int, decision: str) -> Response:
+    async def decide(request: Request, approval_id: ApprovalId, decision: str) -> Response:
         ui_session = session_of(request)
         fields = await form(request, ui_session)
         if decision not in ("approve", "reject"):

@@ -3,8 +3,9 @@
 It runs on the HTTP server's event loop and shares its backend and access checks, so an
 inference call goes the same way as ``POST /v2/models/{name}/infer`` (see
 ``serving.fastpath``): access check, deployment, shedding, signature validation, the batcher.
-Errors carry the problem's ``detail`` as the gRPC message and its ``code`` in the trailing
-metadata ``modelyard-error-code``; ``status_code`` maps them to gRPC status codes.
+Errors carry the problem's ``detail`` as the gRPC message, its ``code`` in the trailing
+metadata ``modelyard-error-code`` and its ``field`` (when it has one) in
+``modelyard-error-field``; ``status_code`` maps them to gRPC status codes.
 
 Tensors come as typed ``contents`` or as ``raw_input_contents`` (what tritonclient sends). The
 answer uses the same form as the request: raw outputs for raw inputs, typed otherwise (and raw
@@ -45,16 +46,18 @@ from modelyard.domain.errors import (
     NotReady,
     Overloaded,
     TooManyRequests,
-    VersionNotFound,
 )
 from modelyard.domain.registry import ModelVersion
 from modelyard.domain.signature import DTYPES, OIP_TO_DTYPE, Signature, dtype_name
 from modelyard.domain.tensors import decode
+from modelyard.governance.policy import Principal
+from modelyard.graph.executor import GraphDeployment
 from modelyard.monitor.inference_log import InferenceLog
 from modelyard.rollout.routing import TrafficDeployment, summary
-from modelyard.serving import oip
+from modelyard.serving import oip, pinning
 from modelyard.serving.access import DataPlaneAccess
 from modelyard.serving.batcher import PRIORITIES, Replaced
+from modelyard.serving.dataplane import request_arrays
 from modelyard.serving.deployment import Deployment
 from modelyard.serving.fastpath import MAX_TIMEOUT_MS, PRIORITY_HEADER, VERSION_HEADER, _rows
 from modelyard.serving.grpc_v2 import GrpcListen
@@ -86,6 +89,7 @@ class Served(Protocol):
                       priority: int = 1) -> dict[str, np.ndarray]: ...
 
 ERROR_CODE_KEY = "modelyard-error-code"
+ERROR_FIELD_KEY = "modelyard-error-field"
 _PRIORITY_KEY = PRIORITY_HEADER.decode()
 _VERSION_KEY = VERSION_HEADER.decode()
 
@@ -259,7 +263,7 @@ class InferenceServicer:
             state = self._state(request.name, _metadata(context))
             ready = state.deployment is not None
             if ready and request.version:
-                self._deployment(state, request.version)  # or VersionNotFound
+                self._described(state, request.version)  # or VersionNotFound
             return pb.ModelReadyResponse(ready=ready)
         except Exception as exc:
             await _abort(context, exc)
@@ -268,7 +272,7 @@ class InferenceServicer:
                             context: aio.ServicerContext) -> pb.ModelMetadataResponse:
         try:
             state = self._state(request.name, _metadata(context))
-            version = self._deployment(state, request.version)[0].version
+            version = self._described(state, request.version).version
             meta = pb.ModelMetadataResponse(name=request.name, versions=[str(version.version)],
                                             platform=version.flavor)
             for specs, into in ((version.signature.inputs, meta.inputs),
@@ -302,8 +306,9 @@ class InferenceServicer:
         answer: Answer | None = None
         try:
             # Who may call, before anything else is looked at (public endpoints skip it).
-            state = self._state(request.model_name, metadata)
-            deployment, traffic = self._deployment(state, request.model_version, metadata)
+            state, caller = self._caller(request.model_name, metadata)
+            deployment, traffic = self._deployment(state, request.model_version, metadata,
+                                                   caller)
             wait_s = timeout_s(context.time_remaining(), state)
             priority = _priority(metadata)
             # Shed before decoding: under overload a refusal must cost as little as possible.
@@ -318,7 +323,8 @@ class InferenceServicer:
                                                      traffic)
             except Replaced:  # swapped while queued: the new deployment answers
                 state = self._state(request.model_name, None)
-                deployment, traffic = self._deployment(state, request.model_version, metadata)
+                deployment, traffic = self._deployment(state, request.model_version, metadata,
+                                                       caller)
                 response, answer = await self._infer(request, deployment, wait_s, priority,
                                                      traffic)
         except Exception as exc:
@@ -383,7 +389,7 @@ class InferenceServicer:
         if unknown:
             raise InvalidRequest(f"unknown output {sorted(unknown)[0]!r}; the model gives "
                                  f"{sorted(known)}", field="outputs")
-        arrays = deployment.signature.validate(inputs)
+        arrays = request_arrays(deployment.signature, inputs)
         outputs: dict[str, np.ndarray] = await deployment.predict(arrays, wait_s, priority)
         answer = Answer(arrays, outputs, _rows(arrays),
                         summary(outputs) if self.on_answer or self.inference_log else None)
@@ -400,38 +406,66 @@ class InferenceServicer:
 
     def _state(self, name: str, metadata: Mapping[str, str | bytes] | None) -> EndpointState:
         """The endpoint, once the caller may use it (``metadata`` None: already checked)."""
+        return self._caller(name, metadata)[0]
+
+    def _caller(self, name: str, metadata: Mapping[str, str | bytes] | None
+                ) -> tuple[EndpointState, Principal | None]:
+        """The endpoint and who calls it (None: a public endpoint), once they may."""
         state = self.backend.state(name)
         if state is None:
             raise EndpointNotFound(f"endpoint {name!r} does not exist", field="endpoint")
+        caller = None
         if metadata is not None:
-            self.access.check(state.endpoint, _authorization(metadata))
-        return state
+            caller = self.access.check(state.endpoint, _authorization(metadata))
+        return state, caller
+
+    def _deployment(self, state: EndpointState, version: str,
+                    metadata: Mapping[str, str | bytes], caller: Principal | None
+                    ) -> tuple[Served, TrafficDeployment | None]:
+        """What answers this call, and the split it came from: the version ``model_version``
+        and/or ``modelyard-version`` metadata name (``serving.pinning``: the rule HTTP
+        follows), else the split's pick by its sticky key (read from ``metadata``)."""
+        deployment = _loaded(state)
+        traffic = deployment if isinstance(deployment, TrafficDeployment) else None
+        pinned = metadata.get(pinning.PIN_HEADER)
+        if not version and pinned is None:
+            if traffic is None:
+                return deployment, None
+            key = (traffic.policy.sticky_header or "").lower()
+            sticky = _bytes(metadata[key]) if key and key in metadata else None
+            return traffic.pick(sticky), traffic
+        named = []
+        if version:
+            named.append(pinning.Named("model_version", version))
+        if pinned is not None:
+            named.append(pinning.Named(pinning.PIN_HEADER, _text(pinned)))
+        chosen = pinning.choose(state.endpoint.name, deployment, named,
+                                lambda: self._may_pin(state, caller, metadata))
+        return chosen, traffic
+
+    def _may_pin(self, state: EndpointState, caller: Principal | None,
+                 metadata: Mapping[str, str | bytes]) -> bool:
+        if caller is None:  # a public endpoint: whoever said who they are
+            caller = self.access.identify(_authorization(metadata))
+        return caller is not None and caller.may(pinning.PIN_RIGHT, state.endpoint.project)
 
     @staticmethod
-    def _deployment(state: EndpointState, version: str,
-                    metadata: Mapping[str, str | bytes] | None = None
-                    ) -> tuple[Served, TrafficDeployment | None]:
-        """What answers this call, and the split it came from: under a split, ``version``
-        ("" for any) names one of its versions, else the split picks one (by its sticky
-        key, read from ``metadata``; without metadata, for a description: the stable one);
-        otherwise ``version`` must be the one served."""
-        name, deployment = state.endpoint.name, state.deployment
-        if deployment is None:
-            raise NotReady(f"endpoint {name!r} is {state.status}"
-                           + (f": {state.error}" if state.error else ""))
-        if isinstance(deployment, TrafficDeployment):
-            if version:
-                return deployment.pick(None, version), deployment
-            if metadata is None:
-                return deployment.primary, deployment
-            key = (deployment.policy.sticky_header or "").lower()
-            sticky = _bytes(metadata[key]) if key and key in metadata else None
-            return deployment.pick(sticky), deployment
-        if version and version != str(deployment.version.version):
-            raise VersionNotFound(f"endpoint {name!r} serves version "
-                                  f"{deployment.version.version}, not {version!r}",
-                                  field="version")
-        return deployment, None
+    def _described(state: EndpointState, version: str) -> Served:
+        """What metadata and readiness describe: the version named (any version the endpoint
+        serves; describing one chooses nothing), else the split's stable version."""
+        deployment = _loaded(state)
+        if not version:
+            return deployment.primary if isinstance(deployment, TrafficDeployment) \
+                else deployment
+        return pinning.lookup(state.endpoint.name, pinning.served(deployment),
+                              [pinning.Named("version", version)])
+
+
+def _loaded(state: EndpointState) -> Deployment | GraphDeployment | TrafficDeployment:
+    if state.deployment is None:
+        raise NotReady(f"endpoint {state.endpoint.name!r} is {state.status}"
+                       + (f": {state.error}" if state.error else ""))
+    return state.deployment
 
 
 class Answer(NamedTuple):
@@ -459,6 +493,8 @@ async def _abort(context: aio.ServicerContext, error: Exception,
     if isinstance(error, ModelyardError):
         code, detail = status_code(error), error.detail
         metadata.append((ERROR_CODE_KEY, error.code))
+        if error.field and error.field.isascii() and error.field.isprintable():
+            metadata.append((ERROR_FIELD_KEY, error.field))  # the problem's field
         if isinstance(error, Overloaded):
             metadata.append(("retry-after", "1"))
         elif isinstance(error, TooManyRequests):
