@@ -121,3 +121,37 @@ def test_cancelling_a_job_cancels_its_ray_task(ray_instance: None, tmp_path: Pat
     finally:
         runner.join(60)
         yard.close()
+
+
+def test_a_worker_process_offloads_to_ray(ray_instance: None, tmp_path: Path) -> None:
+    """``modelyard worker --ray-address``: a separate worker process joins the cluster and
+    runs its jobs' offloaded work as Ray tasks with the job's resources."""
+    import subprocess
+
+    home = tmp_path / "yard"
+    yard, _ = Yard.init(settings=Settings.load(home, env={}))
+    job = yard.enqueue_job("call", {"function": "modelyard.testing.jobs:offloaded",
+                                    "trusted": True, "resources": {"num_cpus": 0.25}})
+    env = {**os.environ, "MODELYARD_HOME": str(home)}
+    address = ray.get_runtime_context().gcs_address
+    worker = subprocess.Popen([sys.executable, "-m", "modelyard", "worker", "--ray-address",
+                               address, "--poll-s", "0.1", "--no-schedules"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while yard.job(job.id).state not in ("succeeded", "failed"):
+            assert worker.poll() is None, worker.stdout.read() if worker.stdout else ""
+            assert time.monotonic() < deadline, "the worker did not finish the job"
+            time.sleep(0.2)
+        done = yard.job(job.id)
+        assert done.state == "succeeded", done
+        ran = done.result
+        assert ran["worker"] == worker.pid
+        assert ran["offloaded"]["pid"] not in (worker.pid, os.getpid())  # a Ray worker
+        assert ran["offloaded"]["resources"] == {"CPU": 0.25}
+    finally:
+        worker.terminate()
+        output = worker.communicate(timeout=60)[0].decode()
+        yard.close()
+    assert "offloaded work runs as Ray tasks on" in output, output
+    assert worker.returncode == 0, output

@@ -647,6 +647,31 @@ def run_task(fn: Any, args: tuple[Any, ...], resources: Any,
     return ray.get(ref)
 
 
+class RayTasks:
+    """A ``modelyard worker`` process's way to Ray: offloaded job work (``ctx.offload``,
+    ``ctx.elsewhere``, a retraining cycle's training) runs as Ray tasks on the cluster at
+    ``address`` (``auto``, ``ray://host:port``, a GCS address). No Serve, no applications."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.owned = not ray.is_initialized()
+        if self.owned:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                     namespace="modelyard")
+
+    def __repr__(self) -> str:
+        return f"RayTasks({self.address!r})"
+
+    @staticmethod
+    def offload(fn: Any, args: tuple[Any, ...], resources: Any,
+                check: Callable[[], None] | None = None) -> Any:
+        return run_task(fn, args, resources, check)
+
+    def close(self) -> None:
+        if self.owned:
+            ray.shutdown()
+
+
 def from_settings(settings: Any, db: Database, registry: RegistryService,
                   artifacts: ArtifactStore, metrics: ServingMetrics | None,
                   on_reconcile: Any = None) -> RayBackend:

@@ -16,7 +16,7 @@ from rich.live import Live
 from rich.table import Table
 
 from modelyard.cli.common import STATE, console, emit, handle_errors, operations, shown
-from modelyard.domain.errors import InvalidJSON
+from modelyard.domain.errors import InvalidJSON, ValidationFailed
 from modelyard.domain.jobs import FINISHED
 
 app = typer.Typer(help="Background jobs (training, evaluation, drift...): queued, leased "
@@ -259,16 +259,28 @@ def worker(
                                         "(default: the job_poll_s setting, 1)."),
     no_schedules: bool = typer.Option(False, "--no-schedules", help="Do not enqueue due "
                                       "cron slots from this process."),
+    ray_address: str = typer.Option(
+        "", "--ray-address", help="Run the jobs' offloaded work (ctx.offload, a retraining "
+        "cycle's training) as Ray tasks on this cluster: 'auto', 'ray://host:port' or a GCS "
+        "address. Needs the ray extra. Default: in this process."),
 ) -> None:
     """Run jobs in this process until SIGTERM or Ctrl+C (the server runs one worker thread
     itself unless jobs_in_process is off). A worker that dies loses its jobs to another
     once their leases expire; steps they finished are not run again.
 
-    Example: modelyard worker --concurrency 4
+    Example: modelyard worker --concurrency 4 --ray-address auto
     """
     from modelyard.cli.common import open_yard
     from modelyard.jobs.worker import Worker
 
+    tasks = None
+    if ray_address:
+        try:
+            from modelyard.backends.ray import RayTasks
+        except ImportError as exc:
+            raise ValidationFailed("--ray-address needs the ray extra: pip install "
+                                   "'modelyard[ray]'", field="ray_address") from exc
+        tasks = RayTasks(ray_address)
     yard = open_yard()
     counts = {"succeeded": 0, "failed": 0, "cancelled": 0, "lost": 0}
 
@@ -277,7 +289,8 @@ def worker(
             counts[what] += 1
 
     runner = Worker(yard, concurrency=concurrency, lease_s=lease_s, poll_s=poll_s,
-                    schedules=not no_schedules, on_event=on_event)
+                    schedules=not no_schedules, on_event=on_event,
+                    offload=tasks.offload if tasks is not None else None)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -289,6 +302,9 @@ def worker(
                 f"{'running ' + running if running else 'idle'}"
                 f"{' | ' + done if done else ''}")
 
+    if tasks is not None:
+        console.print(f"offloaded work runs as Ray tasks on {shown(ray_address)}",
+                      highlight=False)
     console.print(f"worker {shown(runner.name)} on {shown(yard.settings.home)} (lease "
                   f"{runner.lease_s:g} s, kinds: {', '.join(sorted(runner.handlers.kinds()))})",
                   highlight=False)
@@ -304,5 +320,7 @@ def worker(
         console.print("stopping: waiting for running jobs (up to 30 s)", highlight=False)
         clean = runner.stop(30.0)
         yard.close()
+        if tasks is not None:
+            tasks.close()
     console.print("worker stopped" if clean else "worker stopped; jobs still running will "
                   "be taken over when their leases expire", highlight=False)
