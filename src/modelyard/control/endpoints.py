@@ -211,7 +211,7 @@ class EndpointService:
             guard(self.db, principal, "jobs:run_code", f"endpoint:{name}", project)
         pending: Approval | None = None
         with self.db.transaction() as session:
-            current = repo.row(session, name)
+            current = repo.row(session, name, lock=True)  # changed below from what it holds
             if ref is not None and self._target_project(session, ref) != current.project:
                 raise ValidationFailed(
                     f"endpoint {name!r} serves models of project {current.project!r}",
@@ -247,7 +247,7 @@ class EndpointService:
                redaction: dict[str, str] | None = None,
                graph_doc: dict[str, Any] | None = None,
                log_sample: float | None = None) -> Endpoint:
-        before = repo.to_endpoint(repo.row(session, name))
+        before = repo.to_endpoint(repo.row(session, name, lock=True))
         spec = before.deployment.merged(deployment) if deployment is not None else None
         endpoint = repo.update(session, name, ref=ref, timeout_ms=timeout_ms,
                                description=description, deployment=spec, auth=auth,
@@ -278,7 +278,7 @@ class EndpointService:
                       policy: TrafficPolicy | None, model: ModelRef | None = None) -> Endpoint:
         """Check and store a traffic policy (rollouts call this inside their transaction):
         every version active, in the endpoint's project, taking the endpoint's inputs."""
-        current = repo.row(session, name)
+        current = repo.row(session, name, lock=True)
         before = repo.to_endpoint(current)
         if current.graph is not None:
             raise ValidationFailed("a graph endpoint has no traffic split (yet)",
@@ -306,7 +306,7 @@ class EndpointService:
     def delete(self, principal: Principal | None, name: str) -> None:
         principal, _ = self._guard(principal, "endpoints:delete", name)
         with self.db.transaction() as session:
-            before = repo.to_endpoint(repo.row(session, name))
+            before = repo.to_endpoint(repo.row(session, name, lock=True))
             repo.remove(session, name)
             audit.append(session, principal.name, "endpoint.delete", name,
                          before=before.to_dict())

@@ -23,8 +23,15 @@ def to_endpoint(row: EndpointRow) -> Endpoint:
                     row.log_sample)
 
 
-def row(session: Session, name: str) -> EndpointRow:
-    found = session.scalars(select(EndpointRow).where(EndpointRow.name == name)).one_or_none()
+def row(session: Session, name: str, *, lock: bool = False) -> EndpointRow:
+    """The endpoint's row; ``lock`` it (``SELECT ... FOR UPDATE``) before changing it: a change
+    reads the row and writes it back (``generation + 1``, merged deployment settings), so two
+    concurrent changes on PostgreSQL lost one of them, and a change racing a delete failed
+    with StaleDataError (a 500) instead of finding the endpoint gone."""
+    query = select(EndpointRow).where(EndpointRow.name == name)
+    if lock:  # and read it again: the session may hold it from before the lock
+        query = query.with_for_update().execution_options(populate_existing=True)
+    found = session.scalars(query).one_or_none()
     if found is None:
         raise EndpointNotFound(f"endpoint {name!r} does not exist", field="endpoint")
     return found
@@ -53,7 +60,7 @@ def update(session: Session, name: str, *, ref: ModelRef | None, timeout_ms: int
            description: str | None, deployment: DeploymentSpec | None = None,
            auth: str | None = None, redaction: dict[str, str] | None = None,
            graph: dict[str, Any] | None = None, log_sample: float | None = None) -> Endpoint:
-    found = row(session, name)
+    found = row(session, name, lock=True)
     if log_sample is not None:
         found.log_sample = log_sample
     if graph is not None:  # a graph replaces the model (and a model the graph, below)
@@ -79,7 +86,7 @@ def set_traffic(session: Session, name: str, traffic: dict[str, Any] | None,
                 model_ref: ModelRef | None = None) -> Endpoint:
     """Replace the traffic policy (``None``: all traffic to the model again), optionally
     pointing the endpoint at a new model in the same change (a promotion)."""
-    found = row(session, name)
+    found = row(session, name, lock=True)
     found.traffic = traffic
     if model_ref is not None:
         found.model_name, found.model_ref = model_ref.model, str(model_ref)
@@ -89,7 +96,7 @@ def set_traffic(session: Session, name: str, traffic: dict[str, Any] | None,
 
 
 def remove(session: Session, name: str) -> None:
-    session.delete(row(session, name))
+    session.delete(row(session, name, lock=True))
 
 
 def all_endpoints(session: Session) -> list[Endpoint]:
