@@ -52,8 +52,8 @@ PIN_HEADER = pinning.PIN_HEADER.encode()
 # ("endpoint/model:version", ok (not a 5xx), seconds, one number of the answer or None)
 AnswerRecorder = Callable[[str, bool, float, float | None], None]
 _JSON = b"application/json"
-log = logging.getLogger("modelyard.http")
 _PROBLEM = b"application/problem+json"
+log = logging.getLogger("modelyard.http")
 
 
 class _Request:
