@@ -3,19 +3,50 @@ server at 127.0.0.1:5432 (database ``test``), each in a schema of its own."""
 
 from __future__ import annotations
 
+import os
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression, Ridge
 
-from db_support import database
+from db_support import database, migrate
 from modelyard import Client, Yard
 from modelyard.serving.server import BackgroundServer
 from modelyard.settings import Settings
 from modelyard.store.db import Database
 from s3_support import s3, s3_endpoint  # noqa: F401  (fixtures: moto's S3 server)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_default_tls_context() -> Iterator[None]:
+    """httpx builds an SSL context for every client (loading certifi's CA bundle: ~30 ms),
+    even one that only speaks plain HTTP to 127.0.0.1, and the tests make thousands of
+    clients. The default context (verify=True, no client certificate, no SSL_CERT_FILE or
+    SSL_CERT_DIR) is built once and shared: the same settings, so the same verification.
+    Any other combination is built as before."""
+    from httpx._transports import default as transports
+
+    original = transports.create_ssl_context
+    shared: list[ssl.SSLContext] = []
+
+    def create(verify: Any = True, cert: Any = None, trust_env: bool = True) -> ssl.SSLContext:
+        overridden = trust_env and (os.environ.get("SSL_CERT_FILE")
+                                    or os.environ.get("SSL_CERT_DIR"))
+        if verify is not True or cert is not None or overridden:
+            return original(verify=verify, cert=cert, trust_env=trust_env)
+        if not shared:
+            shared.append(original(verify=verify, cert=cert, trust_env=trust_env))
+        return shared[0]
+
+    transports.create_ssl_context = create
+    try:
+        yield
+    finally:
+        transports.create_ssl_context = original
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -27,6 +58,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 @pytest.fixture
 def db(database_url: str) -> Iterator[Database]:
     """An empty store at the current schema (each backend in turn, as ``database_url``)."""
+    migrate(database_url)  # the session's migration, copied (Alembic finds it at head)
     database = Database(database_url)
     database.upgrade()
     try:
@@ -51,6 +83,7 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
 
 @pytest.fixture
 def yard_and_key(settings: Settings) -> Iterator[tuple[Yard, str]]:
+    migrate(settings.database_url)  # the session's migration, copied; Yard.init finds it at head
     yard, key = Yard.init(settings=settings)
     assert key is not None
     try:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
+from db_support import migrate
 from modelyard import Yard
 from modelyard.serving.server import BackgroundServer
 from modelyard.settings import Settings
@@ -23,6 +24,7 @@ from support import Shared
 @pytest.fixture(scope="module")
 def shared(shared_settings: Settings, classifier: LogisticRegression,
            tabular: tuple[np.ndarray, np.ndarray, np.ndarray]) -> Iterator[Shared]:
+    migrate(shared_settings.database_url)  # the session's migration, copied
     yard, key = Yard.init(settings=shared_settings)
     assert key is not None
     try:

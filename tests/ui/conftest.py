@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from ui_support import Showcase
 
+from db_support import migrate
 from modelyard import Yard
 from modelyard.serving.server import BackgroundServer
 from modelyard.settings import Settings
@@ -34,6 +35,7 @@ def ui_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 @pytest.fixture(scope="module")
 def seeded(ui_settings: Settings) -> Iterator[Showcase]:
     settings = ui_settings.with_(rollout_tick_s=0.2, inference_log_flush_s=0.1)
+    migrate(settings.database_url)  # the session's migration, copied
     yard, admin = Yard.init(settings=settings)
     assert admin is not None
     keys = showcase.seed(yard, admin)

@@ -17,6 +17,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sqlalchemy import insert, select
 
+from db_support import migrate
 from modelyard import Yard
 from modelyard.serving.server import BackgroundServer
 from modelyard.settings import Settings
@@ -61,6 +62,7 @@ def seed_log(yard: Yard) -> None:
 @pytest.fixture(scope="module")
 def big(shared_settings: Settings) -> Iterator[tuple[str, str]]:
     """On SQLite and on PostgreSQL (the root conftest's ``shared_settings``)."""
+    migrate(shared_settings.database_url)  # the session's migration, copied
     yard, admin = Yard.init(settings=shared_settings)
     assert admin is not None
     rng = np.random.default_rng(5)
