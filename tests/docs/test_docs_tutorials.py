@@ -64,7 +64,8 @@ class ChatStub:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, name="chat-stub")
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="chat-stub",
+                                       kwargs={"poll_interval": 0.05})  # shutdown() in 0.05 s
         self.thread.start()
 
     def close(self) -> None:

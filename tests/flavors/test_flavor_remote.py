@@ -114,7 +114,8 @@ class FakeUpstream:
 
         self.httpd = Server((host, 0), Handler)
         self.url = f"http://{host}:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, name="fake-upstream")
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="fake-upstream",
+                                       kwargs={"poll_interval": 0.05})  # shutdown() in 0.05 s
         self.thread.start()
 
     def do(self, *actions: str) -> None:

@@ -55,7 +55,8 @@ class Server:
         self.httpd = ThreadingHTTPServer((host, 0), Handler)
         self.port = self.httpd.server_address[1]
         self.url = f"http://{host}:{self.port}/"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True,
+                                       kwargs={"poll_interval": 0.05})  # shutdown() in 0.05 s
 
 
 @contextlib.contextmanager

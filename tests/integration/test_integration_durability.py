@@ -5,6 +5,7 @@ every version present must have a complete, loadable artifact."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import random
@@ -31,11 +32,17 @@ START_TIMEOUT_S = 30.0
 Data = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
-def _server_command(home: Path, port: int) -> list[str]:
-    """``python -m modelyard --yard HOME serve`` if the CLI is there, else uvicorn directly."""
+@functools.cache
+def _has_serve_cli() -> bool:
+    """Asked once (a Python start-up, ~2 s), not before every restart."""
     probe = subprocess.run([sys.executable, "-m", "modelyard", "serve", "--help"],
                            capture_output=True, text=True, timeout=60, env=_env())
-    if probe.returncode == 0 and "--port" in probe.stdout:
+    return probe.returncode == 0 and "--port" in probe.stdout
+
+
+def _server_command(home: Path, port: int) -> list[str]:
+    """``python -m modelyard --yard HOME serve`` if the CLI is there, else uvicorn directly."""
+    if _has_serve_cli():
         return [sys.executable, "-m", "modelyard", "--yard", str(home), "serve",
                 "--port", str(port), "--log-level", "warning"]
     return [sys.executable, "-c",

@@ -54,7 +54,8 @@ def http_files(tmp_path: Path) -> Iterator[str]:
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True,
+                              kwargs={"poll_interval": 0.05})  # shutdown() in 0.05 s
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"

@@ -205,7 +205,8 @@ class Collector(BaseHTTPRequestHandler):
 def collector() -> Iterator[tuple[str, type[Collector]]]:
     handler = type("Receiver", (Collector,), {"received": [], "content_types": []})
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True,
+                              kwargs={"poll_interval": 0.05})  # shutdown() in 0.05 s
     thread.start()
     try:
         yield f"http://127.0.0.1:{httpd.server_address[1]}", handler
