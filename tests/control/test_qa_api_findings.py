@@ -4,7 +4,9 @@ control plane and the dashboard, on both databases:
 * ids and version numbers past the store's columns were sent to PostgreSQL, which fails the
   statement ("integer out of range"): a 500 there, on the REST routes and the dashboard;
 * concurrent changes of one endpoint lost each other's writes on PostgreSQL, and a change
-  racing a delete was a 500;
+  racing a delete was a 500; two rollouts could start on one endpoint, one key rotated at
+  once made several replacements, two admins revoking each other's key at once left no
+  admin key, and concurrent creates of one schedule were a 500;
 * ``/openapi.json`` described 422 as FastAPI's ``HTTPValidationError`` in
   ``application/json`` while every error is sent as ``application/problem+json``
   (schemathesis: "Undocumented Content-Type" on 52 operations).
@@ -13,12 +15,18 @@ control plane and the dashboard, on both databases:
 from __future__ import annotations
 
 import re
+import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
+from sklearn.linear_model import LogisticRegression
 
+from modelyard import Yard
+from modelyard.domain.errors import Conflict, ModelyardError
+from modelyard.governance.policy import Principal
 from support import API, PROBLEM_JSON, Shared, assert_problem
 
 PAST_32_BITS = 2**32
@@ -131,3 +139,70 @@ def test_concurrent_endpoint_changes_are_all_kept(shared: Shared,
         statuses = list(pool.map(traffic_or_delete, range(9)))
     assert set(statuses) <= {200, 204, 404} and statuses.count(204) == 1, statuses
     assert shared_api.get(f"{API}/audit/verify").json()["ok"] is True
+
+
+def _at_once(calls: list[Callable[[], Any]]) -> list[Any]:
+    """Run ``calls`` on threads released together; each one's result or exception."""
+    barrier = threading.Barrier(len(calls))
+
+    def run(call: Callable[[], Any]) -> Any:
+        barrier.wait()
+        try:
+            return call()
+        except ModelyardError as exc:
+            return exc
+
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return list(pool.map(run, calls))
+
+
+def test_two_admins_revoking_each_other_at_once_keep_one_admin_key(yard: Yard) -> None:
+    """Each counted the other's key as the remaining admin: PostgreSQL was left with no
+    admin key (19 rounds in 20)."""
+    for round_ in range(5):
+        active = _active_admins(yard)
+        while len(active) < 2:
+            yard.create_key(f"admin-{round_}-{len(active)}", ["admin"])
+            active = _active_admins(yard)
+        first, second = active[0], active[1]
+        results = _at_once([
+            lambda p=first: yard.access.revoke(Principal("a", frozenset({"admin"})), p),
+            lambda p=second: yard.access.revoke(Principal("b", frozenset({"admin"})), p)])
+        if len(active) == 2:
+            assert sum(isinstance(r, Conflict) for r in results) == 1, results
+        assert _active_admins(yard)
+
+
+def _active_admins(yard: Yard) -> list[str]:
+    return [k["prefix"] for k in yard.list_keys()
+            if "admin" in k["roles"] and k["revoked_at"] is None]
+
+
+def test_rotating_one_key_at_once_makes_one_replacement(yard: Yard) -> None:
+    prefix = yard.create_key("rotated", ["viewer"])["prefix"]
+    admin = Principal("a", frozenset({"admin"}))
+    results = _at_once([lambda: yard.access.rotate(admin, prefix) for _ in range(4)])
+    assert sum(isinstance(r, dict) for r in results) == 1, results
+    assert len([k for k in yard.list_keys()
+                if k["owner"] == "rotated" and k["revoked_at"] is None]) == 1
+
+
+def test_starting_two_rollouts_at_once_starts_one(yard: Yard, tabular: Any) -> None:
+    x, label, _ = tabular
+    for c in (1.0, 0.1):
+        yard.register("churn", LogisticRegression(C=c).fit(x, label), sample=x[:4])
+    yard.create_endpoint("churn", "churn:1")
+    spec = {"target": "churn:2", "strategy": "canary",
+            "steps": [{"weight": 10, "duration_s": 600}]}
+    results = _at_once([lambda: yard.start_rollout("churn", spec) for _ in range(4)])
+    assert sum(isinstance(r, dict) for r in results) == 1, results
+    assert all(isinstance(r, Conflict) for r in results if not isinstance(r, dict))
+    assert len([r for r in yard.rollouts_of("churn") if r["status"] == "running"]) == 1
+
+
+def test_putting_one_new_schedule_at_once_replaces_instead_of_failing(yard: Yard) -> None:
+    """"Create or replace": concurrent creates of one name were IntegrityErrors (500)."""
+    results = _at_once([lambda i=i: yard.set_schedule(
+        "nightly", f"{i} 3 * * *", "monitor", {"endpoint": "churn"}) for i in range(4)])
+    assert not [r for r in results if isinstance(r, Exception)], results
+    assert [s.name for s in yard.list_schedules()] == ["nightly"]

@@ -201,20 +201,30 @@ class JobService:
         cron = schedules.check_cron(cron)
         if not 1 <= max_attempts <= 100:
             raise ValidationFailed("max_attempts must be 1-100", field="max_attempts")
-        with self.db.transaction() as session:
-            projects.row(session, project)  # raises ProjectNotFound
-            existing = session.scalars(select(schedules.JobScheduleRow.project).where(
-                schedules.JobScheduleRow.name == name)).one_or_none()
-            if existing is not None and existing != project:
-                guard(self.db, who, "jobs:write", f"schedule:{name}", existing)
-            before, after = schedules.put(
-                session, name, cron=cron, kind=kind, project=project, payload=settled,
-                enabled=bool(enabled), max_attempts=max_attempts,
-                principal=principal_document(who), created_by=who.name,
-                now=self.queue.clock())
-            audit.append(session, who.name, "schedule.put", f"schedule:{name}",
-                         before=before.to_dict() if before else None, after=after.to_dict())
-        return after
+
+        def put() -> Schedule:
+            with self.db.transaction() as session:
+                projects.row(session, project)  # raises ProjectNotFound
+                existing = session.scalars(select(schedules.JobScheduleRow.project).where(
+                    schedules.JobScheduleRow.name == name)).one_or_none()
+                if existing is not None and existing != project:
+                    guard(self.db, who, "jobs:write", f"schedule:{name}", existing)
+                before, after = schedules.put(
+                    session, name, cron=cron, kind=kind, project=project, payload=settled,
+                    enabled=bool(enabled), max_attempts=max_attempts,
+                    principal=principal_document(who), created_by=who.name,
+                    now=self.queue.clock())
+                audit.append(session, who.name, "schedule.put", f"schedule:{name}",
+                             before=before.to_dict() if before else None,
+                             after=after.to_dict())
+            return after
+
+        try:
+            return put()
+        except IntegrityError:
+            # Created concurrently under the same name (a 500 on PostgreSQL): it exists now,
+            # so "create or replace" replaces it, as it would have a moment later.
+            return put()
 
     def list_schedules(self, principal: Principal | None) -> builtins.list[Schedule]:
         who = guard(self.db, principal, "jobs:read", "schedules", anywhere=True)

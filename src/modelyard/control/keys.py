@@ -90,7 +90,8 @@ class KeyService:
         """Replace a key by a new one with the same owner and roles; the old stops at once."""
         principal = guard(self.db, principal, "keys:write", f"key:{prefix}")
         with self.db.transaction() as session:
-            old = repo.key_row(session, prefix)
+            # Locked: rotations of one key at once each made a replacement (all valid).
+            old = repo.key_row(session, prefix, lock=True)
             if old.revoked_at is not None:
                 raise Conflict(f"key {prefix} is revoked; create a new one", field="prefix")
             roles = check_roles(principal, list(old.roles))
@@ -108,9 +109,10 @@ class KeyService:
         with self.db.transaction() as session:
             target = repo.key_row(session, prefix)
             if "admin" in target.roles and target.revoked_at is None:
-                admins = [k for k in repo.all_keys(session)
-                          if "admin" in k.roles and k.revoked_at is None]
-                if len(admins) <= 1:
+                # Counted under lock: two admins revoking each other's key at once each saw
+                # the other's, and PostgreSQL was left with no admin key at all.
+                admins = [k for k in repo.lock_active(session) if "admin" in k.roles]
+                if target.revoked_at is None and len(admins) <= 1:
                     raise Conflict("this is the last active admin key; create another admin "
                                    "key before revoking it", field="prefix")
             revoked = repo.revoke(session, prefix)

@@ -77,7 +77,8 @@ class RolloutService:
         who, project = self.endpoints._guard(principal, "rollouts:write", endpoint)
         spec = RolloutSpec.from_dict(dict(spec_doc))
         with self.db.transaction() as session:
-            row = endpoint_repo.row(session, endpoint)
+            # Locked: two starts at once both found no active rollout (two ran on PostgreSQL).
+            row = endpoint_repo.row(session, endpoint, lock=True)
             if row.graph is not None:
                 raise ValidationFailed("graph endpoints cannot be rolled out (yet)",
                                        field="endpoint")

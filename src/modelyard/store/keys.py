@@ -67,11 +67,23 @@ def create(session: Session, owner: str, roles: list[str], *,
     return secret
 
 
-def key_row(session: Session, prefix: str) -> ApiKeyRow:
-    found = session.scalars(select(ApiKeyRow).where(ApiKeyRow.prefix == prefix)).one_or_none()
+def key_row(session: Session, prefix: str, *, lock: bool = False) -> ApiKeyRow:
+    """The key's row; ``lock`` it (and read it again) before a change that depends on it."""
+    query = select(ApiKeyRow).where(ApiKeyRow.prefix == prefix)
+    if lock:
+        query = query.with_for_update().execution_options(populate_existing=True)
+    found = session.scalars(query).one_or_none()
     if found is None:
         raise KeyNotFound(f"no API key with prefix {prefix!r}", field="prefix")
     return found
+
+
+def lock_active(session: Session) -> list[ApiKeyRow]:
+    """Every active key, locked in id order (one order for everyone: no deadlock), as
+    committed now: what a check across keys ("the last admin key") must count."""
+    return list(session.scalars(select(ApiKeyRow).where(ApiKeyRow.revoked_at.is_(None))
+                                .order_by(ApiKeyRow.id).with_for_update()
+                                .execution_options(populate_existing=True)))
 
 
 def all_keys(session: Session) -> list[KeyRecord]:
