@@ -119,7 +119,7 @@ def _stop(process: subprocess.Popen[bytes], marker: str = "") -> None:
     SIGKILL by process id what is left of its session (and of the head's folder)."""
     process.send_signal(signal.SIGTERM)
     with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(60)
+        process.wait(10)  # what is left after it is killed below
     for pid in _pids(process.pid, marker):
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)

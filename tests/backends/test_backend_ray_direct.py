@@ -270,7 +270,8 @@ def test_direct_traffic_scales_replicas(served: dict[str, Any]) -> None:
                   sample=ROWS[:1])
     yard.create_endpoint("slow", "slow:1", auth="public", deployment={
         "num_cpus": 0.1, "max_batch_size": 1,
-        "autoscaling": {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1}})
+        "autoscaling": {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1,
+                        "upscale_delay_s": 2, "look_back_period_s": 2}})
     _eventually(lambda: len(_status(served, "slow").get("direct", [])) == 1, timeout_s=120)
     url = _direct(served, "slow")
     stop = threading.Event()
@@ -284,7 +285,7 @@ def test_direct_traffic_scales_replicas(served: dict[str, Any]) -> None:
     for thread in threads:
         thread.start()
     try:
-        # Ray's upscale delay and look-back window are 30 s each by default.
+        # Ray's upscale delay and look-back window (30 s each by default) set to 2 s.
         _eventually(lambda: len(_status(served, "slow").get("direct", [])) == 2,
                     timeout_s=180)
     finally:

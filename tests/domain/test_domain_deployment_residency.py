@@ -24,3 +24,15 @@ def test_bad_values_name_their_field(changes: dict[str, object], field: str) -> 
     with pytest.raises(ValidationFailed) as caught:
         DeploymentSpec.from_dict(changes)
     assert caught.value.field == field
+
+
+def test_autoscaling_takes_ray_serves_delays() -> None:
+    spec = DeploymentSpec.from_dict({"autoscaling": {
+        "min_replicas": 1, "max_replicas": 4, "upscale_delay_s": 2, "downscale_delay_s": 60,
+        "look_back_period_s": 5}})
+    assert spec.autoscaling["upscale_delay_s"] == 2
+    for key, value in (("upscale_delay_s", -1), ("downscale_delay_s", 7200),
+                       ("look_back_period_s", 0), ("upscale_delay_s", float("nan"))):
+        with pytest.raises(ValidationFailed) as info:
+            DeploymentSpec.from_dict({"autoscaling": {"max_replicas": 2, key: value}})
+        assert info.value.field == f"deployment.autoscaling.{key}"

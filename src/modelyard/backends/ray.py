@@ -388,6 +388,10 @@ class RayCluster:
                 # keeps each busy without a queue.
                 "target_ongoing_requests": float(
                     spec.autoscaling.get("target_ongoing_requests", 1)),
+                # Ray's defaults (30 s, 600 s, 30 s) where the spec says nothing.
+                **{key: float(spec.autoscaling[key])
+                   for key in ("upscale_delay_s", "downscale_delay_s", "look_back_period_s")
+                   if key in spec.autoscaling},
             }
             if direct is not None:
                 options["autoscaling_config"]["policy"] = {"policy_function": AUTOSCALING_POLICY}

@@ -28,7 +28,8 @@ class DeploymentSpec:
     idempotent: bool = True
     # Where replicas run on the ray backend (ignored by the local one): logical CPUs and GPUs
     # per replica, and autoscaling on ongoing requests ({min_replicas, max_replicas,
-    # target_ongoing_requests}; empty: a fixed ``replicas``).
+    # target_ongoing_requests, upscale_delay_s, downscale_delay_s, look_back_period_s}, as
+    # Ray Serve names them; empty: a fixed ``replicas``).
     num_cpus: float = 1.0
     num_gpus: float = 0.0
     autoscaling: Mapping[str, float | int] = field(default_factory=dict)
@@ -91,7 +92,10 @@ class DeploymentSpec:
         return DeploymentSpec.from_dict({**self.to_dict(), **changes})
 
 
-AUTOSCALING_KEYS = ("min_replicas", "max_replicas", "target_ongoing_requests")
+AUTOSCALING_KEYS = ("min_replicas", "max_replicas", "target_ongoing_requests",
+                    "upscale_delay_s", "downscale_delay_s", "look_back_period_s")
+# Ray Serve's own names and meanings; seconds, each at most an hour.
+_AUTOSCALING_DELAYS = ("upscale_delay_s", "downscale_delay_s", "look_back_period_s")
 
 
 def _check_autoscaling(config: Mapping[str, float | int]) -> None:
@@ -120,3 +124,9 @@ def _check_autoscaling(config: Mapping[str, float | int]) -> None:
     if not 0 < target <= 100_000:
         raise ValidationFailed("deployment.autoscaling.target_ongoing_requests must be "
                                "above 0", field="deployment.autoscaling.target_ongoing_requests")
+    for key in _AUTOSCALING_DELAYS:
+        where = f"deployment.autoscaling.{key}"
+        seconds = config.get(key)
+        low = 0 if key != "look_back_period_s" else 0.1  # Ray's: a positive window
+        if seconds is not None and not (low <= seconds <= 3600 and seconds == seconds):
+            raise ValidationFailed(f"{where} must be {low:g} to 3600 seconds", field=where)
