@@ -49,6 +49,29 @@ def _one_default_tls_context() -> Iterator[None]:
         transports.create_ssl_context = original
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_click_command_per_cli() -> Iterator[None]:
+    """Typer's CliRunner turns the Typer app into its Click command tree on every invoke
+    (every command's signature inspected: 25-50 ms for modelyard's CLI, and the tests invoke
+    it about a thousand times). The tree is built once per app and reused, as one process
+    running the CLI would; each invoke still parses its arguments in a fresh context."""
+    import typer.testing
+
+    original = typer.testing._get_command
+    built: dict[int, tuple[Any, Any]] = {}
+
+    def get_command(app: Any) -> Any:
+        if id(app) not in built:  # the app itself is kept, so its id stays its own
+            built[id(app)] = (app, original(app))
+        return built[id(app)][1]
+
+    typer.testing._get_command = get_command
+    try:
+        yield
+    finally:
+        typer.testing._get_command = original
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     with database(request.param, tmp_path) as url:
