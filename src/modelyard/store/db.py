@@ -6,6 +6,7 @@ being killed (and the machine losing power). PostgreSQL is used as it comes.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -113,6 +114,9 @@ class Database:
             with self.engine.begin() as own:
                 self.upgrade(revision, own)
             return
+        if revision == "head" and \
+                MigrationContext.configure(connection).get_current_revision() == _head():
+            return  # at head already: Alembic would load every revision to do nothing
         config = _alembic_config(self.url)
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
@@ -134,10 +138,17 @@ class Database:
             ) from exc
 
     def head_revision(self) -> str | None:
-        return ScriptDirectory.from_config(_alembic_config(self.url)).get_current_head()
+        return _head()
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+@functools.cache
+def _head() -> str | None:
+    """The newest revision among the migrations shipped with this code: read once per process
+    (every Yard checks it on opening; Alembic loads each revision file to answer)."""
+    return ScriptDirectory.from_config(_alembic_config("")).get_current_head()
 
 
 def _alembic_config(url: str) -> Config:
