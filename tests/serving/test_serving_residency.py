@@ -114,8 +114,10 @@ def test_twenty_lazy_models_share_a_budget_for_five(many: tuple[Yard, int],
     # Real memory: all 20 would be 160 MiB (154 MiB measured without trimming the heap after
     # unloads). Loading and unloading leaves allocator overhead that stays flat after the
     # first few cycles (measured: 91 MiB peak growth for this 44 MiB budget; 42 MiB with
-    # five models and no unloads at all); the bound allows 64 MiB for it.
-    assert peak_rss[0] - start_rss <= budget + 64 * MiB
+    # five models and no unloads at all; 99-109 MiB in full-suite runs, where the test
+    # process has more threads and arenas); the bound allows 80 MiB for it, still well below
+    # the 154-160 MiB that keeping every model would take.
+    assert peak_rss[0] - start_rss <= budget + 80 * MiB
 
 
 def test_a_model_larger_than_the_budget_is_refused_with_retry_after(
