@@ -56,7 +56,7 @@ def _pids(session: int, marker: str) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def ray_head() -> Iterator[tuple[str, dict[str, str]]]:
+def ray_head() -> Iterator[tuple[str, dict[str, str], Path]]:
     """A Ray head with a client server and token authentication (a fresh token); yields its
     ``ray://`` address and the environment a client needs (the token, Serve's flags).
     (Ray 2.60's GCS listens on every interface whatever --node-ip-address says; the token
@@ -86,7 +86,7 @@ def ray_head() -> Iterator[tuple[str, dict[str, str]]]:
                 break
             assert time.monotonic() < deadline, "the Ray head did not start in 120 s"
             time.sleep(0.5)
-        yield f"ray://127.0.0.1:{client_port}", env
+        yield f"ray://127.0.0.1:{client_port}", env, Path(temp)
     finally:
         _stop(head, temp)
         log.close()
@@ -138,8 +138,8 @@ def _on_cluster(address: str, env: dict[str, str], code: str) -> Any:
 
 
 def test_a_server_on_ray_client_serves_and_leaves_the_cluster_up(
-        ray_head: tuple[str, dict[str, str]], tmp_path: Path) -> None:
-    address, env = ray_head
+        ray_head: tuple[str, dict[str, str], Path], tmp_path: Path) -> None:
+    address, env, head_dir = ray_head
     home = tmp_path / "yard"
     yard, admin = Yard.init(settings=Settings.load(home, env={}))
     x = np.random.default_rng(4).normal(size=(100, 4)).astype(np.float32)
@@ -151,16 +151,32 @@ def test_a_server_on_ray_client_serves_and_leaves_the_cluster_up(
     port = free_port()
     # The CLI in its own process: a Ray Client driver is process-wide state.
     log = open(tmp_path / "server.log", "wb")  # noqa: SIM115  (closed below)
-    server = subprocess.Popen(_watched(
-        [str(Path(sys.executable).parent / "modelyard"), "--yard", str(home), "serve",
-         "--backend", "ray", "--address", address, "--port", str(port), "--log-level",
-         "warning"]), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(_watched(
+            [str(Path(sys.executable).parent / "modelyard"), "--yard", str(home), "serve",
+             "--backend", "ray", "--address", address, "--port", str(port), "--log-level",
+             "warning"]), env=env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+
+    server = start()
     url = f"http://127.0.0.1:{port}"
     body = {"inputs": ROWS.tolist()}
+    retried = False
     try:
         deadline = time.monotonic() + 240
         while True:
-            assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+            said = (tmp_path / "server.log").read_text()[-3000:]
+            if server.poll() is not None and not retried and \
+                    "Starting Ray client server failed" in said:
+                # Ray's client proxy starts a process per client; once in a CI run it died
+                # at start under load (Ray's own log of it is printed here). Not ours: the
+                # server is started once more, and a second failure fails the test.
+                print("Ray's client server failed to start:", *(
+                    f"{err.name}: {err.read_text()[-2000:]}" for err in
+                    head_dir.glob("session_*/logs/ray_client_server_*.err")), sep="\n")
+                retried, server = True, start()
+            assert server.poll() is None, said
             with contextlib.suppress(httpx.TransportError):
                 if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
                     break
