@@ -687,7 +687,10 @@ def from_settings(settings: Any, db: Database, registry: RegistryService,
         raise ValidationFailed("ray_pool_replicas must be at least 1 and ray_pool_max_replicas "
                                "at least 0", field="ray_pool_replicas")
     cluster = RayCluster(settings.ray_address)
-    cluster.collect_orphans()
+    try:
+        cluster.collect_orphans()
+    except Exception:  # housekeeping: the server starts without it (the sweep runs again)
+        log.warning("could not look for applications of servers that are gone", exc_info=True)
     return RayBackend(db, registry, artifacts, cluster, settings.reconcile_interval_s,
                       metrics, on_reconcile=on_reconcile, direct=direct, direct_ports=ports,
                       pool=pool)
